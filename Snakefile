@@ -1,0 +1,59 @@
+# The whole chain: dataset -> train -> extract -> evaluate -> tables and figures.
+# Rules live in workflow/rules/; every rule is a thin shell call of `python -m reid <verb>`.
+import json
+import os
+import sys
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+configfile: "config.yaml"
+
+validate(config, schema="workflow/schemas/config.schema.yaml")
+
+sys.path.insert(0, workflow.basedir)
+from reid.config import check_references  # noqa: E402
+
+check_references(config, "config")
+
+DATASETS = config["datasets"]
+MODELS = config["models"]
+SEEDS = config["seeds"]
+RUN_DIR = "results/{dataset}/{model}/seed{seed}"
+
+
+def section(*keys):
+    """A config section as compact JSON, passed to the package on the command line."""
+    value = config
+    for key in keys:
+        value = value[key]
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def runs(dataset, filename):
+    return expand(f"{RUN_DIR}/{filename}", dataset=dataset, model=MODELS, seed=SEEDS)
+
+
+# One CPU-bound training job per model runs at once on a laptop: split the machine between them.
+# A cluster profile overrides this with set-threads.
+JOB_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(MODELS) * len(SEEDS))))
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_]+",
+    model=r"ide|baseline|self_attention|mutual",
+    seed=r"\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+onstart:
+    shell(
+        f"{sys.executable} -m reid init-tracking --prefix {config['mlflow']['experiment_prefix']} "
+        f"--datasets {' '.join(DATASETS)}"
+        + (f" --uri {config['mlflow']['tracking_uri']}" if config["mlflow"]["tracking_uri"] else "")
+    )

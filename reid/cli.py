@@ -1,0 +1,223 @@
+"""One entry point, ``python -m reid <verb>``: each verb is one pipeline stage, a function of its files.
+
+Rules pass each config section they depend on as JSON (so a change to that section, and only to
+it, reruns the rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from reid.config import ConfigError, parse_json_arg
+
+
+def _json(what: str):
+    return lambda text: parse_json_arg(text, what)
+
+
+def cmd_init_tracking(args) -> None:
+    from reid import tracking
+
+    uri = tracking.tracking_uri(args.uri)
+    tracking.init_store(uri, [tracking.experiment_name(args.prefix, d) for d in args.datasets])
+    print(f"MLflow store ready: {uri}")
+
+
+def cmd_synthesize(args) -> None:
+    from reid.data.synthetic import synthesize
+
+    out = Path(args.out)
+    if out.exists():
+        raise SystemExit(f"{out}: already exists; remove it first to regenerate")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        summary = synthesize(tmp, **args.params)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_fetch(args) -> None:
+    from reid.data.fetch import fetch_file
+
+    spec = args.spec
+    path = fetch_file(spec["archive"], Path(args.resources), url=spec.get("url"), md5=spec.get("md5"),
+                      sha256=spec.get("sha256"), how_to_get=_how_to_get(spec))
+    print(f"{path}: present and verified")
+
+
+def _how_to_get(spec: dict) -> str:
+    from reid.data.verify import KNOWN_SPLITS
+
+    known = KNOWN_SPLITS.get(spec.get("kind"), {})
+    return known.get("how_to_get", "") if isinstance(known, dict) else ""
+
+
+def cmd_prepare(args) -> None:
+    from reid.data.fetch import verify_checksum
+    from reid.data.verify import prepare_dataset
+
+    spec = args.spec
+    verify_checksum(Path(args.archive), md5=spec.get("md5"), sha256=spec.get("sha256"))
+    prepare_dataset(Path(args.archive), spec["kind"], Path(args.out))
+    print(f"{args.out}: laid out in Market-1501 layout")
+
+
+def cmd_verify(args) -> None:
+    from reid.data.market import TRAIN_DIR, scan_split
+    from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.data.verify import verify_dataset
+
+    spec = args.spec
+    kind = spec.get("kind") if spec["source"] == "archive" else None
+    report = verify_dataset(Path(args.data), kind, bool(spec.get("custom", False)))
+    report["dataset"] = args.dataset
+    train = [r.path for r in scan_split(Path(args.data) / TRAIN_DIR) if r.pid > 0]
+    stats = compute_mean_image(train)
+    Path(args.mean_image).parent.mkdir(parents=True, exist_ok=True)
+    save_mean_image(stats, args.mean_image)
+    Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    print(f"{args.data}: verified; report {args.report}; mean image of {len(train)} training images")
+
+
+def cmd_train(args) -> None:
+    from reid.train import TrainOutputs, train
+
+    out = Path(args.out_dir)
+    history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
+                    variant=args.model, seed=args.seed, model_cfg=args.model_params, train_cfg=args.train_params,
+                    mlflow_cfg=args.mlflow_params,
+                    outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id"),
+                    checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads)
+    last = history[-1] if history else {}
+    print(f"trained {args.model} seed {args.seed}: " + json.dumps(last))
+
+
+def cmd_extract(args) -> None:
+    from reid import tracking
+    from reid.features import extract
+
+    run_id = tracking.read_run_id(args.run_id_file)
+    counts = extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
+                     out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads)
+    tracking.reopen_run(run_id)
+    tracking.log_metrics(run_id, {f"images_{k}": v for k, v in counts.items()})
+    tracking.finish_run(run_id)
+
+
+def cmd_evaluate(args) -> None:
+    from reid import tracking
+    from reid.evaluate import curves, evaluate, scalar_metrics
+
+    run_id = tracking.read_run_id(args.run_id_file)
+    run = tracking.get_run(run_id)
+    inputs = {"mlflow_run_id": run_id, "dataset": run.data.tags.get("dataset"), "model": run.data.tags.get("model"),
+              "seed": int(run.data.tags.get("seed", -1)), "config_hash": run.data.tags.get("config_hash"),
+              "git_commit": run.data.tags.get("git_commit"),
+              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank}}
+    record = evaluate(features=Path(args.features), out=Path(args.out), max_rank=args.max_rank,
+                      rerank=args.rerank, inputs=inputs)
+    tracking.reopen_run(run_id)
+    tracking.log_metrics(run_id, scalar_metrics(record))
+    for key, values in curves(record).items():
+        tracking.log_metric_series(run_id, key, values)
+    tracking.log_artifacts([run_id], [Path(args.out)], artifact_path="evaluation")
+    tracking.finish_run(run_id)
+    print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reid", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("init-tracking", help="create the MLflow store and experiments once, before any job")
+    s.add_argument("--uri", default=None)
+    s.add_argument("--prefix", default="reid")
+    s.add_argument("--datasets", nargs="*", default=[])
+    s.set_defaults(func=cmd_init_tracking)
+
+    s = sub.add_parser("synthesize", help="write the synthetic dataset in Market-1501 layout")
+    s.add_argument("--params", type=_json("--params (config section 'synthetic')"), required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_synthesize)
+
+    s = sub.add_parser("fetch", help="download or find a dataset archive under resources/, checksum verified")
+    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')"), required=True)
+    s.add_argument("--resources", default="resources")
+    s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("prepare", help="safely extract an archive into Market-1501 layout")
+    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')"), required=True)
+    s.add_argument("--archive", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("verify", help="verify a dataset, write its report and the training mean image")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')"), required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--report", required=True)
+    s.add_argument("--mean-image", required=True)
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("train", help="train one model variant with one seed")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--model", required=True, choices=["ide", "baseline", "self_attention", "mutual"])
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--mean-image", required=True)
+    s.add_argument("--model-params", type=_json("--model-params (config 'model')"), required=True)
+    s.add_argument("--train-params", type=_json("--train-params (config 'train')"), required=True)
+    s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')"), required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--checkpoint-dir", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("extract", help="embed query, gallery and gt_bbox images")
+    s.add_argument("--model-file", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--mean-image", required=True)
+    s.add_argument("--run-id-file", required=True)
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("evaluate", help="CMC/mAP, multi-query and re-ranking -> metrics.json")
+    s.add_argument("--features", required=True)
+    s.add_argument("--run-id-file", required=True)
+    s.add_argument("--max-rank", type=int, default=50)
+    s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')"), required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_evaluate)
+
+    try:
+        from reid.report.cli import add_report_commands
+    except ImportError:
+        pass
+    else:
+        add_report_commands(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,123 @@
+"""The one place that knows config.yaml's keys: loading, schema validation, defaults, hashing.
+
+Snakemake validates the config when the Snakefile is parsed; the package validates the same file
+with the same schema when used on its own, so both paths reject the same mistakes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value that the schema or the pipeline rejects."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Validate against the JSON schema, filling schema defaults in place; returns config.
+
+    Errors name the offending key path, e.g. ``train.epohcs: unexpected key``.
+    """
+    import jsonschema
+
+    schema = load_schema()
+    validator_cls = jsonschema.validators.validator_for(schema)
+    errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"  {where}: {err.message}")
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    _fill_defaults(config, schema, schema)
+    check_references(config, source)
+    return config
+
+
+def _resolve(node: dict, root: dict) -> dict:
+    ref = node.get("$ref")
+    if ref and ref.startswith("#/"):
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _fill_defaults(value: Any, node: dict, root: dict) -> None:
+    node = _resolve(node, root)
+    if not isinstance(value, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in value and "default" in sub:
+            value[key] = json.loads(json.dumps(sub["default"]))
+        if key in value:
+            _fill_defaults(value[key], sub, root)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in value:
+            if key not in node.get("properties", {}):
+                _fill_defaults(value[key], extra, root)
+
+
+def check_references(config: dict, source: str = "config") -> None:
+    """Cross-key rules a JSON schema cannot say: every named dataset must be defined."""
+    defined = config.get("dataset", {})
+    named = list(config["datasets"])
+    report = config.get("report", {})
+    named += report.get("table1_datasets", [])
+    named += [report[k] for k in ("table2_dataset", "table3_dataset") if k in report]
+    for name in named:
+        if name not in defined:
+            raise ConfigError(f"{source}: dataset '{name}' is used but not defined under 'dataset:' "
+                              f"(defined: {', '.join(sorted(defined)) or 'none'})")
+    for name, spec in defined.items():
+        if spec["source"] == "archive":
+            for key in ("kind", "archive"):
+                if key not in spec:
+                    raise ConfigError(f"{source}: dataset.{name}.{key} is required for source: archive")
+    if config["train"]["lr_step"] < 1:
+        raise ConfigError(f"{source}: train.lr_step must be >= 1")
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return validate(config, source=str(path))
+
+
+def config_hash(*sections: Any) -> str:
+    """Short stable hash of the config sections that determine a result (for MLflow tags, metrics.json)."""
+    blob = json.dumps(sections, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def parse_json_arg(text: str, what: str) -> dict:
+    """The JSON a rule passes on the command line (one config section)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what}: expected a JSON object")
+    return value

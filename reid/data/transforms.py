@@ -1,0 +1,121 @@
+"""Image preprocessing: resize, mean-image subtraction, flip and random erasing.
+
+The mean image (and a per-channel std, so ImageNet-pretrained filters see inputs of the scale they
+were trained on) is computed once from the training split by the verify stage and stored; every
+run loads it instead of recomputing. Random draws come from a generator seeded per (seed, epoch,
+sample), so augmentation does not depend on worker scheduling and a resumed run repeats it exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+MEAN_SIZE = (256, 128)  # (height, width) at which the mean image is stored; resized to the input size
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """An RGB image as a float tensor (3, H, W) in [0, 1]."""
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if img.shape[-2:] == (height, width):
+        return img
+    return F.interpolate(img.unsqueeze(0), size=(height, width), mode="bilinear",
+                         align_corners=False, antialias=True).squeeze(0)
+
+
+def compute_mean_image(paths: Sequence[str | Path]) -> dict:
+    """Mean image (3, *MEAN_SIZE) and per-channel std over the training images."""
+    if not paths:
+        raise ValueError("compute_mean_image: no training images")
+    total = torch.zeros(3, *MEAN_SIZE, dtype=torch.float64)
+    sq = torch.zeros(3, dtype=torch.float64)
+    for p in paths:
+        x = resize(load_image(p), *MEAN_SIZE).double()
+        total += x
+        sq += (x * x).mean(dim=(1, 2))
+    mean = total / len(paths)
+    chan_mean = mean.mean(dim=(1, 2))
+    std = (sq / len(paths) - chan_mean**2).clamp_min(1e-12).sqrt()
+    return {"mean": mean.float(), "std": std.float(), "count": len(paths)}
+
+
+def save_mean_image(stats: dict, path: str | Path) -> None:
+    torch.save(stats, path)
+
+
+class Normalizer:
+    """Resize, subtract the mean image, divide by the per-channel std."""
+
+    def __init__(self, stats: dict, height: int, width: int):
+        self.height, self.width = height, width
+        self.mean = resize(stats["mean"], height, width)
+        self.std = stats["std"].view(3, 1, 1)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return (resize(img, self.height, self.width) - self.mean) / self.std
+
+
+def load_mean_image(path: str | Path) -> dict:
+    stats = torch.load(path, weights_only=True)
+    if not {"mean", "std"} <= set(stats):
+        raise ValueError(f"{path}: not a mean-image file (keys {sorted(stats)})")
+    return stats
+
+
+def load_eval_transform(mean_image_path: str | Path, height: int, width: int) -> Callable:
+    """PIL image or path -> normalised tensor (3, height, width), as used at test time."""
+    norm = Normalizer(load_mean_image(mean_image_path), height, width)
+
+    def transform(image) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            img = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+        else:
+            img = load_image(image)
+        return norm(img)
+
+    return transform
+
+
+def random_erase(img: torch.Tensor, gen: torch.Generator, probability: float,
+                 area=(0.02, 0.4), aspect=(0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): a rectangle set to 0, i.e. to the mean image."""
+    if probability <= 0 or torch.rand((), generator=gen).item() >= probability:
+        return img
+    _, h, w = img.shape
+    for _ in range(10):
+        a = (area[0] + (area[1] - area[0]) * torch.rand((), generator=gen).item()) * h * w
+        log_r = np.log(aspect[0]) + (np.log(aspect[1]) - np.log(aspect[0])) * torch.rand((), generator=gen).item()
+        r = float(np.exp(log_r))
+        eh, ew = int(round((a * r) ** 0.5)), int(round((a / r) ** 0.5))
+        if 0 < eh < h and 0 < ew < w:
+            y = int(torch.randint(0, h - eh + 1, (), generator=gen))
+            x = int(torch.randint(0, w - ew + 1, (), generator=gen))
+            img = img.clone()
+            img[:, y:y + eh, x:x + ew] = 0.0
+            return img
+    return img
+
+
+class TrainAugment:
+    """Normalise, then flip and erase with draws from the given generator."""
+
+    def __init__(self, stats: dict, height: int, width: int, flip: float, erasing: float):
+        self.norm = Normalizer(stats, height, width)
+        self.flip, self.erasing = flip, erasing
+
+    def __call__(self, img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = self.norm(img)
+        if self.flip > 0 and torch.rand((), generator=gen).item() < self.flip:
+            x = x.flip(-1)
+        return random_erase(x, gen, self.erasing)

@@ -1,0 +1,300 @@
+"""The training stage: Siamese pair training with checkpoint/resume, seeding and MLflow logging.
+
+A checkpoint is written after every epoch to a folder outside the rule's declared outputs (Snakemake
+deletes the outputs of a failed job, not this folder). A re-run of a killed job resumes from it;
+on CPU the final weights are bit-identical to an uninterrupted run with the same seed, because all
+randomness is either derived from (seed, epoch, sample) or saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from reid import tracking
+from reid.config import config_hash
+from reid.data.market import JUNK_PID, Record, scan_split, TRAIN_DIR
+from reid.data.pairs import sample_pairs
+from reid.data.transforms import TrainAugment, load_image, load_mean_image
+
+log = logging.getLogger("reid.train")
+
+HISTORY_COLUMNS = ["epoch", "lr", "loss_total", "loss_id", "loss_verif", "acc_id", "acc_verif",
+                   "images_per_s", "seconds"]
+CHECKPOINT_NAME = "last.pt"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once when REID_FAIL_ONCE names a marker file that does not exist yet (retry tests)."""
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def training_records(data_root: str | Path) -> tuple[list[Record], dict[int, int]]:
+    """The training split and the map from pid to class index (junk and distractors excluded)."""
+    records = [r for r in scan_split(Path(data_root) / TRAIN_DIR) if r.pid > 0]
+    if not records:
+        raise ValueError(f"{data_root}/{TRAIN_DIR}: no training images with a positive pid")
+    pid_to_label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return records, pid_to_label
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class PairDataset(Dataset):
+    """The pairs of one epoch; item i is (image_a, image_b, label_a, label_b, same)."""
+
+    def __init__(self, records, pid_to_label, augment: TrainAugment, seed: int):
+        self.records, self.augment, self.seed = records, augment, seed
+        self.labels = torch.tensor([pid_to_label[r.pid] for r in records])
+        self.pids = [r.pid for r in records]
+        self.camids = [r.camid for r in records]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.pairs = sample_pairs(self.pids, self.camids, self.seed, epoch)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        a, b, same = (int(v) for v in self.pairs[i])
+        gen = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, i))
+        xa = self.augment(load_image(self.records[a].path), gen)
+        xb = self.augment(load_image(self.records[b].path), gen)
+        return xa, xb, self.labels[a], self.labels[b], same
+
+
+def lr_at(epoch: int, cfg: dict) -> float:
+    """Step schedule: lr x gamma^(epoch // lr_step), epochs counted from 0."""
+    return cfg["lr"] * cfg["lr_gamma"] ** (epoch // cfg["lr_step"])
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainOutputs:
+    model: Path
+    history: Path
+    run_id_file: Path
+
+
+def _model_kwargs(variant: str, num_classes: int, model_cfg: dict) -> dict:
+    return dict(variant=variant, num_classes=num_classes, backbone=model_cfg["backbone"],
+                embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
+                attention_layers=tuple(model_cfg["attention_layers"]),
+                test_embedding=model_cfg["test_embedding"])
+
+
+def _sigterm_to_exit(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed: int,
+          model_cfg: dict, train_cfg: dict, mlflow_cfg: dict, outputs: TrainOutputs,
+          checkpoint_dir: Path, threads: int = 1, max_epochs: int | None = None) -> dict:
+    """Train one model; returns the history rows. ``max_epochs`` stops early (used by tests to
+    simulate a killed job: the checkpoint is there, the outputs are not)."""
+    from reid.models import build_model, pair_loss
+
+    torch.set_num_threads(max(1, threads))
+    device = select_device(train_cfg["device"])
+    cuda = device.type == "cuda"
+    records, pid_to_label = training_records(data_root)
+    stats = load_mean_image(mean_image)
+    augment = TrainAugment(stats, train_cfg["height"], train_cfg["width"],
+                           train_cfg["horizontal_flip"], train_cfg["random_erasing"])
+    data = PairDataset(records, pid_to_label, augment, seed)
+    chash = config_hash(dataset, variant, seed, model_cfg, train_cfg)
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = checkpoint_dir / CHECKPOINT_NAME
+    ckpt = None
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+        if ckpt.get("config_hash") != chash:
+            log.warning("checkpoint %s was made with another configuration (%s != %s): starting afresh",
+                        ckpt_path, ckpt.get("config_hash"), chash)
+            os.replace(ckpt_path, ckpt_path.with_name(f"stale-{ckpt.get('config_hash')}.pt"))
+            ckpt = None
+
+    torch.manual_seed(seed)
+    kwargs = _model_kwargs(variant, len(pid_to_label), model_cfg)
+    model = build_model(**kwargs, pretrained=model_cfg.get("pretrained"),
+                        pretrained_sha256=model_cfg.get("pretrained_sha256"))
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
+                                weight_decay=train_cfg["weight_decay"])
+    history: list[dict] = []
+    start_epoch = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if cuda and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"])
+        history = ckpt["history"]
+        start_epoch = ckpt["epoch"] + 1
+        log.info("resuming from %s at epoch %d/%d", ckpt_path, start_epoch + 1, train_cfg["epochs"])
+
+    run_id = tracking.start_run(
+        tracking.experiment_name(mlflow_cfg["experiment_prefix"], dataset),
+        run_name=f"{variant}-seed{seed}",
+        params={"dataset": dataset, "variant": variant, "seed": seed, "num_classes": len(pid_to_label),
+                "train_images": len(records), "model": model_cfg, "train": train_cfg},
+        tags={"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash, "rule": "train",
+              **({"resumed_from_epoch": start_epoch} if start_epoch else {})},
+    )
+    outputs.run_id_file.parent.mkdir(parents=True, exist_ok=True)
+    tracking.log_input_dataset(run_id, f"{dataset}/train", config_hash([r.path for r in records]),
+                               str(Path(data_root) / TRAIN_DIR), "training")
+    for row in history:  # a resumed run replays the earlier epochs so the run is complete on its own
+        tracking.log_metrics(run_id, _epoch_metrics(row), step=row["epoch"])
+
+    old_handler = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    status = "FAILED"
+    try:
+        epochs = train_cfg["epochs"] if max_epochs is None else min(max_epochs, train_cfg["epochs"])
+        for epoch in range(start_epoch, epochs):
+            row = _train_epoch(model, optimizer, data, epoch, train_cfg, device, pair_loss)
+            history.append(row)
+            tracking.log_metrics(run_id, _epoch_metrics(row), step=row["epoch"])
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                          "rng_cpu": torch.get_rng_state(),
+                          "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
+                          "history": history, "config_hash": chash, "mlflow_run_id": run_id}, ckpt_path)
+            _maybe_inject_failure()
+        if max_epochs is not None and epochs < train_cfg["epochs"]:
+            status = "KILLED"
+            return history
+        meta = {"model_kwargs": kwargs, "height": train_cfg["height"], "width": train_cfg["width"],
+                "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
+                "label_to_pid": {v: k for k, v in pid_to_label.items()}}
+        outputs.model.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta},
+                     outputs.model)
+        write_history(history, outputs.history)
+        tracking.log_artifacts([run_id], [outputs.model, outputs.history], artifact_path="model")
+        outputs.run_id_file.write_text(run_id + "\n")
+        status = "FINISHED"
+        return history
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        tracking.finish_run(run_id, status)
+
+
+def _maybe_inject_failure() -> None:
+    marker = os.environ.get("REID_FAIL_ONCE")
+    if marker and not Path(marker).exists():
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(marker).write_text("failure injected once by REID_FAIL_ONCE\n")
+        raise InjectedFailure(f"REID_FAIL_ONCE: injected failure (marker {marker} written; a retry passes)")
+
+
+def _epoch_metrics(row: dict) -> dict:
+    return {k: row[k] for k in HISTORY_COLUMNS if k not in ("epoch",)}
+
+
+def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, device, pair_loss) -> dict:
+    cuda = device.type == "cuda"
+    lr = lr_at(epoch, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    data.set_epoch(epoch)
+    loader = DataLoader(data, batch_size=cfg["batch_pairs"], shuffle=False, drop_last=len(data) > cfg["batch_pairs"],
+                        num_workers=cfg["workers"], pin_memory=cuda, persistent_workers=False)
+    model.train()
+    sums = {k: 0.0 for k in ("total", "id", "verif", "id_acc", "verif_acc")}
+    batches, images, t0 = 0, 0, time.perf_counter()
+    n_batches = len(loader)
+    for xa, xb, la, lb, same in loader:
+        xa, xb = xa.to(device, non_blocking=True), xb.to(device, non_blocking=True)
+        la, lb, same = la.to(device), lb.to(device), same.to(device)
+        if cuda:
+            xa = xa.contiguous(memory_format=torch.channels_last)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        with amp:
+            out = model(xa, xb)
+            losses = pair_loss(out, la, lb, same, verification_weight=cfg["verification_weight"])
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        for k in sums:
+            sums[k] += float(losses[k].detach())
+        batches += 1
+        images += 2 * xa.shape[0]
+        if batches % 10 == 0 or batches == n_batches:
+            dt = time.perf_counter() - t0
+            rate = images / dt
+            eta = (n_batches - batches) * dt / batches + (cfg["epochs"] - epoch - 1) * dt * n_batches / batches
+            print(f"epoch {epoch + 1}/{cfg['epochs']} batch {batches}/{n_batches} loss {sums['total'] / batches:.4f} "
+                  f"{rate:.1f} img/s ETA {_fmt_seconds(eta)}", flush=True)
+    seconds = time.perf_counter() - t0
+    b = max(batches, 1)
+    return {"epoch": epoch + 1, "lr": lr, "loss_total": sums["total"] / b, "loss_id": sums["id"] / b,
+            "loss_verif": sums["verif"] / b, "acc_id": sums["id_acc"] / b, "acc_verif": sums["verif_acc"] / b,
+            "images_per_s": images / seconds if seconds > 0 else math.nan, "seconds": seconds}
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: row[k] for k in HISTORY_COLUMNS})
+    os.replace(tmp, path)
+
+
+def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from model.pt; returns (model in eval mode, meta)."""
+    from reid.models import build_model
+
+    blob = torch.load(path, weights_only=False, map_location="cpu")
+    if "state_dict" not in blob or "meta" not in blob:
+        raise ValueError(f"{path}: not a model file written by `reid train`")
+    meta = blob["meta"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
+        model = build_model(**meta["model_kwargs"], pretrained=None)
+    model.load_state_dict(blob["state_dict"])
+    model.to(device).eval()
+    return model, meta

@@ -1,0 +1,77 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reid.config import ConfigError, config_hash, load, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def base():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_defaults_are_filled():
+    cfg = load(ROOT / "config.yaml")
+    assert cfg["model"]["backbone"] == "resnet18"
+    assert cfg["evaluate"]["rerank"] == {"k1": 20, "k2": 6, "lambda": 0.3}
+
+
+def test_misspelt_key_is_rejected_by_name():
+    cfg = base()
+    cfg["train"]["epohcs"] = 3
+    with pytest.raises(ConfigError, match="epohcs"):
+        validate(cfg)
+
+
+def test_wrong_type_is_rejected_naming_the_key():
+    cfg = base()
+    cfg["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        validate(cfg)
+
+
+def test_undefined_dataset_is_rejected():
+    cfg = base()
+    cfg["datasets"] = ["market1501"]
+    with pytest.raises(ConfigError, match="market1501"):
+        validate(cfg)
+
+
+def test_paper_preset_merges_into_a_valid_config():
+    cfg = base()
+    preset = yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())
+    for k, v in preset.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    validate(cfg)
+    assert cfg["model"]["backbone"] == "resnet50"
+    assert (cfg["train"]["height"], cfg["train"]["width"]) == (256, 188)
+    assert cfg["train"]["lr_step"] == 40 and cfg["train"]["epochs"] == 60
+    assert cfg["train"]["batch_pairs"] == 32 and cfg["model"]["dropout"] == 0.75
+    assert cfg["train"]["verification_weight"] == 0.5
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = base()
+    b = copy.deepcopy(a)
+    assert config_hash(a["train"]) == config_hash(b["train"])
+    b["train"]["lr"] = 0.02
+    assert config_hash(a["train"]) != config_hash(b["train"])
+
+
+def test_snakemake_rejects_a_typo_by_name(tmp_path):
+    bad = base()
+    bad["evaluate"]["max_rnak"] = 10
+    cfgfile = tmp_path / "bad.yaml"
+    cfgfile.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/tables/table2.md",
+                           "--configfile", str(cfgfile)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "max_rnak" in proc.stdout + proc.stderr

@@ -1,0 +1,51 @@
+import pytest
+
+from reid.data.market import (NamingError, format_market_name, parse_name, scan_dataset, scan_split)
+
+
+def test_market_name_fields():
+    n = parse_name("data/x/bounding_box_test/0002_c1s1_000451_03.jpg")
+    assert (n.pid, n.camid, n.sequence, n.frame, n.bbox) == (2, 1, 1, 451, 3)
+    assert not n.is_junk and not n.is_distractor
+
+
+def test_junk_and_distractor_market():
+    assert parse_name("-1_c3s2_012345_00.jpg").is_junk
+    assert parse_name("0000_c6s4_002202_01.jpg").is_distractor
+
+
+def test_duke_name():
+    n = parse_name("0001_c2_f0046182.jpg")
+    assert (n.pid, n.camid, n.frame, n.sequence, n.bbox) == (1, 2, 46182, 0, 0)
+
+
+@pytest.mark.parametrize("name", ["0002_c1s1_000451.jpg", "2_c1s1_000451_03.jpg", "0002_c0s1_000451_03.jpg",
+                                  "abcd_c1s1_000451_03.jpg", "0002_c1s1_000451_03.png", "-2_c1s1_000451_03.jpg"])
+def test_malformed_names_are_rejected_naming_the_file(name):
+    with pytest.raises(NamingError, match=name.replace(".", r"\.")):
+        parse_name(f"some/dir/{name}")
+
+
+def test_format_round_trips():
+    for pid in (-1, 0, 7, 1501):
+        name = format_market_name(pid, 3, 2, 1234, 5)
+        n = parse_name(name)
+        assert (n.pid, n.camid, n.sequence, n.frame, n.bbox) == (pid, 3, 2, 1234, 5)
+    with pytest.raises(ValueError):
+        format_market_name(10000, 1, 1, 1, 1)
+
+
+def test_scan_skips_non_images_and_reports_bad_names(tmp_path):
+    for sub in ("bounding_box_train", "bounding_box_test", "query"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "bounding_box_train" / "0001_c1s1_000001_00.jpg").write_bytes(b"x")
+    (tmp_path / "bounding_box_train" / "Thumbs.db").write_bytes(b"x")
+    (tmp_path / "query" / "0002_c2s1_000001_00.jpg").write_bytes(b"x")
+    splits = scan_dataset(tmp_path)
+    assert set(splits) == {"train", "gallery", "query"}  # no gt_bbox folder -> no multi_query split
+    assert [r.pid for r in splits["train"]] == [1]
+    (tmp_path / "query" / "bad_name.jpg").write_bytes(b"x")
+    with pytest.raises(NamingError, match="bad_name.jpg"):
+        scan_split(tmp_path / "query")
+    with pytest.raises(FileNotFoundError, match="gt_bbox"):
+        scan_split(tmp_path / "gt_bbox")

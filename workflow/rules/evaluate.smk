@@ -1,0 +1,49 @@
+# Feature extraction (a GPU job on a cluster) and evaluation (CPU).
+
+
+rule extract:
+    input:
+        model=f"{RUN_DIR}/model.pt",
+        run_id=f"{RUN_DIR}/mlflow_run_id",
+        data="data/{dataset}",
+        mean_image="results/{dataset}/mean_image.pt",
+    output:
+        f"{RUN_DIR}/features.pt",
+    log:
+        "results/logs/extract/{dataset}/{model}-seed{seed}.log",
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        batch_size=config["evaluate"]["batch_size"],
+        device=config["train"]["device"],
+    shell:
+        "python -m reid extract --model-file {input.model} --data {input.data} "
+        "--mean-image {input.mean_image} --run-id-file {input.run_id} "
+        "--batch-size {params.batch_size} --device {params.device} --threads {threads} "
+        "--out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        features=f"{RUN_DIR}/features.pt",
+        run_id=f"{RUN_DIR}/mlflow_run_id",
+    output:
+        f"{RUN_DIR}/metrics.json",
+    log:
+        "results/logs/evaluate/{dataset}/{model}-seed{seed}.log",
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        max_rank=config["evaluate"]["max_rank"],
+        rerank=section("evaluate", "rerank"),
+    shell:
+        "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
+        "--max-rank {params.max_rank} --rerank {params.rerank:q} --out {output} > {log} 2>&1"

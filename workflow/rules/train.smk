@@ -1,0 +1,35 @@
+# Training (a GPU job on a cluster). The checkpoint folder is not a declared output, so Snakemake
+# keeps it when the job fails and a re-run resumes from the last epoch.
+
+
+rule train:
+    input:
+        data="data/{dataset}",
+        report="results/{dataset}/dataset.json",
+        mean_image="results/{dataset}/mean_image.pt",
+        weights=[config["model"]["pretrained"]] if config["model"]["pretrained"] else [],
+    output:
+        model=f"{RUN_DIR}/model.pt",
+        history=f"{RUN_DIR}/history.csv",
+        run_id=f"{RUN_DIR}/mlflow_run_id",
+    log:
+        "results/logs/train/{dataset}/{model}-seed{seed}.log",
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        model=section("model"),
+        train=section("train"),
+        mlflow=section("mlflow"),
+        out_dir=RUN_DIR,
+        checkpoints="results/checkpoints/{dataset}/{model}/seed{seed}",
+    shell:
+        "python -m reid train --dataset {wildcards.dataset} --model {wildcards.model} "
+        "--seed {wildcards.seed} --data {input.data} --mean-image {input.mean_image} "
+        "--model-params {params.model:q} --train-params {params.train:q} "
+        "--mlflow-params {params.mlflow:q} --out-dir {params.out_dir} "
+        "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
