@@ -1,0 +1,65 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from reid.data.transforms import (MEAN_SIZE, Normalizer, TrainAugment, compute_mean_image, load_eval_transform,
+                                  random_erase, save_mean_image)
+
+
+def write_images(tmp_path, n=4, size=(32, 16)):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        arr = rng.integers(0, 256, size=(size[0], size[1], 3), dtype=np.uint8)
+        p = tmp_path / f"{i}.png"  # lossless, so the mean can be checked exactly
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_mean_image_matches_a_direct_computation(tmp_path):
+    paths = write_images(tmp_path, size=MEAN_SIZE)
+    stats = compute_mean_image(paths)
+    direct = np.mean([np.asarray(Image.open(p), dtype=np.float64) / 255 for p in paths], axis=0)
+    assert np.allclose(stats["mean"].permute(1, 2, 0).numpy(), direct, atol=1e-5)
+    assert stats["mean"].shape == (3, *MEAN_SIZE)
+    pix = np.stack([np.asarray(Image.open(p), dtype=np.float64) / 255 for p in paths])
+    assert np.allclose(stats["std"].numpy(), pix.reshape(-1, 3).std(axis=0), atol=1e-4)
+
+
+def test_eval_transform_centres_the_training_mean(tmp_path):
+    paths = write_images(tmp_path, size=(64, 32))
+    stats = compute_mean_image(paths)
+    save_mean_image(stats, tmp_path / "mean.pt")
+    tf = load_eval_transform(tmp_path / "mean.pt", 32, 16)
+    batch = torch.stack([tf(p) for p in paths])
+    assert batch.shape == (4, 3, 32, 16)
+    # mean over the training images of the normalised input is ~0 everywhere
+    assert batch.mean(0).abs().max() < 0.05
+    assert torch.allclose(tf(Image.open(paths[0])), batch[0])
+
+
+def test_augmentation_is_a_function_of_the_generator_seed():
+    stats = {"mean": torch.zeros(3, *MEAN_SIZE), "std": torch.ones(3)}
+    aug = TrainAugment(stats, 32, 16, flip=0.5, erasing=0.5)
+    img = torch.rand(3, 40, 20)
+    outs = [aug(img, torch.Generator().manual_seed(s)) for s in range(8)]
+    again = [aug(img, torch.Generator().manual_seed(s)) for s in range(8)]
+    assert all(torch.equal(a, b) for a, b in zip(outs, again))
+    assert len({o.sum().item() for o in outs}) > 1
+
+
+def test_random_erasing_sets_a_rectangle_to_zero():
+    img = torch.ones(3, 32, 16)
+    out = random_erase(img, torch.Generator().manual_seed(1), probability=1.0)
+    zero = (out == 0).all(0)
+    ys, xs = torch.nonzero(zero, as_tuple=True)
+    assert len(ys) > 0
+    assert zero[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()  # a filled rectangle
+    assert torch.equal(random_erase(img, torch.Generator(), probability=0.0), img)
+
+
+def test_normalizer_resizes():
+    stats = {"mean": torch.full((3, *MEAN_SIZE), 0.5), "std": torch.full((3,), 0.25)}
+    out = Normalizer(stats, 16, 8)(torch.full((3, 20, 10), 0.75))
+    assert out.shape == (3, 16, 8) and torch.allclose(out, torch.ones_like(out))
