@@ -3,12 +3,13 @@
 import json
 import os
 import sys
+import uuid
 
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 validate(config, schema="workflow/schemas/config.schema.yaml")
 
@@ -17,22 +18,13 @@ from reid.config import check_references  # noqa: E402
 
 check_references(config, "config")
 
+# Groups every MLflow run of one workflow invocation (jobs inherit it; on SLURM through sbatch).
+os.environ.setdefault("REID_INVOCATION_ID", uuid.uuid4().hex)
+
 DATASETS = config["datasets"]
 MODELS = config["models"]
 SEEDS = config["seeds"]
 RUN_DIR = "results/{dataset}/{model}/seed{seed}"
-
-
-def section(*keys):
-    """A config section as compact JSON, passed to the package on the command line."""
-    value = config
-    for key in keys:
-        value = value[key]
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def runs(dataset, filename):
-    return expand(f"{RUN_DIR}/{filename}", dataset=dataset, model=MODELS, seed=SEEDS)
 
 
 # One CPU-bound training job per model runs at once on a laptop: split the machine between them.
@@ -45,6 +37,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

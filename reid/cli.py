@@ -48,19 +48,23 @@ def cmd_synthesize(args) -> None:
 
 
 def cmd_fetch(args) -> None:
-    from reid.data.fetch import fetch_file
+    """A dataset archive (spec has `kind`) or weights file, placed by the user or downloaded."""
+    from reid.data.fetch import fetch_file, torchvision_sha256_prefix
+    from reid.data.known_splits import KNOWN_SPLITS
 
     spec = args.spec
-    path = fetch_file(spec["archive"], Path(args.resources), url=spec.get("url"), md5=spec.get("md5"),
-                      sha256=spec.get("sha256"), how_to_get=_how_to_get(spec))
+    name = spec["archive"]
+    if spec.get("kind"):
+        how_to_get = KNOWN_SPLITS[spec["kind"]].how_to_get
+        prefix = None
+    else:
+        how_to_get = (f"ImageNet weights: download {spec['url']}" if spec.get("url") else
+                      "ImageNet weights: torchvision's files are listed in its documentation "
+                      "(e.g. https://download.pytorch.org/models/resnet50-0676ba61.pth)")
+        prefix = None if spec.get("sha256") else torchvision_sha256_prefix(name)
+    path = fetch_file(name, Path(args.resources), url=spec.get("url"), md5=spec.get("md5"),
+                      sha256=spec.get("sha256"), sha256_prefix=prefix, how_to_get=how_to_get)
     print(f"{path}: present and verified")
-
-
-def _how_to_get(spec: dict) -> str:
-    from reid.data.verify import KNOWN_SPLITS
-
-    known = KNOWN_SPLITS.get(spec.get("kind"), {})
-    return known.get("how_to_get", "") if isinstance(known, dict) else ""
 
 
 def cmd_prepare(args) -> None:
@@ -69,7 +73,7 @@ def cmd_prepare(args) -> None:
 
     spec = args.spec
     verify_checksum(Path(args.archive), md5=spec.get("md5"), sha256=spec.get("sha256"))
-    prepare_dataset(Path(args.archive), spec["kind"], Path(args.out))
+    prepare_dataset(Path(args.archive), spec["kind"], Path(args.out), custom=bool(spec.get("custom", False)))
     print(f"{args.out}: laid out in Market-1501 layout")
 
 
@@ -203,12 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_evaluate)
 
-    try:
-        from reid.report.cli import add_report_commands
-    except ImportError:
-        pass
-    else:
-        add_report_commands(sub)
+    from reid.report.cli import add_report_commands
+
+    add_report_commands(sub)
     return p
 
 
@@ -217,7 +218,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
+        # expected failures (bad input, missing files): the message names the file or key at fault
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from reid.features import load_features
-from reid.metrics import evaluate_features, pool_multi_query
+from reid.metrics import evaluate_features, evaluate_multi_query
 
 MULTI_QUERY_POOLINGS = ("mean", "max")
 
@@ -24,20 +24,24 @@ def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None) ->
     rr = {"k1": rerank["k1"], "k2": rerank["k2"], "lambda_value": rerank["lambda"]}
     out: dict = {}
 
+    valid_queries: dict[str, int] = {}
+
     def add(prefix: str, result: dict) -> None:
+        # metrics stay flat fractions; the count of queries with a true match goes to "counts"
+        valid_queries[prefix or "single_query"] = result.pop("num_valid_queries")
         for k, v in result.items():
             out[f"{prefix}{k}"] = v
 
     add("", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, device=device))
     add("rerank/", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, rerank=rr, device=device))
     if "mq_feats" in feats and len(feats["mq_feats"]):
+        mq = (feats["mq_feats"], feats["mq_pids"], feats["mq_camids"])
         for pooling in MULTI_QUERY_POOLINGS:
-            pooled = pool_multi_query(q, qp, qc, feats["mq_feats"], feats["mq_pids"], feats["mq_camids"],
-                                      pooling=pooling)
             prefix = f"multi_query_{pooling}/"
-            add(prefix, evaluate_features(pooled, g, qp, gp, qc, gc, max_rank=max_rank, device=device))
-            add(prefix + "rerank/", evaluate_features(pooled, g, qp, gp, qc, gc, max_rank=max_rank,
-                                                      rerank=rr, device=device))
+            for suffix, rerank_args in (("", None), ("rerank/", rr)):
+                add(prefix + suffix, evaluate_multi_query(q, g, qp, gp, qc, gc, *mq, pooling=pooling,
+                                                          max_rank=max_rank, rerank=rerank_args, device=device))
+    out["counts"] = {"query": len(qp), "gallery": len(gp), "valid_queries": valid_queries}
     return out
 
 

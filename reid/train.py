@@ -207,7 +207,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         outputs.run_id_file.write_text(run_id + "\n")
         status = "FINISHED"
         return history
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from Snakemake/SLURM cancelling the job
         status = "KILLED"
         raise
     finally:

@@ -1,15 +1,6 @@
 # Datasets: the synthetic default is generated; real archives are fetched (or placed by the user),
 # checksum-verified and safely extracted. Either way data/{dataset}/ is Market-1501 layout.
 
-import re
-
-SYNTHETIC = [n for n, d in config["dataset"].items() if d["source"] == "synthetic"]
-ARCHIVES = [n for n, d in config["dataset"].items() if d["source"] == "archive"]
-
-
-def _alternatives(names):
-    return "|".join(names) if names else "(?!x)x"  # a regex that matches nothing
-
 
 rule synthesize:
     output:
@@ -17,7 +8,7 @@ rule synthesize:
     log:
         "results/logs/synthesize/{dataset}.log",
     wildcard_constraints:
-        dataset=_alternatives(SYNTHETIC),
+        dataset=alternatives(SYNTHETIC),
     conda:
         "../../envs/reid.yaml"
     params:
@@ -32,7 +23,7 @@ rule fetch_dataset:
     log:
         "results/logs/fetch/{archive}.log",
     wildcard_constraints:
-        archive=_alternatives([re.escape(config["dataset"][n]["archive"]) for n in ARCHIVES]),
+        archive=alternatives([config["dataset"][n]["archive"] for n in ARCHIVES]),
     conda:
         "../../envs/reid.yaml"
     params:
@@ -51,7 +42,7 @@ rule prepare_dataset:
     log:
         "results/logs/prepare/{dataset}.log",
     wildcard_constraints:
-        dataset=_alternatives(ARCHIVES),
+        dataset=alternatives(ARCHIVES),
     conda:
         "../../envs/reid.yaml"
     params:
