@@ -41,7 +41,15 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/report.smk"
+
+
+rule all:
+    """Everything: the paper's tables, the figures, and their upload to MLflow."""
+    default_target: True
+    input:
+        REPORT_TARGETS,
 
 
 onstart:

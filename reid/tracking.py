@@ -19,6 +19,8 @@ from typing import Iterable, Mapping
 from reid.config import REPO_ROOT
 
 DEFAULT_STORE = REPO_ROOT / "results" / "mlflow.db"
+# MLflow 3 opens experiments without this tag in its GenAI view, which hides runs and metrics.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class TrackingError(RuntimeError):
@@ -74,7 +76,7 @@ def init_store(uri: str, experiments: Iterable[str] = ()) -> None:
     client = _client(uri)
     for name in experiments:
         if client.get_experiment_by_name(name) is None:
-            client.create_experiment(name)
+            client.create_experiment(name, tags=EXPERIMENT_TAGS)
 
 
 def experiment_name(prefix: str, dataset: str) -> str:
@@ -86,7 +88,7 @@ def _experiment_id(client, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, tags=EXPERIMENT_TAGS)
     except Exception:  # created by a concurrent job in between
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -175,7 +177,17 @@ def log_input_dataset(run_id: str, name: str, digest: str, source: str, context:
 
     client = _client()
     ds = Dataset(name=name, digest=digest, source_type="local", source=source)
-    client.log_inputs(run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])]
+    for attempt in range(5):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception:
+            # two jobs registering the same dataset at once: one insert loses the UNIQUE race;
+            # the retry finds the row the other job wrote
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:

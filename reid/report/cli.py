@@ -1,0 +1,179 @@
+"""The report verbs of ``python -m reid``: reid/cli.py calls ``add_report_commands(subparsers)``.
+
+Each verb sets ``func`` to a callable taking the parsed namespace; the dataset descriptions come
+from the rule as JSON (``--dataset-specs '{"synthetic": {"source": "synthetic"}}'``), the same
+``dataset:`` section of config.yaml, so a table knows whether its data is the paper's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reid.report.runs import ReportInputError
+
+
+def _specs(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportInputError(f"--dataset-specs: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ReportInputError("--dataset-specs: expected a JSON object mapping dataset name -> config section")
+    return value
+
+
+def _info(specs: dict, name: str):
+    from reid.report.paper import describe_dataset
+
+    if name not in specs:
+        raise ReportInputError(f"--dataset-specs has no entry for dataset '{name}' (has: {', '.join(specs) or 'none'})")
+    return describe_dataset(name, specs[name])
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from reid.report import tables
+    from reid.report.runs import load_runs
+
+    specs = _specs(args.dataset_specs)
+    runs = load_runs(args.metrics)
+    if args.report_table == "table1":
+        doc = tables.table1(runs, [_info(specs, n) for n in args.datasets])
+    else:
+        build = tables.table2 if args.report_table == "table2" else tables.table3
+        doc = build(runs, _info(specs, args.dataset), args.backbone)
+    for path in tables.write(doc, args.out, args.html_out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_figure_losses(args: argparse.Namespace) -> int:
+    from reid.report import figures
+
+    _pair_check(args, "history", "labels")
+    out = figures.losses_figure(dict(zip(args.labels, args.history)), args.out, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_figure_cmc(args: argparse.Namespace) -> int:
+    from reid.report import figures
+    from reid.report.runs import load_runs
+
+    out = figures.cmc_figure(load_runs(args.metrics), args.out, title=args.title, max_rank=args.max_rank)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_figure_ranked(args: argparse.Namespace) -> int:
+    from reid.report import figures
+
+    _pair_check(args, "features", "labels")
+    out = figures.ranked_figure(dict(zip(args.labels, args.features)), args.out, root=Path(args.root),
+                                n_queries=args.queries, top_k=args.top_k, seed=args.seed, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_figure_attention(args: argparse.Namespace) -> int:
+    from reid.report import figures
+
+    _pair_check(args, "model", "labels")
+    out = figures.attention_figure_from_files(
+        dict(zip(args.labels, args.model)), features_path=Path(args.features), mean_image=Path(args.mean_image),
+        out=args.out, root=Path(args.root), n_images=args.images, seed=args.seed, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_report_mlflow(args: argparse.Namespace) -> int:
+    from reid.report.publish import log_report_artifacts
+
+    log_report_artifacts([Path(p) for p in args.run_id_files], [Path(p) for p in args.files], Path(args.done),
+                         artifact_path=args.artifact_path)
+    return 0
+
+
+def _pair_check(args: argparse.Namespace, a: str, b: str) -> None:
+    if len(getattr(args, a)) != len(getattr(args, b)):
+        raise ReportInputError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} must have the same number "
+                               f"of values ({len(getattr(args, a))} vs {len(getattr(args, b))})")
+
+
+def add_report_commands(subparsers) -> None:
+    """Register table1, table2, table3, figure-losses, figure-cmc, figure-ranked, figure-attention, report-mlflow."""
+    for verb, what in (("table1", "Table 1: the mutual model on each dataset, beside the paper's values"),
+                       ("table2", "Table 2: Rank-1/mAP, the paper's DukeMTMC-reID rows then ours"),
+                       ("table3", "Table 3: single/multi-query Rank-1/mAP, the paper's Market-1501 rows then ours")):
+        p = subparsers.add_parser(verb, help=what, description=what)
+        p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (all models and seeds)")
+        p.add_argument("--dataset-specs", required=True,
+                       help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
+        if verb == "table1":
+            p.add_argument("--datasets", nargs="+", required=True, help="the datasets, one column group each")
+        else:
+            p.add_argument("--dataset", required=True, help="the dataset of the reproduced rows")
+            p.add_argument("--backbone", required=True, help="model.backbone of the reproduced rows (row labels)")
+        p.add_argument("--out", required=True, help="the markdown table")
+        p.add_argument("--html-out", default=None, help="also write the table as a self-contained HTML page")
+        p.set_defaults(func=_cmd_table, report_table=verb)
+
+    p = subparsers.add_parser("figure-losses", help="Figure 6: identification and verification loss per epoch")
+    p.add_argument("--history", nargs="+", required=True, help="history.csv files, one per model")
+    p.add_argument("--labels", nargs="+", required=True, help="one legend label per history file")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_figure_losses)
+
+    p = subparsers.add_parser("figure-cmc", help="CMC curves, each model with and without re-ranking")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--max-rank", type=int, default=50)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_figure_cmc)
+
+    p = subparsers.add_parser("figure-ranked", help="Figure 5: queries and their top-k gallery images")
+    p.add_argument("--features", nargs="+", required=True, help="features.pt files, one per model")
+    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--root", default=".", help="directory the image paths in features.pt are relative to")
+    p.add_argument("--queries", type=int, default=4)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="which queries are drawn")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_figure_ranked)
+
+    p = subparsers.add_parser("figure-attention", help="Figure 4: layer4 activation maps over the input")
+    p.add_argument("--model", nargs="+", required=True, help="model.pt files, one per model")
+    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--features", required=True, help="a features.pt whose query_paths supply the images")
+    p.add_argument("--mean-image", required=True)
+    p.add_argument("--root", default=".")
+    p.add_argument("--images", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_figure_attention)
+
+    p = subparsers.add_parser("report-mlflow", help="log tables and figures to the runs as MLflow artifacts")
+    p.add_argument("--run-id-files", nargs="+", required=True)
+    p.add_argument("--files", nargs="+", required=True)
+    p.add_argument("--artifact-path", default="report")
+    p.add_argument("--done", required=True, help="marker file written after logging (the rule's output)")
+    p.set_defaults(func=_cmd_report_mlflow)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m reid.report.cli table2 ...``) until reid/cli.py wires the verbs."""
+    parser = argparse.ArgumentParser(prog="python -m reid.report.cli")
+    add_report_commands(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ReportInputError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,392 @@
+"""The paper's figures as PNG (matplotlib, Agg): losses (Fig. 6), CMC curves, ranked lists (Fig. 5),
+layer4 activation maps (Fig. 4).
+
+Each figure has a pure plotting function fed with arrays/images, and a thin loader where the
+inputs are pipeline files, so the plotting is testable without a trained model.
+Figures are written at FIG_DPI with a width of at least MIN_WIDTH_PX pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on cluster nodes or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from reid.report.runs import ReportInputError, Run, group_runs  # noqa: E402
+
+FIG_DPI = 120
+MIN_WIDTH_PX = 1000
+MODEL_COLOURS = {"ide": "#7f7f7f", "baseline": "#1f77b4", "self_attention": "#2ca02c", "mutual": "#d62728"}
+CORRECT, WRONG, QUERY = "#1a9d1a", "#d62020", "#1f3fbf"
+plt.rcParams.update({"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 11})
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    width_in = fig.get_size_inches()[0]
+    dpi = max(FIG_DPI, math.ceil(MIN_WIDTH_PX / width_in))
+    fig.savefig(out, dpi=dpi, facecolor="white")
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------- losses (Figure 6)
+
+LOSS_COLUMNS = ("epoch", "loss_id", "loss_verif")
+
+
+def read_history(path: str | Path) -> dict[str, np.ndarray]:
+    """history.csv -> column arrays; errors name the file and the missing column or bad cell."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: history file not found") from None
+    if not rows:
+        raise ReportInputError(f"{path}: no epochs recorded")
+    missing = [c for c in LOSS_COLUMNS if c not in rows[0]]
+    if missing:
+        raise ReportInputError(f"{path}: missing column(s) {', '.join(missing)}")
+    out = {}
+    for col in rows[0]:
+        try:
+            out[col] = np.array([float(r[col]) if r[col] not in ("", None) else np.nan for r in rows])
+        except ValueError:
+            raise ReportInputError(f"{path}: column {col} holds a non-number") from None
+    return out
+
+
+def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: str = "") -> Path:
+    """Identification and verification loss per epoch, one line per model (label -> history.csv)."""
+    data = {label: read_history(p) for label, p in histories.items()}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+    for ax, col, name in ((axes[0], "loss_id", "Identification loss"), (axes[1], "loss_verif", "Verification loss")):
+        for i, (label, h) in enumerate(data.items()):
+            ax.plot(h["epoch"], h[col], marker="o", markersize=4, linewidth=2, label=label,
+                    color=_colour_for(label, i))
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_ylabel("loss (mean over the epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def _colour_for(label: str, i: int) -> str:
+    low = label.lower()
+    for model in ("self_attention", "mutual", "baseline", "ide"):
+        if model.replace("_", " ") in low.replace("-", " ") or model in low:
+            return MODEL_COLOURS[model]
+    return f"C{i}"
+
+
+# ---------------------------------------------------------------- CMC curves
+
+def mean_cmc(runs: Sequence[Run], key: str, max_rank: int) -> np.ndarray | None:
+    """The CMC (percent, ranks 1..max_rank) averaged over seeds; None when the runs lack ``key``."""
+    curves = []
+    for r in runs:
+        cmc = r.info.get(key)
+        if cmc is None:
+            return None
+        if not isinstance(cmc, list) or len(cmc) < max_rank:
+            raise ReportInputError(f"{r.path}: {key} must be a list of at least {max_rank} fractions")
+        curves.append(np.asarray(cmc[:max_rank], dtype=float) * 100)
+    return np.mean(curves, axis=0)
+
+
+def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: int = 50,
+               labels: Mapping[str, str] | None = None) -> Path:
+    """CMC, rank 1..max_rank: each model without (solid) and with re-ranking (dashed); mean over seeds."""
+    datasets = sorted({r.dataset for r in runs})
+    if len(datasets) != 1:
+        raise ReportInputError(f"figure-cmc: expected the runs of one dataset, got {', '.join(datasets) or 'none'}")
+    by_model = group_runs(list(runs), datasets[0])
+    fig, ax = plt.subplots(figsize=(10, 6.5), constrained_layout=True)
+    ranks = np.arange(1, max_rank + 1)
+    for model, model_runs in by_model.items():
+        colour = MODEL_COLOURS[model]
+        name = (labels or {}).get(model, model.replace("_", " "))
+        seeds = f" ({len(model_runs)} seeds)" if len(model_runs) > 1 else ""
+        for key, style, suffix in (("cmc", "-", ""), ("rerank/cmc", "--", " + re-ranking")):
+            curve = mean_cmc(model_runs, key, max_rank)
+            if curve is None:
+                continue
+            ax.plot(ranks, curve, style, color=colour, linewidth=2.2,
+                    label=f"{name}{suffix}: R1 {curve[0]:.1f}%{seeds}")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_xlim(1, max_rank)
+    ax.set_xticks([1, *range(5, max_rank + 1, 5)])
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title or f"CMC curves, single query ({datasets[0]})")
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------- ranked lists (Figure 5)
+
+def load_features(path: str | Path) -> dict:
+    import torch
+
+    path = Path(path)
+    try:
+        blob = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: features file not found") from None
+    need = ("query_feats", "gallery_feats", "query_pids", "query_camids", "gallery_pids", "gallery_camids",
+            "query_paths", "gallery_paths")
+    missing = [k for k in need if k not in blob]
+    if missing:
+        raise ReportInputError(f"{path}: missing key(s) {', '.join(missing)}")
+    return blob
+
+
+def ranked_gallery(query_feats: np.ndarray, gallery_feats: np.ndarray, query_pids: np.ndarray,
+                   query_camids: np.ndarray, gallery_pids: np.ndarray, gallery_camids: np.ndarray,
+                   queries: Sequence[int], top_k: int, junk_pid: int = -1) -> list[np.ndarray]:
+    """For each query index: gallery indices of its top_k matches, nearest first.
+
+    Distances are Euclidean between L2-normalised features. As in the Market-1501 protocol, gallery
+    images of the query's identity taken by the query's camera, and junk images, are left out.
+    """
+    q = _l2n(query_feats[list(queries)])
+    g = _l2n(gallery_feats)
+    # |q - g|^2 = 2 - 2 q.g for unit vectors: the order is that of -q.g
+    dist = 2.0 - 2.0 * q @ g.T
+    out = []
+    for row, qi in enumerate(queries):
+        keep = (gallery_pids != junk_pid) & ~((gallery_pids == query_pids[qi]) & (gallery_camids == query_camids[qi]))
+        idx = np.flatnonzero(keep)
+        order = idx[np.argsort(dist[row, idx], kind="stable")]
+        out.append(order[:top_k])
+    return out
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def pick_queries(query_pids: np.ndarray, query_camids: np.ndarray, gallery_pids: np.ndarray,
+                 gallery_camids: np.ndarray, n: int, seed: int) -> list[int]:
+    """n query indices, drawn reproducibly among queries that have a valid match in the gallery."""
+    valid = [i for i in range(len(query_pids))
+             if np.any((gallery_pids == query_pids[i]) & (gallery_camids != query_camids[i]))]
+    if not valid:
+        raise ReportInputError("no query has a valid gallery match (same identity, other camera)")
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(valid, size=min(n, len(valid)), replace=False).tolist())
+
+
+def _open_image(root: Path, rel: str) -> np.ndarray:
+    from PIL import Image
+
+    path = root / rel
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: image listed in features.pt not found (is --root right?)") from None
+
+
+def _framed(ax, image: np.ndarray, colour: str, width: float = 5) -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(width)
+
+
+def ranked_figure(features: Mapping[str, str | Path], out: str | Path, root: Path = Path("."), n_queries: int = 4,
+                  top_k: int = 10, seed: int = 0, title: str = "") -> Path:
+    """Queries and their top_k gallery images per model (label -> features.pt), correct in green, wrong in red.
+
+    All models show the same queries, drawn from the first model's file (the query set is the same).
+    """
+    blobs = {label: load_features(p) for label, p in features.items()}
+    first = next(iter(blobs.values()))
+    as_np = lambda t: t.numpy() if hasattr(t, "numpy") else np.asarray(t)  # noqa: E731
+    queries = pick_queries(as_np(first["query_pids"]), as_np(first["query_camids"]),
+                           as_np(first["gallery_pids"]), as_np(first["gallery_camids"]), n_queries, seed)
+    rows = []  # (label, query index, gallery indices, blob)
+    for label, b in blobs.items():
+        if list(b["query_paths"]) != list(first["query_paths"]):
+            raise ReportInputError(f"{features[label]}: its queries differ from {next(iter(features.values()))}")
+        ranked = ranked_gallery(as_np(b["query_feats"]), as_np(b["gallery_feats"]), as_np(b["query_pids"]),
+                                as_np(b["query_camids"]), as_np(b["gallery_pids"]), as_np(b["gallery_camids"]),
+                                queries, top_k)
+        rows += [(label, q, r, b) for q, r in zip(queries, ranked)]
+    rows.sort(key=lambda row: queries.index(row[1]))  # group the models' rows of one query together
+    return _draw_ranked(rows, out, root, top_k, title)
+
+
+def _draw_ranked(rows, out, root: Path, top_k: int, title: str) -> Path:
+    as_np = lambda t: t.numpy() if hasattr(t, "numpy") else np.asarray(t)  # noqa: E731
+    n_rows, n_cols = len(rows), top_k + 1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.25 * n_cols + 1.6, 2.55 * n_rows + 2.0),
+                             squeeze=False, gridspec_kw={"wspace": 0.12, "hspace": 0.32})
+    for r, (label, qi, ranked, b) in enumerate(rows):
+        qpid = int(as_np(b["query_pids"])[qi])
+        gpids = as_np(b["gallery_pids"])
+        ax = axes[r, 0]
+        _framed(ax, _open_image(root, b["query_paths"][qi]), QUERY, 3)
+        ax.set_title(f"query\nid {qpid}", fontsize=10)
+        ax.set_ylabel(label, fontsize=11, rotation=90, labelpad=8)
+        for c in range(1, n_cols):
+            ax = axes[r, c]
+            if c - 1 >= len(ranked):
+                ax.axis("off")
+                continue
+            gi = int(ranked[c - 1])
+            ok = int(gpids[gi]) == qpid
+            _framed(ax, _open_image(root, b["gallery_paths"][gi]), CORRECT if ok else WRONG)
+            ax.set_title(f"{c}", fontsize=10, color=CORRECT if ok else WRONG)
+    handles = [Patch(facecolor="white", edgecolor=QUERY, linewidth=3, label="query"),
+               Patch(facecolor="white", edgecolor=CORRECT, linewidth=3, label="same identity (correct)"),
+               Patch(facecolor="white", edgecolor=WRONG, linewidth=3, label="other identity (wrong)")]
+    # margins in inches, not fractions, so the footer stays clear of the images however many rows there are
+    height = fig.get_size_inches()[1]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0.05 / height))
+    fig.suptitle(title or f"Top-{top_k} gallery images per query (numbers are ranks)", fontsize=14,
+                 y=1 - 0.15 / height)
+    fig.text(0.5, 0.6 / height, "Gallery images of the query's identity from the query's camera, and junk images, "
+             "are excluded, as in the evaluation protocol. Distance: Euclidean on L2-normalised features.",
+             ha="center", va="center", fontsize=10)
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 1.0 / height, bottom=1.05 / height)
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------- activation maps (Figure 4)
+
+def compute_activation_maps(model, transform: Callable, images: Sequence, partners: Sequence | None = None,
+                            batch_size: int = 32) -> np.ndarray:
+    """(N, h, w) layer4 activation maps of ``model`` for PIL images, via ``model.activation_maps``.
+
+    With ``partners`` (mutual attention only) image i is seen under mutual attention with partners[i].
+    """
+    import torch
+
+    if partners is not None and len(partners) != len(images):
+        raise ReportInputError(f"{len(partners)} partner images for {len(images)} images")
+    maps = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            batch = torch.stack([transform(im) for im in images[i:i + batch_size]])
+            if partners is None:
+                out = model.activation_maps(batch)
+            else:
+                out = model.activation_maps(batch, torch.stack([transform(im) for im in partners[i:i + batch_size]]))
+            maps.append(out.float().cpu().numpy())
+    return np.concatenate(maps)
+
+
+def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
+    """Upsample a map to the image (bilinear), scale it to [0, 1] per image, blend its jet colours in."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    up = np.asarray(Image.fromarray(amap.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    lo, hi = float(up.min()), float(up.max())
+    up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+    heat = plt.get_cmap("jet")(up)[..., :3]
+    return (0.5 * image / 255.0 + 0.5 * heat).clip(0, 1)
+
+
+def attention_figure(images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray], out: str | Path,
+                     title: str = "", partners: Sequence[np.ndarray] | None = None) -> Path:
+    """Row 0: the inputs; [the partner images;] then one row per label -> (N, h, w) maps, over each input."""
+    n = len(images)
+    for label, m in maps.items():
+        if len(m) != n:
+            raise ReportInputError(f"attention maps for {label}: {len(m)} maps for {n} images")
+    plain = [("input", images)] + ([("pair partner", partners)] if partners is not None else [])
+    n_rows = len(plain) + len(maps)
+    fig, axes = plt.subplots(n_rows, n, figsize=(max(1.7 * n + 2.2, 8.5), 2.9 * n_rows + 0.9), squeeze=False)
+    for c in range(n):
+        for r, (_, imgs) in enumerate(plain):
+            axes[r, c].imshow(imgs[c])
+        for r, (label, m) in enumerate(maps.items(), start=len(plain)):
+            axes[r, c].imshow(_overlay(images[c], m[c]))
+    for r, label in enumerate([name for name, _ in plain] + list(maps)):
+        for c in range(n):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label.replace(" (", "\n("), fontsize=11)
+    fig.suptitle(title or "Layer4 activation maps (channel mean of |features|), red = strongest", fontsize=14)
+    fig.text(0.5, 0.01, "Each map is scaled to its own range and upsampled onto the input as the model saw it.",
+             ha="center", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return _save(fig, out)
+
+
+def pick_partners(blob: dict, queries: Sequence[int]) -> list[int]:
+    """For each query: the first gallery image of the same identity from another camera (a positive pair)."""
+    qp, qc = blob["query_pids"], blob["query_camids"]
+    gp, gc = np.asarray(blob["gallery_pids"]), np.asarray(blob["gallery_camids"])
+    out = []
+    for q in queries:
+        match = np.flatnonzero((gp == int(qp[q])) & (gc != int(qc[q])))
+        if not len(match):
+            raise ReportInputError(f"query {blob['query_paths'][q]} has no same-identity gallery image")
+        out.append(int(match[0]))
+    return out
+
+
+def attention_figure_from_files(models: Mapping[str, str | Path], features_path: Path, mean_image: Path,
+                                out: str | Path, root: Path = Path("."), n_images: int = 6, seed: int = 0,
+                                title: str = "") -> Path:
+    """Same query images for every model: drawn from features.pt, preprocessed as at test time.
+
+    A mutual-attention model gets two rows: each image alone (as at test time, where it is embedded
+    alone) and under mutual attention with a same-identity gallery image (as in a training pair).
+    """
+    from PIL import Image
+
+    from reid.data.transforms import load_eval_transform
+    from reid.train import load_trained_model
+
+    blob = load_features(features_path)
+    as_np = lambda t: t.numpy() if hasattr(t, "numpy") else np.asarray(t)  # noqa: E731
+    blob = {k: (as_np(v) if k.endswith(("pids", "camids")) else v) for k, v in blob.items()}
+    idx = pick_queries(blob["query_pids"], blob["query_camids"], blob["gallery_pids"], blob["gallery_camids"],
+                       n_images, seed)
+    pil = [Image.fromarray(_open_image(root, blob["query_paths"][i])) for i in idx]
+    partner_idx = pick_partners(blob, idx)
+    partner_pil = [Image.fromarray(_open_image(root, blob["gallery_paths"][i])) for i in partner_idx]
+    maps, size, paired = {}, None, False
+    for label, path in models.items():
+        model, meta = load_trained_model(path)
+        if size is not None and size != (meta["height"], meta["width"]):
+            raise ReportInputError(f"{path}: input size {meta['height']}x{meta['width']} differs from the other "
+                                   f"models' {size[0]}x{size[1]}")
+        size = (meta["height"], meta["width"])
+        tf = load_eval_transform(mean_image, meta["height"], meta["width"])
+        if meta.get("variant") == "mutual":
+            maps[f"{label} (single image)"] = compute_activation_maps(model, tf, pil)
+            maps[f"{label} (paired with partner)"] = compute_activation_maps(model, tf, pil, partner_pil)
+            paired = True
+        else:
+            maps[label] = compute_activation_maps(model, tf, pil)
+    # show each input at the resolution the models saw it
+    shown = lambda ims: [np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)) for im in ims]  # noqa: E731
+    return attention_figure(shown(pil), maps, out, title, partners=shown(partner_pil) if paired else None)
+
+
+__all__ = ["losses_figure", "cmc_figure", "ranked_figure", "ranked_gallery", "pick_queries", "attention_figure",
+           "attention_figure_from_files", "compute_activation_maps", "read_history", "pick_partners"]

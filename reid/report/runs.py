@@ -1,0 +1,133 @@
+"""Reading the pipeline's metrics.json files and summarising them over seeds.
+
+Tables are built from these files only. A metrics.json is flat: fractions in [0, 1] under names
+such as ``rank1`` or ``rerank/mAP`` plus the inputs that produced them (dataset, model, seed,
+config_hash, mlflow_run_id, git_commit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The order in which reproduced variants appear in every table.
+MODEL_ORDER = ("ide", "baseline", "self_attention", "mutual")
+REQUIRED_KEYS = ("dataset", "model", "seed", "mlflow_run_id")
+
+
+class ReportInputError(ValueError):
+    """A report input (metrics.json, history.csv, features.pt, option) that cannot be used."""
+
+
+@dataclass
+class Run:
+    """One trained model (one seed): its metrics.json, loaded."""
+
+    path: Path
+    dataset: str
+    model: str
+    seed: int
+    run_id: str
+    metrics: dict[str, float]
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: metrics file not found") from None
+    except json.JSONDecodeError as e:
+        raise ReportInputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ReportInputError(f"{path}: expected a JSON object at the top level")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise ReportInputError(f"{path}: missing key(s) {', '.join(missing)}")
+    if raw["model"] not in MODEL_ORDER:
+        raise ReportInputError(f"{path}: unknown model '{raw['model']}' (expected one of {', '.join(MODEL_ORDER)})")
+    metrics: dict[str, float] = {}
+    info: dict[str, object] = {}
+    for key, value in raw.items():
+        if key in REQUIRED_KEYS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            info[key] = value  # cmc lists, hashes, commits
+            continue
+        if not (0.0 <= value <= 1.0) or math.isnan(value):
+            raise ReportInputError(f"{path}: {key} = {value} is not a fraction in [0, 1]")
+        metrics[key] = float(value)
+    return Run(path=path, dataset=str(raw["dataset"]), model=str(raw["model"]), seed=int(raw["seed"]),
+               run_id=str(raw["mlflow_run_id"]), metrics=metrics, info=info)
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """Load several metrics.json files; one (dataset, model, seed) may appear once only."""
+    runs = [load_run(p) for p in paths]
+    seen: dict[tuple[str, str, int], Path] = {}
+    for run in runs:
+        key = (run.dataset, run.model, run.seed)
+        if key in seen:
+            raise ReportInputError(f"{run.path}: dataset={run.dataset} model={run.model} seed={run.seed} "
+                                   f"is also in {seen[key]}")
+        seen[key] = run.path
+    return runs
+
+
+def group_runs(runs: list[Run], dataset: str) -> dict[str, list[Run]]:
+    """The runs of one dataset, by model in MODEL_ORDER, each list sorted by seed."""
+    by_model: dict[str, list[Run]] = {}
+    for model in MODEL_ORDER:
+        chosen = sorted((r for r in runs if r.dataset == dataset and r.model == model), key=lambda r: r.seed)
+        if chosen:
+            by_model[model] = chosen
+    return by_model
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A metric over seeds, in percent. ``std`` is the sample standard deviation (None for one seed)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def summarise(runs: list[Run], key: str) -> Summary | None:
+    """Mean and sample std (ddof=1) of ``key`` over the runs, in percent; None when no run has it.
+
+    A key present in some seeds but not others is an error: the cell would silently average fewer runs.
+    """
+    have = [r for r in runs if key in r.metrics]
+    if not have:
+        return None
+    if len(have) != len(runs):
+        lacking = [str(r.path) for r in runs if key not in r.metrics]
+        raise ReportInputError(f"{key} is missing from {', '.join(lacking)} but present in other seeds")
+    values = [100.0 * r.metrics[key] for r in have]
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Summary(mean=mean, std=std, n=len(values))
+
+
+def fmt_pct(value: float | None) -> str:
+    """A percentage with two decimals; a dash where there is no value."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+def fmt_summary(s: Summary | None) -> str:
+    if s is None:
+        return "–"
+    if s.std is None:
+        return f"{s.mean:.2f}"
+    return f"{s.mean:.2f} ± {s.std:.2f}"
+
+
+def fmt_diff(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f}".replace("-", "−")

@@ -1,0 +1,207 @@
+"""Figures from tiny fake inputs: PNGs at least 1000 px wide; the ranked list obeys the protocol."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reid.report import figures
+from reid.report.runs import ReportInputError, load_runs
+
+
+def png_size(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def write_history(path, epochs, id0, verif0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["epoch", "lr", "loss_total", "loss_id", "loss_verif", "acc_id", "acc_verif", "images_per_s", "seconds"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for e in range(1, epochs + 1):
+            w.writerow([e, 0.01, id0 / e + verif0 / e, id0 / e, verif0 / e, 0.5, 0.6, 100.0, 1.0])
+    return path
+
+
+def test_losses_figure(tmp_path):
+    hb = write_history(tmp_path / "b" / "history.csv", 5, 5.0, 0.7)
+    hm = write_history(tmp_path / "m" / "history.csv", 5, 4.0, 0.6)
+    out = figures.losses_figure({"baseline": hb, "mutual attention": hm}, tmp_path / "fig" / "losses_x.png")
+    w, h = png_size(out)
+    assert w >= 1000 and h > 300
+    bad = tmp_path / "bad.csv"
+    bad.write_text("epoch,loss_id\n1,0.5\n")
+    with pytest.raises(ReportInputError, match=r"bad.csv: missing column\(s\) loss_verif"):
+        figures.losses_figure({"x": bad}, tmp_path / "never.png")
+
+
+def test_cmc_figure_averages_seeds(tmp_path):
+    paths = []
+    for model, base in (("baseline", 0.3), ("mutual", 0.5)):
+        for seed in (0, 1):
+            d = tmp_path / model / f"seed{seed}"
+            d.mkdir(parents=True)
+            cmc = [min(1.0, base + 0.1 * seed + 0.01 * k) for k in range(50)]
+            m = {"dataset": "synthetic", "model": model, "seed": seed, "mlflow_run_id": "r", "rank1": cmc[0],
+                 "cmc": cmc, "rerank/cmc": [min(1.0, c + 0.05) for c in cmc]}
+            (d / "metrics.json").write_text(json.dumps(m))
+            paths.append(d / "metrics.json")
+    runs = load_runs(paths)
+    mutual = [r for r in runs if r.model == "mutual"]
+    curve = figures.mean_cmc(mutual, "cmc", 50)
+    assert curve.shape == (50,)
+    assert curve[0] == pytest.approx(100 * (0.5 + 0.6) / 2)  # mean of the two seeds' rank-1, in percent
+    out = figures.cmc_figure(runs, tmp_path / "cmc.png")
+    assert png_size(out)[0] >= 1000
+
+
+# ---------------------------------------------------------------- ranked list
+
+def fake_dataset(tmp_path, n_ids=6, dim=8, seed=0):
+    """Queries: one per identity (camera 1). Gallery: each identity in cameras 1 and 2, plus junk and distractors."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids + 1, dim))
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    def img(name, pid):
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        Image.new("RGB", (16, 32), colour).save(img_dir / name)
+        return f"imgs/{name}"
+    q_feats, q_pids, q_cams, q_paths = [], [], [], []
+    g_feats, g_pids, g_cams, g_paths = [], [], [], []
+    for pid in range(1, n_ids + 1):
+        q_feats.append(centres[pid] + 0.05 * rng.normal(size=dim))
+        q_pids.append(pid); q_cams.append(1); q_paths.append(img(f"q{pid}.jpg", pid))
+        for cam in (1, 2):
+            g_feats.append(centres[pid] + 0.05 * rng.normal(size=dim))
+            g_pids.append(pid); g_cams.append(cam); g_paths.append(img(f"g{pid}_{cam}.jpg", pid))
+    for k in range(4):  # junk right on top of query 1 and distractors anywhere
+        g_feats.append(centres[1]); g_pids.append(-1); g_cams.append(3); g_paths.append(img(f"junk{k}.jpg", -1))
+        g_feats.append(rng.normal(size=dim)); g_pids.append(0); g_cams.append(3); g_paths.append(img(f"d{k}.jpg", 0))
+    blob = {"query_feats": torch.tensor(np.array(q_feats), dtype=torch.float32),
+            "gallery_feats": torch.tensor(np.array(g_feats), dtype=torch.float32),
+            "query_pids": torch.tensor(q_pids), "query_camids": torch.tensor(q_cams),
+            "gallery_pids": torch.tensor(g_pids), "gallery_camids": torch.tensor(g_cams),
+            "query_paths": q_paths, "gallery_paths": g_paths}
+    path = tmp_path / "features.pt"
+    torch.save(blob, path)
+    return path, blob
+
+
+def brute_force_rank(blob, qi, top_k):
+    """Independent check: loop over the gallery, plain Euclidean on normalised vectors, protocol exclusions."""
+    q = blob["query_feats"][qi].double()
+    q = q / q.norm()
+    scored = []
+    for gi in range(len(blob["gallery_pids"])):
+        pid, cam = int(blob["gallery_pids"][gi]), int(blob["gallery_camids"][gi])
+        if pid == -1 or (pid == int(blob["query_pids"][qi]) and cam == int(blob["query_camids"][qi])):
+            continue
+        g = blob["gallery_feats"][gi].double()
+        scored.append((float((q - g / g.norm()).norm()), gi))
+    return [gi for _, gi in sorted(scored)[:top_k]]
+
+
+def test_ranked_gallery_matches_brute_force_and_excludes_junk_and_same_camera(tmp_path):
+    _, blob = fake_dataset(tmp_path)
+    n = lambda k: blob[k].numpy()  # noqa: E731
+    queries = list(range(6))
+    ranked = figures.ranked_gallery(n("query_feats"), n("gallery_feats"), n("query_pids"), n("query_camids"),
+                                    n("gallery_pids"), n("gallery_camids"), queries, top_k=5)
+    for qi, r in zip(queries, ranked):
+        assert list(r) == brute_force_rank(blob, qi, 5)
+        assert all(blob["gallery_pids"][g] != -1 for g in r)
+        same = [g for g in r if blob["gallery_pids"][g] == blob["query_pids"][qi]]
+        assert same and all(blob["gallery_camids"][g] == 2 for g in same)
+        assert blob["gallery_pids"][r[0]] == blob["query_pids"][qi]  # well-separated clusters: rank 1 correct
+
+
+def test_pick_queries_is_reproducible_and_needs_a_valid_match():
+    qp, qc = np.array([1, 2, 3, 4]), np.array([1, 1, 1, 1])
+    gp, gc = np.array([1, 2, 3, 4, 4]), np.array([2, 1, 2, 2, 1])  # pid 2 only in the query's camera
+    picks = figures.pick_queries(qp, qc, gp, gc, n=3, seed=7)
+    assert picks == figures.pick_queries(qp, qc, gp, gc, n=3, seed=7)
+    assert sorted(picks) == [0, 2, 3]
+    with pytest.raises(ReportInputError, match="no query has a valid gallery match"):
+        figures.pick_queries(qp[1:2], qc[1:2], gp, gc, n=1, seed=0)
+
+
+def test_ranked_figure(tmp_path):
+    path, _ = fake_dataset(tmp_path)
+    out = figures.ranked_figure({"baseline": path, "mutual attention": path}, tmp_path / "ranked.png",
+                                root=tmp_path, n_queries=2, top_k=10)
+    w, h = png_size(out)
+    assert w >= 1000 and h > 400
+    with pytest.raises(ReportInputError, match="not found"):
+        figures.ranked_figure({"b": path}, tmp_path / "r2.png", root=tmp_path / "nowhere", n_queries=1)
+
+
+# ---------------------------------------------------------------- attention maps
+
+class StandIn(torch.nn.Module):
+    """A tiny model with the contract of the real one: activation_maps(batch) -> (B, h, w)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+
+    def activation_maps(self, x, partner=None):
+        maps = self.conv(x).abs().mean(dim=1)
+        return maps if partner is None else maps * self.conv(partner).abs().mean(dim=1)
+
+
+def test_compute_activation_maps_and_overlay(tmp_path):
+    images = [Image.new("RGB", (16, 32), (i * 40, 100, 200)) for i in range(5)]
+    tf = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)  # noqa: E731
+    maps = figures.compute_activation_maps(StandIn(), tf, images, batch_size=2)
+    assert maps.shape == (5, 8, 4)
+    ov = figures._overlay(np.asarray(images[0]), maps[0])
+    assert ov.shape == (32, 16, 3) and 0 <= ov.min() and ov.max() <= 1
+    out = figures.attention_figure([np.asarray(im) for im in images], {"baseline": maps, "mutual": maps[::-1]},
+                                   tmp_path / "att.png")
+    assert png_size(out)[0] >= 1000
+    with pytest.raises(ReportInputError, match="3 maps for 5 images"):
+        figures.attention_figure([np.asarray(im) for im in images], {"baseline": maps[:3]}, tmp_path / "x.png")
+
+
+def test_attention_figure_from_files_with_stand_in_loaders(tmp_path, monkeypatch):
+    import reid.data.transforms as transforms
+    import reid.train as train
+
+    path, _ = fake_dataset(tmp_path)
+    seen, calls = [], []
+    class Recording(StandIn):
+        def activation_maps(self, x, partner=None):
+            calls.append((x.shape[0], partner is not None))
+            return super().activation_maps(x, partner)
+    def fake_load(p):
+        seen.append(p)
+        return Recording(), {"height": 32, "width": 16, "variant": "mutual" if p == "m.pt" else "baseline"}
+    def fake_tf(mean_image, height, width):
+        assert (height, width) == (32, 16)
+        return lambda im: torch.from_numpy(np.asarray(im.resize((width, height)), dtype=np.float32) / 255).permute(2, 0, 1)
+    monkeypatch.setattr(train, "load_trained_model", fake_load)
+    monkeypatch.setattr(transforms, "load_eval_transform", fake_tf)
+    out = figures.attention_figure_from_files({"baseline": "b.pt", "mutual": "m.pt"}, path, tmp_path / "mean.pt",
+                                              tmp_path / "attention.png", root=tmp_path, n_images=4)
+    assert seen == ["b.pt", "m.pt"]
+    # baseline: the images alone; mutual: alone and with their same-identity partners
+    assert calls == [(4, False), (4, False), (4, True)]
+    assert png_size(out)[0] >= 1000
+
+
+def test_pick_partners_same_identity_other_camera(tmp_path):
+    _, blob = fake_dataset(tmp_path)
+    blob = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in blob.items()}
+    partners = figures.pick_partners(blob, [0, 3])
+    for q, g in zip([0, 3], partners):
+        assert blob["gallery_pids"][g] == blob["query_pids"][q]
+        assert blob["gallery_camids"][g] != blob["query_camids"][q]

@@ -1,0 +1,206 @@
+"""Tables 1-3 from hand-made metrics.json files: values, seeds, captions, paper rows, run ids."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+
+import pytest
+
+from reid.report import tables
+from reid.report.cli import main as report_main
+from reid.report.paper import describe_dataset, paper_numbers
+from reid.report.runs import ReportInputError, load_runs
+
+SYNTH = describe_dataset("synthetic", {"source": "synthetic"})
+DUKE = describe_dataset("duke", {"source": "archive", "kind": "dukemtmcreid", "archive": "x.zip"})
+MARKET = describe_dataset("market", {"source": "archive", "kind": "market1501", "archive": "x.zip"})
+PREFIXES = ("", "rerank/", "multi_query_mean/", "multi_query_max/", "multi_query_mean/rerank/")
+
+
+def write_metrics(root, dataset, model, seed, values, multi_query=True, **extra):
+    """A metrics.json as the evaluate stage writes it; ``values`` maps metric -> fraction for every prefix."""
+    d = root / "results" / dataset / model / f"seed{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    m = {"dataset": dataset, "model": model, "seed": seed, "config_hash": "cafe01",
+         "mlflow_run_id": f"id-{dataset}-{model}-{seed}", "git_commit": "0123abc"}
+    for prefix in PREFIXES:
+        if prefix.startswith("multi_query") and not multi_query:
+            continue
+        for k, v in values.items():
+            m[prefix + k] = v
+        m[prefix + "cmc"] = [min(1.0, values["rank1"] + 0.01 * i) for i in range(50)]
+    m.update(extra)
+    path = d / "metrics.json"
+    path.write_text(json.dumps(m))
+    return path
+
+
+def vals(r1, map_, trap=None):
+    return {"rank1": r1, "rank5": min(1, r1 + 0.05), "rank10": min(1, r1 + 0.08), "rank20": min(1, r1 + 0.1),
+            "mAP": map_, "mAP_trapezoid": trap if trap is not None else map_ - 0.01, "mINP": 0.1}
+
+
+def row_of(md: str, start: str) -> list[str]:
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == start:
+            return cells
+    raise AssertionError(f"no row starting with {start!r} in\n{md}")
+
+
+def test_table2_single_seed_two_decimal_percentages_and_synthetic_caption(tmp_path):
+    paths = [write_metrics(tmp_path, "synthetic", "baseline", 0, vals(0.123456, 0.0987)),
+             write_metrics(tmp_path, "synthetic", "mutual", 0, vals(0.5, 0.33333, trap=0.32109))]
+    md = tables.table2(load_runs(paths), SYNTH, "resnet18").to_markdown()
+    base = row_of(md, "ResNet-18 baseline (Siamese, no attention)")
+    assert base[1:] == ["reproduced here (synthetic)", "12.35", "9.87", "8.87"]
+    mutual = row_of(md, "ResNet-18 + mutual attention")
+    assert mutual[2:] == ["50.00", "33.33", "32.11"]
+    # plain wording: the data is synthetic and not comparable; never claims DukeMTMC-reID data for our rows
+    assert "synthetic data" in md and "NOT comparable" in md
+    assert "reproduced here (DukeMTMC" not in md
+    assert "one training run (seed 0)" in md and "±" not in md.split("MLflow run ids")[0].split("\n|")[-1]
+
+
+def test_table2_two_seeds_mean_and_sample_std(tmp_path):
+    r1s, maps = (0.40, 0.46), (0.20, 0.25)
+    paths = [write_metrics(tmp_path, "synthetic", "mutual", s, vals(r1s[s], maps[s])) for s in (0, 1)]
+    paths += [write_metrics(tmp_path, "synthetic", "baseline", s, vals(0.3, 0.1)) for s in (0, 1)]
+    md = tables.table2(load_runs(paths), SYNTH, "resnet50").to_markdown()
+    cells = row_of(md, "ResNet-50 + mutual attention")
+    # independent arithmetic: mean 43.00, sample std of (40, 46) = sqrt(18) = 4.2426
+    assert cells[2] == "43.00 ± 4.24"
+    assert cells[3] == f"{22.5:.2f} ± {statistics.stdev([20.0, 25.0]):.2f}" == "22.50 ± 3.54"
+    assert row_of(md, "ResNet-50 baseline (Siamese, no attention)")[2] == "30.00 ± 0.00"
+    assert "mean ± sample standard deviation over 2 seeds (0, 1)" in md
+
+
+def test_table2_paper_rows_come_from_the_data_file_and_precede_ours(tmp_path):
+    paths = [write_metrics(tmp_path, "synthetic", m, 0, vals(0.5, 0.3)) for m in ("mutual", "baseline")]
+    md = tables.table2(load_runs(paths), SYNTH, "resnet18").to_markdown()
+    data_rows = paper_numbers()["table2"]["rows"]
+    assert len(data_rows) == 14
+    for p in data_rows:
+        cells = row_of(md, p["method"])
+        assert cells[1] == "reported by the paper (DukeMTMC-reID)"
+        assert cells[2] == f"{p['rank1']:.2f}"
+        assert cells[3] == ("–" if p["mAP"] is None else f"{p['mAP']:.2f}")
+    assert row_of(md, "Ours (mutual attention)")[2:4] == ["80.83", "64.52"]
+    assert row_of(md, "GOG")[3] == "–"
+    order = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
+    assert order.index("Ours (mutual attention)") < order.index("ResNet-18 baseline (Siamese, no attention)")
+    # baseline before mutual even though the inputs listed mutual first
+    assert order.index("ResNet-18 baseline (Siamese, no attention)") < order.index("ResNet-18 + mutual attention")
+
+
+def test_table2_lists_every_run_id(tmp_path):
+    paths = [write_metrics(tmp_path, "synthetic", m, s, vals(0.5, 0.3)) for m in ("baseline", "mutual") for s in (0, 3)]
+    md = tables.table2(load_runs(paths), SYNTH, "resnet18").to_markdown()
+    tail = md.split("MLflow run ids")[1]
+    for m in ("baseline", "mutual"):
+        for s in (0, 3):
+            assert f"id-synthetic-{m}-{s}" in tail
+    assert md.rstrip().endswith("|")  # the table of run ids closes the document
+
+
+def test_table2_on_the_papers_dataset_says_comparable(tmp_path):
+    paths = [write_metrics(tmp_path, "duke", "mutual", 0, vals(0.8, 0.6))]
+    md = tables.table2(load_runs(paths), DUKE, "resnet50").to_markdown()
+    assert "NOT comparable" not in md and "synthetic" not in md
+    assert row_of(md, "ResNet-50 + mutual attention")[1] == "reproduced here (duke)"
+
+
+def test_table2_on_market_data_is_flagged_not_comparable(tmp_path):
+    paths = [write_metrics(tmp_path, "market", "mutual", 0, vals(0.8, 0.6))]
+    md = tables.table2(load_runs(paths), MARKET, "resnet50").to_markdown()
+    assert "not on DukeMTMC-reID" in md and "NOT comparable" in md
+
+
+def test_table3_single_and_multi_query(tmp_path):
+    paths = [write_metrics(tmp_path, "synthetic", "mutual", 0, vals(0.5, 0.3)),
+             write_metrics(tmp_path, "synthetic", "baseline", 0, vals(0.4, 0.2), multi_query=False)]
+    md = tables.table3(load_runs(paths), SYNTH, "resnet18").to_markdown()
+    assert row_of(md, "Ours with MA")[2:6] == ["90.74", "76.92", "93.82", "83.55"]
+    assert row_of(md, "PUL")[2:6] == ["45.50", "–", "–", "–"]
+    assert row_of(md, "ResNet-18 + mutual attention")[2:8] == ["50.00", "30.00", "50.00", "30.00", "29.00", "29.00"]
+    assert row_of(md, "ResNet-18 baseline (Siamese, no attention)")[4:6] == ["–", "–"]
+    assert "not on Market-1501" in md
+
+
+def test_table1_differences_only_where_comparable(tmp_path):
+    paths = [write_metrics(tmp_path, "market", "mutual", 0, vals(0.9, 0.8)),
+             write_metrics(tmp_path, "synthetic", "mutual", 0, vals(0.5, 0.3)),
+             write_metrics(tmp_path, "synthetic", "baseline", 0, vals(0.1, 0.1))]
+    doc = tables.table1(load_runs(paths), [MARKET, SYNTH])
+    df = doc.table
+    sq_r1 = df[(df.Protocol == "single query") & (df.Metric == "Rank-1")].iloc[0]
+    assert sq_r1["market: reproduced (%)"] == "90.00"
+    assert sq_r1["market: paper, Market-1501 (%)"] == "90.74"
+    assert sq_r1["market: difference (pp)"] == "−0.74"
+    assert sq_r1["synthetic: reproduced (%)"] == "50.00"  # the mutual run, not the baseline
+    assert sq_r1["synthetic: difference (pp)"] == "n/c"
+    rr_map = df[(df.Protocol == "single query + re-ranking") & (df.Metric == "mAP")].iloc[0]
+    assert rr_map["market: difference (pp)"] == f"{80.0 - 87.30:+.2f}".replace("-", "−")
+    r5 = df[(df.Protocol == "single query") & (df.Metric == "Rank-5")].iloc[0]
+    assert r5["market: paper, Market-1501 (%)"] == "90.36 (sic)"
+    assert sq_r1["synthetic: paper, Market-1501 (reference only) (%)"] == "90.74"
+    md = doc.to_markdown()
+    assert "'synthetic' is not one of the paper's datasets" in md and "id-synthetic-mutual-0" in md
+
+
+def test_table1_two_non_paper_datasets_keep_their_own_columns(tmp_path):
+    paths = [write_metrics(tmp_path, "synthetic", "mutual", 0, vals(0.5, 0.3)),
+             write_metrics(tmp_path, "synthetic_b", "mutual", 0, vals(0.2, 0.1))]
+    other = describe_dataset("synthetic_b", {"source": "synthetic"})
+    df = tables.table1(load_runs(paths), [SYNTH, other]).table
+    assert len(df.columns) == 2 + 2 * 3
+    sq_r1 = df[(df.Protocol == "single query") & (df.Metric == "Rank-1")].iloc[0]
+    assert (sq_r1["synthetic: reproduced (%)"], sq_r1["synthetic_b: reproduced (%)"]) == ("50.00", "20.00")
+
+
+def test_table1_without_gt_bbox_leaves_multi_query_empty(tmp_path):
+    paths = [write_metrics(tmp_path, "duke", "mutual", 0, vals(0.8, 0.6), multi_query=False)]
+    df = tables.table1(load_runs(paths), [DUKE]).table
+    mq = df[df.Protocol.str.startswith("multi-query")]
+    assert set(mq["duke: reproduced (%)"]) == {"–"}
+    assert set(mq["duke: paper, DukeMTMC-reID (%)"]) == {"–"}
+    sq = df[(df.Protocol == "single query") & (df.Metric == "mAP")].iloc[0]
+    assert sq["duke: difference (pp)"] == "−4.52"
+
+
+def test_bad_inputs_name_the_file_and_key(tmp_path):
+    bad = write_metrics(tmp_path, "synthetic", "mutual", 0, vals(0.5, 0.3), mAP=63.2)  # percent, not fraction
+    with pytest.raises(ReportInputError, match=r"metrics.json: mAP = 63.2 is not a fraction"):
+        load_runs([bad])
+    other = write_metrics(tmp_path, "market", "mutual", 0, vals(0.5, 0.3))
+    with pytest.raises(ReportInputError, match="is for dataset 'market'"):
+        tables.table2(load_runs([other]), SYNTH, "resnet18")
+    p0 = write_metrics(tmp_path, "synthetic", "baseline", 0, vals(0.5, 0.3))
+    p1 = write_metrics(tmp_path, "synthetic", "baseline", 1, vals(0.5, 0.3))
+    m = json.loads(p1.read_text())
+    del m["mAP_trapezoid"]
+    p1.write_text(json.dumps(m))
+    with pytest.raises(ReportInputError, match="mAP_trapezoid is missing from .*seed1"):
+        tables.table2(load_runs([p0, p1]), SYNTH, "resnet18")
+    with pytest.raises(ReportInputError, match="missing key"):
+        (tmp_path / "x.json").write_text("{}")
+        load_runs([tmp_path / "x.json"])
+
+
+def test_cli_writes_markdown_and_html(tmp_path, capsys):
+    paths = [write_metrics(tmp_path, "synthetic", m, 0, vals(0.5, 0.3)) for m in ("baseline", "mutual")]
+    out = tmp_path / "tables" / "table2.md"
+    rc = report_main(["table2", "--metrics", *map(str, paths), "--dataset", "synthetic",
+                      "--dataset-specs", json.dumps({"synthetic": {"source": "synthetic"}}),
+                      "--backbone", "resnet18", "--out", str(out), "--html-out", str(out.with_suffix(".html"))])
+    assert rc == 0
+    assert row_of(out.read_text(), "ResNet-18 + mutual attention")[2] == "50.00"
+    page = out.with_suffix(".html").read_text()
+    assert "<table" in page and "NOT comparable" in page and "id-synthetic-mutual-0" in page
+    assert re.search(r"<td>ResNet-18 \+ mutual attention</td>", page)
+    with pytest.raises(SystemExit):
+        report_main(["table2", "--metrics", *map(str, paths), "--dataset", "nope",
+                     "--dataset-specs", "{}", "--backbone", "resnet18", "--out", str(out)])
+    assert "no entry for dataset 'nope'" in capsys.readouterr().err

@@ -1,0 +1,199 @@
+# The paper's outputs: Tables 1-3 (markdown + HTML), Figures 4-6 and CMC curves (PNG), and their
+# upload to MLflow. Every rule is a thin call of `python -m reid <verb>`; the logic is in reid/report/.
+# Tables read metrics.json files only. The dataset behind each table is config `report:`; the
+# dataset's `dataset.<name>` section travels as JSON so the caption can say what the data really is.
+
+import json
+
+# report() captions; paths in a rule file are relative to it
+CAPTIONS = "../../reid/report/captions"
+
+
+REPORT_DATASETS = sorted({*config["datasets"], *_table1_datasets(),
+                          _report_dataset("table2_dataset"), _report_dataset("table3_dataset")})
+FIGURE_MODELS = _pair(["baseline", "mutual"]) or config["models"][:2]
+FIGURE_SEED = config["seeds"][0]
+
+
+rule table1:
+    input:
+        metrics=_run_files("metrics.json", _table1_datasets(), ["mutual"]),
+    output:
+        md="results/tables/table1.md",
+        html=report("results/tables/table1.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
+                    labels={"table": "1"}),
+    log:
+        "results/logs/report/table1.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        datasets=_table1_datasets(),
+        specs=_dataset_specs(_table1_datasets()),
+    shell:
+        "python -m reid table1 --metrics {input.metrics} --datasets {params.datasets} "
+        "--dataset-specs {params.specs:q} --out {output.md} --html-out {output.html} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        metrics=_run_files("metrics.json", [_report_dataset("table2_dataset")]),
+    output:
+        md="results/tables/table2.md",
+        html=report("results/tables/table2.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
+                    labels={"table": "2"}),
+    log:
+        "results/logs/report/table2.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        dataset=_report_dataset("table2_dataset"),
+        specs=_dataset_specs([_report_dataset("table2_dataset")]),
+        backbone=config["model"]["backbone"],
+    shell:
+        "python -m reid table2 --metrics {input.metrics} --dataset {params.dataset} "
+        "--dataset-specs {params.specs:q} --backbone {params.backbone} "
+        "--out {output.md} --html-out {output.html} > {log} 2>&1"
+
+
+rule table3:
+    input:
+        metrics=_run_files("metrics.json", [_report_dataset("table3_dataset")]),
+    output:
+        md="results/tables/table3.md",
+        html=report("results/tables/table3.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
+                    labels={"table": "3"}),
+    log:
+        "results/logs/report/table3.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        dataset=_report_dataset("table3_dataset"),
+        specs=_dataset_specs([_report_dataset("table3_dataset")]),
+        backbone=config["model"]["backbone"],
+    shell:
+        "python -m reid table3 --metrics {input.metrics} --dataset {params.dataset} "
+        "--dataset-specs {params.specs:q} --backbone {params.backbone} "
+        "--out {output.md} --html-out {output.html} > {log} 2>&1"
+
+
+# ---------------------------------------------------------------- figures (one set per dataset)
+
+
+FIGURE_LABELS = " ".join(
+    {"ide": "IDE", "baseline": "baseline", "self_attention": "self-attention", "mutual": "mutual-attention"}[m]
+    for m in FIGURE_MODELS
+)
+
+
+rule figure_losses:
+    input:
+        _figure_runs("history.csv"),
+    output:
+        report("results/figures/losses_{dataset}.png", caption=f"{CAPTIONS}/losses.rst",
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "losses (paper Fig. 6)", "dataset": "{dataset}"}),
+    log:
+        "results/logs/report/losses_{dataset}.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        labels=FIGURE_LABELS,
+        title=f"Training losses per epoch ({{dataset}}, seed {FIGURE_SEED})",
+    shell:
+        "python -m reid figure-losses --history {input} --labels {params.labels} "
+        "--title {params.title:q} --out {output} > {log} 2>&1"
+
+
+rule figure_cmc:
+    input:
+        _run_files("metrics.json", ["{dataset}"]),
+    output:
+        report("results/figures/cmc_{dataset}.png", caption=f"{CAPTIONS}/cmc.rst",
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "CMC curves", "dataset": "{dataset}"}),
+    log:
+        "results/logs/report/cmc_{dataset}.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        max_rank=config["evaluate"]["max_rank"],
+    shell:
+        "python -m reid figure-cmc --metrics {input} --max-rank {params.max_rank} --out {output} > {log} 2>&1"
+
+
+rule figure_ranked:
+    input:
+        features=_figure_runs("features.pt"),
+        data="data/{dataset}",
+    output:
+        report("results/figures/ranked_{dataset}.png", caption=f"{CAPTIONS}/ranked.rst",
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "ranked lists (paper Fig. 5)", "dataset": "{dataset}"}),
+    log:
+        "results/logs/report/ranked_{dataset}.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        labels=FIGURE_LABELS,
+        title=f"Top-10 gallery images per query ({{dataset}}, seed {FIGURE_SEED})",
+    shell:
+        "python -m reid figure-ranked --features {input.features} --labels {params.labels} --root . "
+        "--queries 4 --top-k 10 --title {params.title:q} --out {output} > {log} 2>&1"
+
+
+rule figure_attention:
+    input:
+        models=_figure_runs("model.pt"),
+        features=_figure_runs("features.pt")[0],
+        mean_image="results/{dataset}/mean_image.pt",
+        data="data/{dataset}",
+    output:
+        report("results/figures/attention_{dataset}.png", caption=f"{CAPTIONS}/attention.rst",
+               category="Figures", subcategory="{dataset}",
+               labels={"figure": "activation maps (paper Fig. 4)", "dataset": "{dataset}"}),
+    log:
+        "results/logs/report/attention_{dataset}.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        labels=FIGURE_LABELS,
+        title=f"Layer4 activation maps ({{dataset}}, seed {FIGURE_SEED}); red = strongest",
+    shell:
+        "python -m reid figure-attention --model {input.models} --labels {params.labels} "
+        "--features {input.features} --mean-image {input.mean_image} --root . --images 6 "
+        "--title {params.title:q} --out {output} > {log} 2>&1"
+
+
+# ---------------------------------------------------------------- MLflow artifacts
+
+FIGURE_KINDS = ("losses", "cmc", "ranked", "attention")
+
+
+rule report_mlflow:
+    """Attach the tables and figures of one dataset to each of its MLflow runs (artifact folder report/)."""
+    input:
+        files=lambda w: _report_files_of(w.dataset),
+        run_ids=lambda w: _run_files("mlflow_run_id", [w.dataset]),
+    output:
+        "results/report/mlflow_{dataset}.json",
+    log:
+        "results/logs/report/mlflow_{dataset}.log",
+    conda:
+        "../../envs/reid.yaml"
+    shell:
+        "python -m reid report-mlflow --run-id-files {input.run_ids} --files {input.files} "
+        "--done {output} > {log} 2>&1"
+
+
+# What `rule all` asks for: every table, every figure, and their upload to MLflow.
+REPORT_TARGETS = (
+    [f"results/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "html")]
+    + [f"results/figures/{kind}_{d}.png" for kind in FIGURE_KINDS for d in config["datasets"]]
+    + [f"results/report/mlflow_{d}.json" for d in REPORT_DATASETS]
+)
+
+
+rule report_all:
+    """All report outputs: `snakemake report_all` (rule all can simply list REPORT_TARGETS)."""
+    input:
+        REPORT_TARGETS,
