@@ -123,6 +123,9 @@ def cmd_evaluate(args) -> None:
     from reid import tracking
     from reid.evaluate import curves, evaluate, scalar_metrics
 
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))  # torch's default oversubscribes a shared machine
     run_id = tracking.read_run_id(args.run_id_file)
     run = tracking.get_run(run_id)
     inputs = {"mlflow_run_id": run_id, "dataset": run.data.tags.get("dataset"), "model": run.data.tags.get("model"),
@@ -204,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-id-file", required=True)
     s.add_argument("--max-rank", type=int, default=50)
     s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')"), required=True)
+    s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_evaluate)
 

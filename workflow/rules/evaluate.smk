@@ -36,6 +36,7 @@ rule evaluate:
         f"{RUN_DIR}/metrics.json",
     log:
         "results/logs/evaluate/{dataset}/{model}-seed{seed}.log",
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -46,4 +47,4 @@ rule evaluate:
         rerank=section("evaluate", "rerank"),
     shell:
         "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
-        "--max-rank {params.max_rank} --rerank {params.rerank:q} --out {output} > {log} 2>&1"
+        "--max-rank {params.max_rank} --rerank {params.rerank:q} --threads {threads} --out {output} > {log} 2>&1"
