@@ -31,15 +31,18 @@ def cmd_init_tracking(args) -> None:
 
 
 def cmd_synthesize(args) -> None:
-    from reid.data.synthetic import synthesize
+    from reid.data.synthetic import Difficulty, synthesize
 
+    params = dict(args.params)
+    knobs = params.pop("difficulty", {}) or {}
+    difficulty = Difficulty(**{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()})
     out = Path(args.out)
     if out.exists():
         raise SystemExit(f"{out}: already exists; remove it first to regenerate")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        summary = synthesize(tmp, **args.params)
+        summary = synthesize(tmp, **params, difficulty=difficulty)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,271 @@
+"""The Siamese model: variants, the single vs pair paths, symmetry, gradients, determinism, a tiny overfit."""
+
+import warnings
+
+import pytest
+import torch
+
+from reid.models import VARIANTS, build_model, pair_loss
+from reid.models.backbone import run_stage, run_stem
+
+CLASSES = 3
+SHAPE = (3, 64, 32)
+
+
+def make(variant, seed=0, **kwargs):
+    kwargs.setdefault("backbone", "resnet18")
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random init warning: tested on its own below
+        return build_model(variant, CLASSES, **kwargs)
+
+
+def images(n, seed):
+    return torch.randn(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tiny convolutions gain nothing from 2 threads; on a shared box the second one spins idle."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return images(2, 1), images(2, 2)
+
+
+@pytest.fixture(scope="module")
+def mutual():
+    return make("mutual").eval()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_shapes(variant, pair):
+    model = make(variant).train()
+    out = model(*pair)
+    for key in ("logits1", "logits2"):
+        assert out[key].shape == (2, CLASSES)
+    for key in ("emb1", "emb2"):
+        assert out[key].shape == (2, 512)
+    if variant == "ide":
+        assert out["verif_logits"] is None
+    else:
+        assert out["verif_logits"].shape == (2, 2)
+        assert out["pair_emb1"].shape == (2, 512)
+    assert model.embed(pair[0]).shape == (2, 512)
+
+
+def test_variants_hold_the_attention_they_name():
+    counts = {}
+    for variant in VARIANTS:
+        model = make(variant)
+        counts[variant] = (sorted(model.self_attention), sorted(model.mutual_attention), model.verifier is not None)
+    assert counts == {
+        "ide": ([], [], False),
+        "baseline": ([], [], True),
+        "self_attention": (["3", "4"], [], True),
+        "mutual": (["3", "4"], ["3", "4"], True),
+    }
+    assert sorted(make("mutual", attention_layers=[4, 2]).mutual_attention) == ["2", "4"]
+    norms = {m.input_norm for m in make("mutual", attention_norm="none").self_attention.values()}
+    assert norms == {"none"}
+
+
+def test_swapping_the_pair_swaps_the_outputs(pair, mutual):
+    x1, x2 = pair
+    with torch.no_grad():
+        ab, ba = mutual(x1, x2), mutual(x2, x1)
+    torch.testing.assert_close(ab["logits1"], ba["logits2"])
+    torch.testing.assert_close(ab["pair_emb1"], ba["pair_emb2"])
+    torch.testing.assert_close(ab["pair_emb2"], ba["pair_emb1"])
+    torch.testing.assert_close(ab["verif_logits"], ba["verif_logits"])
+
+
+def test_swap_symmetry_holds_with_batch_statistics(pair):
+    model = make("mutual", dropout=0.0).train()  # batch norm on batch statistics, no random masks
+    x1, x2 = pair
+    with torch.no_grad():
+        ab, ba = model(x1, x2), model(x2, x1)
+    torch.testing.assert_close(ab["pair_emb1"], ba["pair_emb2"])
+    torch.testing.assert_close(ab["verif_logits"], ba["verif_logits"])
+
+
+def test_pair_path_depends_on_the_partner_single_path_does_not(mutual):
+    x, partner_a, partner_b = images(2, 3), images(2, 4), images(2, 5)
+    with torch.no_grad():
+        out_a, out_b = mutual(x, partner_a), mutual(x, partner_b)
+        alone = mutual.embed(x)
+    torch.testing.assert_close(out_a["emb1"], alone)
+    torch.testing.assert_close(out_b["emb1"], alone)
+    assert not torch.allclose(out_a["pair_emb1"], out_b["pair_emb1"], atol=1e-4)
+    assert not torch.allclose(out_a["pair_emb1"], alone, atol=1e-4)
+
+
+def _copy_shared_weights(source, target):
+    """Load every parameter and buffer of ``source`` that ``target`` also has."""
+    own = target.state_dict()
+    target.load_state_dict({k: v for k, v in source.state_dict().items() if k in own}, strict=True)
+    return target.eval()
+
+
+def test_single_embedding_is_the_self_attention_model(mutual):
+    x = images(2, 6)
+    twin = _copy_shared_weights(mutual, make("self_attention", seed=1))
+    with torch.no_grad():
+        torch.testing.assert_close(mutual.embed(x), twin.embed(x))
+
+
+def test_plain_embedding_is_the_baseline_model(mutual):
+    x = images(2, 7)
+    plain = _copy_shared_weights(mutual, make("mutual", seed=1, test_embedding="plain"))
+    twin = _copy_shared_weights(mutual, make("baseline", seed=1))
+    with torch.no_grad():
+        torch.testing.assert_close(plain.embed(x), twin.embed(x))
+        assert not torch.allclose(plain.embed(x), mutual.embed(x), atol=1e-4)
+
+
+def test_mutual_self_embedding_pairs_an_image_with_itself(mutual):
+    x = images(2, 8)
+    model = _copy_shared_weights(mutual, make("mutual", seed=1, test_embedding="mutual_self"))
+    with torch.no_grad():
+        # the same function; float sums run in another order (a batch of 2B, not B)
+        torch.testing.assert_close(model.embed(x), model(x, x)["pair_emb1"], rtol=1e-3, atol=1e-4)
+
+
+def test_embed_is_eval_mode_and_restores_training(pair):
+    model = make("mutual").train()
+    x = pair[0]
+    first, second = model.embed(x), model.embed(x)  # dropout would make these differ
+    torch.testing.assert_close(first, second)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(first, model(x, pair[1])["emb1"])
+
+
+def test_pair_path_does_not_touch_running_statistics(pair):
+    model = make("mutual").train()
+    reference = make("mutual").train()
+    with torch.no_grad():
+        model(*pair)
+        reference.single_embedding(torch.cat(pair))  # the single-image path alone, same batch
+    for (name, buffer), expected in zip(model.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(buffer, expected, msg=f"buffer {name} moved")
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("variant", ["self_attention", "mutual"])
+def test_gradients_reach_every_parameter(variant, pair):
+    model = make(variant).train()
+    out = model(*pair)
+    losses = pair_loss(out, torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False]))
+    losses["total"].backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+    assert any(name.startswith("mutual_attention.") for name, _ in model.named_parameters()) == (variant == "mutual")
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b, c = make("mutual", seed=5), make("mutual", seed=5), make("mutual", seed=6)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.mutual_attention["4"].conv.weight, c.mutual_attention["4"].conv.weight)
+
+
+def test_random_initialisation_warns():
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        build_model("baseline", CLASSES, backbone="resnet18")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(variant="siamese"), "variant 'siamese'"),
+        (dict(backbone="resnet101"), "model.backbone"),
+        (dict(attention_layers=[5]), "model.attention_layers"),
+        (dict(attention_layers=[3, 3]), "model.attention_layers"),
+        (dict(attention_layers=[]), "model.attention_layers is empty"),
+        (dict(test_embedding="pair"), "model.test_embedding"),
+        (dict(dropout=1.0), "model.dropout"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(attention_norm="batch"), "model.attention_norm"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    args = dict(variant="mutual", num_classes=CLASSES, backbone="resnet18") | kwargs
+    with pytest.raises(ValueError, match=message):
+        build_model(args.pop("variant"), args.pop("num_classes"), **args)
+
+
+def test_pair_variants_need_both_batches(pair):
+    with pytest.raises(ValueError, match="needs a pair"):
+        make("baseline")(pair[0])
+    with pytest.raises(ValueError, match="differ in shape"):
+        make("baseline")(pair[0], pair[1][:1])
+    assert make("ide")(pair[0])["logits2"] is None
+
+
+def test_activation_maps(pair):
+    x, partner = pair
+    baseline = make("baseline").eval()
+    maps = baseline.activation_maps(x)
+    with torch.no_grad():  # independent: run the torchvision stages by hand
+        f = run_stem(baseline.backbone, x)
+        for stage in (1, 2, 3, 4):
+            f = run_stage(baseline.backbone, stage, f)
+    assert maps.shape == (2, 2, 1)
+    torch.testing.assert_close(maps, f.abs().mean(dim=1))
+    with pytest.raises(ValueError, match="mutual variant"):
+        baseline.activation_maps(x, partner)
+    mutual = make("mutual")
+    alone, paired = mutual.activation_maps(x), mutual.activation_maps(x, partner)
+    assert alone.shape == paired.shape == (2, 2, 1) and (alone >= 0).all()
+    assert not torch.allclose(alone, paired)
+
+
+def test_channels_last_and_bf16_autocast(pair):
+    model = make("mutual").eval()
+    x1, x2 = pair
+    with torch.no_grad():
+        reference = model(x1, x2)
+        model_cl = model.to(memory_format=torch.channels_last)
+        to_cl = dict(memory_format=torch.channels_last)
+        cl = model_cl(x1.contiguous(**to_cl), x2.contiguous(**to_cl))
+        torch.testing.assert_close(cl["verif_logits"], reference["verif_logits"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(cl["emb1"], reference["emb1"], rtol=1e-4, atol=1e-4)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x1, x2)
+    losses = pair_loss(out, torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([1, 0]))
+    losses["total"].backward()
+    assert torch.isfinite(losses["total"])
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_overfits_a_tiny_batch():
+    """6 pairs of 3 identities (noisy copies of one template each): both heads must fit them.
+
+    Dropout is off so that a dozen steps suffice. With attention_norm="none" this toy batch
+    collapses the pair features (see reid/models/attention.py): the reason rms is the default.
+    """
+    model = make("mutual", dropout=0.0).train()
+    generator = torch.Generator().manual_seed(9)
+    templates = torch.randn(3, *SHAPE, generator=generator)
+    pid = torch.tensor([0, 0, 1, 1, 2, 2])
+    x = templates[pid] + 0.5 * torch.randn(6, *SHAPE, generator=generator)
+    first, second = torch.tensor([0, 2, 4, 0, 2, 4]), torch.tensor([1, 3, 5, 3, 5, 1])
+    pid1, pid2 = pid[first], pid[second]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(12):
+        losses = pair_loss(model(x[first], x[second]), pid1, pid2, pid1 == pid2)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    assert history[-1]["id_acc"] == 1.0 and history[-1]["verif_acc"] == 1.0, history[-1]
+    assert history[-1]["total"] < 0.05 < history[0]["total"] / 10, (history[0], history[-1])
