@@ -31,6 +31,21 @@ RUN_DIR = "results/{dataset}/{model}/seed{seed}"
 # A cluster profile overrides this with set-threads.
 JOB_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(MODELS) * len(SEEDS))))
 
+# Cheap or network-bound rules run on the submit host under a cluster profile (compute nodes
+# often have no internet; tables and figures take seconds).
+localrules:
+    all,
+    fetch_dataset,
+    fetch_weights,
+    table1,
+    table2,
+    table3,
+    figure_losses,
+    figure_cmc,
+    figure_ranked,
+    report_mlflow,
+
+
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     model=r"ide|baseline|self_attention|mutual",

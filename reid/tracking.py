@@ -49,14 +49,21 @@ def _client(uri: str | None = None):
 
 
 def check_server(uri: str, timeout: float = 10.0) -> None:
-    """Fail fast, with a clear message, when an HTTP tracking server cannot be reached."""
+    """Fail fast, with a clear message, when an HTTP tracking server cannot be reached.
+
+    Probes the REST API, not only /health: a server started with --allowed-hosts that does not
+    name this host answers 200 on /health but 403 on every API call.
+    """
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             if r.status != 200:
-                raise TrackingError(f"MLflow server {uri} answered {r.status} on /health")
+                raise TrackingError(f"MLflow server {uri} answered {r.status} on {url}")
+    except urllib.error.HTTPError as e:
+        hint = " (is this host in the server's --allowed-hosts?)" if e.code == 403 else ""
+        raise TrackingError(f"MLflow server {uri} refused the API call {url}: HTTP {e.code}{hint}") from None
     except (urllib.error.URLError, OSError) as e:
         raise TrackingError(
             f"MLflow server {uri} cannot be reached ({e}). Start it first (see docs/cluster.md) "

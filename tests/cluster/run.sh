@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The workflow on a real one-node SLURM cluster with a fake GPU:  bash tests/cluster/run.sh  (as root)
+#
+# Brings the cluster up (setup.sh), starts an MLflow server on 127.0.0.1, checks that the workflow
+# stops at once when that server cannot be reached, then runs the workflow on the tiny synthetic
+# config (tests/cluster/config.yaml) through profiles/slurm - with only the partition set and the
+# training GPU model pinned - while one training job fails once (REID_FAIL_ONCE), and checks the
+# outcome (check_run.py): every heavy job went through sbatch, GPU jobs got CUDA_VISIBLE_DEVICES,
+# the retry completed the workflow and the failed MLflow run is FAILED. The cluster and the server
+# are always torn down. The last line is `N passed, M failed`; the exit status is 0 only when
+# nothing failed. Without root or apt-get it prints why it is skipped and exits 0.
+#
+#   REID_VENV            the project's venv (default <repo>/.venv); needs snakemake-executor-plugin-slurm
+#   REID_SLURM_STATE     cluster state and the test's work folder (default /tmp/reid-slurm)
+#   REID_CLUSTER_TIMEOUT seconds allowed for the workflow run (default 900)
+#   REID_CLUSTER_TARGETS what to build (default results/tables/table2.md: dataset, train, extract,
+#                        evaluate and a table - every kind of job; "" = the workflow's default target)
+#   REID_CLUSTER_KEEP=1  keep the state folder (logs, work copy) after the teardown
+#   REID_CLUSTER_LOGS    where the logs of a failed run are copied (default /tmp/reid-slurm-logs)
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+VENV=${REID_VENV:-$REPO/.venv}
+export REID_SLURM_STATE=${REID_SLURM_STATE:-/tmp/reid-slurm}
+export REID_SLURM_PARTITION=${REID_SLURM_PARTITION:-ci}
+export REID_SLURM_GPU_TYPE=${REID_SLURM_GPU_TYPE:-fakegpu}
+STATE=$REID_SLURM_STATE
+WORK=$STATE/work
+TIMEOUT=${REID_CLUSTER_TIMEOUT:-900}
+TARGETS=${REID_CLUSTER_TARGETS-results/tables/table2.md}
+
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; } # check WHAT SHELL-CONDITION
+log() { echo "[run $(date +%T)] $*"; }
+
+# ------------------------------------------------------------------------------ skip
+skip=
+if [ "$(id -u)" != 0 ]; then
+  skip="not root (the cluster needs root to install and start munged, slurmctld and slurmd)"
+elif ! command -v apt-get >/dev/null && ! command -v slurmctld >/dev/null; then
+  skip="no apt-get to install Debian's slurm-wlm, and SLURM is not installed"
+fi
+if [ -n "$skip" ]; then
+  echo "skipped: $skip"
+  echo "0 passed, 0 failed"
+  exit 0
+fi
+
+# ----------------------------------------------------------------- always tear down
+MLFLOW_PID=
+finish() {
+  trap - EXIT INT TERM
+  if [ -n "$MLFLOW_PID" ] && kill -0 "$MLFLOW_PID" 2>/dev/null; then
+    # setsid made the server its own process group: this ends it and its workers, nothing else
+    kill -TERM -- "-$MLFLOW_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$MLFLOW_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$MLFLOW_PID" 2>/dev/null
+  fi
+  if [ "$fail" != 0 ] && [ -d "$WORK" ]; then # keep what explains the failure, small files only
+    local keep=${REID_CLUSTER_LOGS:-/tmp/reid-slurm-logs}
+    rm -rf "$keep" && mkdir -p "$keep"
+    cp -r "$STATE/log" "$keep/slurm" 2>/dev/null
+    cp "$STATE/probe/tasks.log" "$WORK"/*.log "$WORK/squeue.txt" "$WORK/mlflow/server.log" "$keep/" 2>/dev/null
+    cp -r "$WORK/repo/.snakemake/slurm_logs" "$keep/slurm_jobs" 2>/dev/null
+    cp -r "$WORK/repo/results/logs" "$keep/rule_logs" 2>/dev/null
+    echo "logs of the failed run kept in $keep"
+  fi
+  if [ "${REID_CLUSTER_KEEP:-0}" = 1 ]; then
+    "$HERE/teardown.sh"
+    echo "state kept in $STATE"
+  else
+    REID_SLURM_PURGE=1 "$HERE/teardown.sh"
+  fi
+  echo "$pass passed, $fail failed"
+  # an explicit status: inside an EXIT trap a bare `exit` returns the status from before the trap
+  if [ "$fail" = 0 ]; then exit 0; else exit 1; fi
+}
+trap finish EXIT
+trap 'bad "interrupted"; exit 1' INT TERM
+
+# ------------------------------------------------------------------------- cluster
+start=$(date +%s)
+"$HERE/setup.sh"
+rc=$?
+if [ "$rc" = 0 ]; then
+  ok "one-node SLURM cluster with a fake GPU is up ($(($(date +%s) - start)) s)"
+elif [ "$rc" = 3 ]; then # a SLURM this harness did not make: leave it alone
+  trap - EXIT INT TERM
+  echo "skipped: this machine has a SLURM configuration or daemon of its own (see above)"
+  echo "0 passed, 0 failed"
+  exit 0
+else
+  bad "cluster set-up (see the messages above)"
+  exit 1
+fi
+
+check "venv $VENV has snakemake and snakemake-executor-plugin-slurm" \
+  '"$VENV/bin/python" -c "import snakemake, snakemake_executor_plugin_slurm, mlflow" 2>/dev/null'
+[ "$fail" = 0 ] || exit 1
+
+# A copy of the repository, so the test neither reads nor writes the checkout's results/.
+rm -rf "$WORK"
+mkdir -p "$WORK/repo" "$WORK/profile" "$WORK/mlflow"
+if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then # tracked and not-ignored files only
+  git -C "$REPO" ls-files -z -co --exclude-standard |
+    tar -C "$REPO" --null -T - --ignore-failed-read -c 2>/dev/null | tar -C "$WORK/repo" -x
+else
+  tar -C "$REPO" -c --exclude=./.git --exclude=./.venv --exclude=./results --exclude=./data \
+    --exclude=./resources --exclude=./.snakemake --exclude=./mlruns --exclude=./mlflow.db \
+    --exclude='__pycache__' . | tar -C "$WORK/repo" -x
+fi
+check "the repository was copied to $WORK/repo" '[ -f "$WORK/repo/Snakefile" ] && [ -f "$WORK/repo/tests/cluster/config.yaml" ]'
+# The profile as shipped, edited as a user would: the partition, and the training GPU's model.
+sed -e "s/^\(  slurm_partition: \)\"[^\"]*\"/\1\"$REID_SLURM_PARTITION\"/" \
+  -e "0,/# gpu_model: \"[^\"]*\"/s//gpu_model: \"$REID_SLURM_GPU_TYPE\"/" \
+  "$REPO/profiles/slurm/config.yaml" >"$WORK/profile/config.yaml"
+changed=$(diff "$REPO/profiles/slurm/config.yaml" "$WORK/profile/config.yaml" | grep -c '^>')
+check "the test profile differs from profiles/slurm in 2 lines (partition, train's gpu_model)" '[ "$changed" = 2 ]'
+
+# ------------------------------------------------------------------------ MLflow
+PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URI=http://127.0.0.1:$PORT
+# --workers 1 and no job execution: 2 processes and ~5 s to answer, instead of 15 and ~20 s
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$VENV/bin/mlflow" server --host 127.0.0.1 \
+  --port "$PORT" --workers 1 --backend-store-uri "sqlite:///$WORK/mlflow/mlflow.db" \
+  --artifacts-destination "$WORK/mlflow/artifacts" >"$WORK/mlflow/server.log" 2>&1 </dev/null &
+MLFLOW_PID=$!
+up=0
+for _ in $(seq 120); do
+  "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$URI/health', timeout=2)" 2>/dev/null && { up=1; break; }
+  kill -0 "$MLFLOW_PID" 2>/dev/null || break
+  sleep 0.5
+done
+if [ "$up" = 1 ]; then ok "MLflow server answers at $URI"; else
+  bad "MLflow server did not come up"
+  tail -n 20 "$WORK/mlflow/server.log"
+  exit 1
+fi
+
+cd "$WORK/repo" || exit 1
+export PATH="$VENV/bin:$PATH" # the jobs run `python -m reid` with the project's venv (sbatch --export=ALL)
+# No slurmdbd on the test cluster: `sacct` fails, and the plugin's default sacct status polling
+# would hang Snakemake forever, so job states come from squeue (slurm.conf keeps them an hour).
+SLURM_FLAGS=(--profile "$WORK/profile" --configfile tests/cluster/config.yaml
+  --slurm-status-command squeue --slurm-init-seconds-before-status-checks 2 --slurm-keep-successful-logs)
+submitted() { if [ -f "$STATE/log/jobcomp.txt" ]; then wc -l <"$STATE/log/jobcomp.txt"; else echo 0; fi; }
+
+# ------------------------------------------------- fail fast without the server
+before=$(submitted)
+t0=$(date +%s)
+MLFLOW_TRACKING_URI=http://127.0.0.1:9 timeout -k 15 120 snakemake $TARGETS "${SLURM_FLAGS[@]}" \
+  >"$WORK/failfast.log" 2>&1
+rc=$?
+check "unreachable MLflow server: the workflow stops with an error ($(($(date +%s) - t0)) s, exit $rc)" \
+  '[ "$rc" != 0 ] && [ "$rc" != 124 ] && [ "$rc" != 137 ]'
+check "... saying the server cannot be reached" 'grep -q "cannot be reached" "$WORK/failfast.log"'
+check "... before submitting any job" '[ "$(submitted)" = "$before" ] && ! grep -q "submitted with SLURM jobid" "$WORK/failfast.log"'
+[ "$fail" = 0 ] || tail -n 30 "$WORK/failfast.log"
+rm -rf .snakemake results
+
+# ------------------------------------------------------------- the real run
+export MLFLOW_TRACKING_URI=$URI
+export REID_FAIL_ONCE=$WORK/fail-once.marker # the first training job fails once, after opening its run
+log "snakemake ${TARGETS:-(the default target)} through SLURM; logs in $WORK"
+t0=$(date +%s)
+# -k: a Snakemake stuck polling SLURM may ignore SIGTERM
+timeout -k 30 "$TIMEOUT" snakemake $TARGETS "${SLURM_FLAGS[@]}" >"$WORK/snakemake.log" 2>&1
+rc=$?
+secs=$(($(date +%s) - t0))
+check "workflow completed through SLURM (exit $rc, $secs s)" '[ "$rc" = 0 ]'
+[ "$rc" = 0 ] || tail -n 60 "$WORK/snakemake.log"
+check "the injected failure happened (marker written)" '[ -f "$REID_FAIL_ONCE" ]'
+check "Snakemake reported the failed training job" 'grep -q "Error in rule train" "$WORK/snakemake.log"'
+
+squeue -h --states=all -O 'JobID:16,tres-per-job:48' >"$WORK/squeue.txt" 2>&1
+trained=$("$VENV/bin/python" - <<'EOF'
+import yaml
+cfg = yaml.safe_load(open("config.yaml"))
+cfg.update(yaml.safe_load(open("tests/cluster/config.yaml")))
+print(len(cfg["datasets"]) * len(cfg["models"]) * len(cfg["seeds"]))
+EOF
+)
+while IFS= read -r line; do
+  case $line in
+  ok\ *) pass=$((pass + 1)); echo "$line" ;;
+  FAIL\ *) fail=$((fail + 1)); echo "$line" ;;
+  *) echo "$line" ;;
+  esac
+done < <("$VENV/bin/python" "$HERE/check_run.py" --snakemake-log "$WORK/snakemake.log" \
+  --jobcomp "$STATE/log/jobcomp.txt" --probe "$STATE/probe/tasks.log" --squeue "$WORK/squeue.txt" \
+  --partition "$REID_SLURM_PARTITION" --profile-config "$WORK/profile/config.yaml" \
+  --workdir "$WORK/repo" --tracking-uri "$URI" --trained-models "$trained" 2>&1 ||
+  echo "FAIL check_run.py exited with an error")
+exit
