@@ -110,7 +110,8 @@ def _model_kwargs(variant: str, num_classes: int, model_cfg: dict) -> dict:
     return dict(variant=variant, num_classes=num_classes, backbone=model_cfg["backbone"],
                 embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
                 attention_layers=tuple(model_cfg["attention_layers"]),
-                test_embedding=model_cfg["test_embedding"], attention_norm=model_cfg.get("attention_norm", "rms"))
+                test_embedding=model_cfg["test_embedding"], attention_norm=model_cfg.get("attention_norm", "rms"),
+                verification_norm=model_cfg.get("verification_norm", "batchnorm"))
 
 
 def _sigterm_to_exit(signum, frame):

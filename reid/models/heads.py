@@ -35,3 +35,23 @@ def linear_head(in_features: int, classes: int) -> nn.Linear:
     nn.init.kaiming_normal_(head.weight, mode="fan_in", nonlinearity="linear")
     nn.init.zeros_(head.bias)
     return head
+
+
+VERIFICATION_NORMS = ("batchnorm", "none")
+
+
+def verification_head(embedding_dim: int, norm: str = "batchnorm") -> nn.Module:
+    """The verification layer on f_d = (e_1 - e_2)^2: linear -> 2 classes, optionally after a batch norm.
+
+    Why the batch norm: f_d is a sum-free square of unbounded embedding differences, heavy-tailed
+    and growing as the embedding learns. Measured on the synthetic demo (ResNet-18 from scratch,
+    lr 0.01): without it the verification loss rose from 0.7 to 7 within two epochs and the
+    identification loss stalled at chance; with it the verification loss stayed near 0.75 and
+    identification learned as fast as with no verification at all.
+    """
+    if norm not in VERIFICATION_NORMS:
+        raise ValueError(f"model.verification_norm: {norm!r} is unknown; choose one of {', '.join(VERIFICATION_NORMS)}")
+    linear = linear_head(embedding_dim, 2)
+    if norm == "none":
+        return linear
+    return nn.Sequential(nn.BatchNorm1d(embedding_dim), linear)

