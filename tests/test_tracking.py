@@ -6,14 +6,6 @@ import pytest
 from reid import tracking
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tracking.init_store(uri, ["reid-test"])
-    return uri
-
-
 def test_uri_precedence_and_absolute_sqlite(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.tracking_uri() == f"sqlite:///{tracking.DEFAULT_STORE}"
@@ -22,7 +14,7 @@ def test_uri_precedence_and_absolute_sqlite(monkeypatch):
     assert tracking.tracking_uri("sqlite:///rel/x.db") == "http://127.0.0.1:1"
 
 
-def test_run_holds_params_metrics_curves_and_status(store, tmp_path):
+def test_run_holds_params_metrics_curves_and_status(mlflow_store, tmp_path):
     run_id = tracking.start_run("reid-test", "mutual-seed0", {"train": {"lr": 0.01}, "seed": 0},
                                 {"dataset": "synthetic", "model": "mutual"})
     for epoch in (1, 2):
@@ -42,7 +34,7 @@ def test_run_holds_params_metrics_curves_and_status(store, tmp_path):
     assert run.data.metrics["rank1"] == 0.5
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(store)
+    client = MlflowClient(mlflow_store)
     assert [m.value for m in client.get_metric_history(run_id, "loss_total")] == [1.0, 0.5]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "cmc")] == [(1, 0.5), (2, 0.7), (3, 0.9)]
     assert [f.path for f in client.list_artifacts(run_id, "report")] == ["report/a.txt"]

@@ -160,7 +160,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"file name {name!r} must be a plain file name (no folders) under resources/")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: not every platform can open folders)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. Windows cannot open folders
@@ -244,7 +245,7 @@ def download(
                 what=f"the download of {url}",
             )
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         log.info("downloaded %s: %d bytes, md5 %s", dest, received, digests["md5"])
         return digests
     except BaseException:

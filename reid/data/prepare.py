@@ -15,6 +15,7 @@ from pathlib import Path
 
 from reid.data import market
 from reid.data.extract import safe_extract
+from reid.data.fetch import fsync_dir
 from reid.data.known_splits import known_dataset
 from reid.data.verify import DatasetVerificationError, verify_dataset
 
@@ -56,19 +57,6 @@ def _reject_links(staged: Path, archive: Path) -> None:
         raise DatasetLayoutError(f"{archive}: symbolic links inside the split folders are not supported: {links[:10]}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _replace_dir(staged: Path, target: Path, work: Path) -> None:
     """Put ``staged`` at ``target``; an existing ``target`` is kept until the new one is in place."""
     if target.exists():
@@ -81,7 +69,7 @@ def _replace_dir(staged: Path, target: Path, work: Path) -> None:
             raise
     else:
         os.rename(staged, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def prepare_dataset(

@@ -26,6 +26,7 @@ def test_table2_rule_builds_from_metrics_only(tmp_path):
     # only the report rules, on the project's own config: nothing upstream is needed for table2
     (tmp_path / "Snakefile").write_text(
         f'configfile: "{REPO / "config.yaml"}"\n'
+        f'include: "{REPO / "workflow" / "rules" / "report_helpers.smk"}"\n'
         f'include: "{REPO / "workflow" / "rules" / "report.smk"}"\n')
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     res = subprocess.run([SNAKEMAKE, "--cores", "1", "--snakefile", "Snakefile", "results/tables/table2.md"],
