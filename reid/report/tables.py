@@ -120,17 +120,21 @@ def _check_datasets(runs: list[Run], allowed: set[str], table: str) -> None:
                                    f"for {', '.join(sorted(allowed))}")
 
 
-# ---------------------------------------------------------------- Table 2
+# ---------------------------------------------------------------- Tables 2 and 3
+
+def _comparison_inputs(runs: list[Run], info: DatasetInfo, table: str):
+    """What Tables 2 and 3 both start from: the paper's rows, its dataset, our runs by model."""
+    paper = paper_numbers()[table]
+    paper_kind = paper["dataset"]
+    _check_datasets(runs, {info.name}, table)
+    by_model = group_runs(runs, info.name)
+    _require_runs(by_model, info.name, table)
+    return paper, paper_kind, by_model, f"{PAPER_SOURCE} ({paper_label(paper_kind)})"
+
 
 def table2(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
     """DukeMTMC-reID comparison in the paper: Rank-1 and mAP, the paper's rows then ours."""
-    paper = paper_numbers()["table2"]
-    paper_kind = paper["dataset"]
-    _check_datasets(runs, {info.name}, "table2")
-    by_model = group_runs(runs, info.name)
-    _require_runs(by_model, info.name, "table2")
-
-    paper_rows_label = f"{PAPER_SOURCE} ({paper_label(paper_kind)})"
+    paper, paper_kind, by_model, paper_rows_label = _comparison_inputs(runs, info, "table2")
     ours_label = f"reproduced here ({info.name})"
     rows = []
     for p in paper["rows"]:
@@ -155,13 +159,7 @@ MQ = "multi_query_mean/"
 
 def table3(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
     """Market-1501 comparison in the paper: single- and multi-query Rank-1 and mAP."""
-    paper = paper_numbers()["table3"]
-    paper_kind = paper["dataset"]
-    _check_datasets(runs, {info.name}, "table3")
-    by_model = group_runs(runs, info.name)
-    _require_runs(by_model, info.name, "table3")
-
-    paper_rows_label = f"{PAPER_SOURCE} ({paper_label(paper_kind)})"
+    paper, paper_kind, by_model, paper_rows_label = _comparison_inputs(runs, info, "table3")
     rows = []
     for p in paper["rows"]:
         rows.append({"Method": p["method"], "Rows": paper_rows_label,
