@@ -104,6 +104,10 @@ def spatial_attention(f: Tensor) -> Tensor:
 
 
 INPUT_NORMS = ("rms", "none")
+# How the last 1x1 conv of self-attention (eq. 4) starts:
+#   kaiming - Kaiming-normal, linear gain, as the paper says for new layers
+#   zero    - zero weights: SA = 0, so every F = f * SA + f (and f * MA + f) starts equal to f
+ATTENTION_INITS = ("kaiming", "zero")
 _EPS = 1e-6
 
 
@@ -117,23 +121,31 @@ class SelfAttention(nn.Module):
     """Eqs. 1-4: SA = conv1x1(SPA * CA) with SPA the channel mean and CA = conv1x1(avgpool(f)).
 
     ``input_norm="rms"`` evaluates them on f / RMS(f) (see the module docstring), ``"none"`` on f.
+    ``init`` is one of ATTENTION_INITS.
     """
 
-    def __init__(self, channels: int, input_norm: str = "rms"):
+    def __init__(self, channels: int, input_norm: str = "rms", init: str = "kaiming"):
         super().__init__()
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"model.attention_norm {input_norm!r} is unknown; choose one of {', '.join(INPUT_NORMS)}")
+        if init not in ATTENTION_INITS:
+            raise ValueError(f"model.attention_init {init!r} is unknown; choose one of {', '.join(ATTENTION_INITS)}")
         self.input_norm = input_norm
+        self.init = init
         self.channel_conv = nn.Conv2d(channels, channels, kernel_size=1)  # eq. 3
         self.fuse_conv = nn.Conv2d(channels, channels, kernel_size=1)  # eq. 4
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # No non-linearity follows either conv: Kaiming with the linear gain keeps SA small at the
-        # start, so F = f * SA + f begins close to f.
+        # No non-linearity follows either conv, hence the linear gain. Even so, on f / RMS(f) a
+        # Kaiming-initialised SA has entries of order 0.5: F = f * SA + f starts as f scaled by a
+        # random ~50% per channel and position, which a network trained from scratch takes epochs
+        # to undo (docs/model.md, "Initialisation"). "zero" starts SA, and with it MA, at 0.
         for conv in (self.channel_conv, self.fuse_conv):
             nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="linear")
             nn.init.zeros_(conv.bias)
+        if self.init == "zero":
+            nn.init.zeros_(self.fuse_conv.weight)
 
     def channel_attention(self, f: Tensor) -> Tensor:
         """Eqs. 2-3: CA = conv1x1(avgpool(f)), returned as (N, C)."""
