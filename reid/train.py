@@ -111,6 +111,8 @@ def _model_kwargs(variant: str, num_classes: int, model_cfg: dict) -> dict:
                 embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
                 attention_layers=tuple(model_cfg["attention_layers"]),
                 test_embedding=model_cfg["test_embedding"], attention_norm=model_cfg.get("attention_norm", "rms"),
+                attention_init=model_cfg.get("attention_init", "kaiming"),
+                identification_path=model_cfg.get("identification_path", "single"),
                 verification_norm=model_cfg.get("verification_norm", "batchnorm"))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from reid.models.attention import INPUT_NORMS, LowRankMap, MutualAttention, SelfAttention
+from reid.models.attention import ATTENTION_INITS, INPUT_NORMS, LowRankMap, MutualAttention, SelfAttention
 from reid.models.backbone import BACKBONES, STAGES, build_resnet, run_stage, run_stem, stage_channels
 from reid.models.heads import Embedding, linear_head, verification_head
 from reid.models.pretrained import load_pretrained_backbone
@@ -32,6 +32,12 @@ VARIANTS = ("ide", "baseline", "self_attention", "mutual")
 #   mutual_self - the image is its own partner, F = f * conv1x1(SA * SA) + f
 #   plain       - no attention at all on this path ("the original input")
 TEST_EMBEDDINGS = ("single", "mutual_self", "plain")
+# Which path of the mutual model the identification loss trains:
+#   single - the single-image path (default, docs/model.md choice 1); the later stages run twice
+#   pair   - the mutual-attention path of the pair, as the verification loss; each stage runs once
+#            per image. Test images then go through the pair path with themselves as partner,
+#            so it requires test_embedding "mutual_self".
+IDENTIFICATION_PATHS = ("single", "pair")
 _ATTENTION_VARIANTS = ("self_attention", "mutual")
 
 
@@ -47,14 +53,18 @@ class ReIDModel(nn.Module):
         attention_layers: Sequence[int] = (3, 4),
         test_embedding: str = "single",
         attention_norm: str = "rms",
+        attention_init: str = "kaiming",
         verification_norm: str = "batchnorm",
+        identification_path: str = "single",
     ):
         super().__init__()
         _check_arguments(
-            variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm
+            variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm,
+            attention_init, identification_path,
         )
         self.variant = variant
         self.test_embedding = test_embedding
+        self.identification_path = identification_path if variant == "mutual" else "single"
         # what build_model needs to rebuild this model from a checkpoint
         self.build_kwargs = dict(
             variant=variant,
@@ -65,12 +75,14 @@ class ReIDModel(nn.Module):
             attention_layers=list(attention_layers),
             test_embedding=test_embedding,
             attention_norm=attention_norm,
+            attention_init=attention_init,
             verification_norm=verification_norm,
+            identification_path=identification_path,
         )
         self.attention_layers = tuple(sorted(attention_layers)) if variant in _ATTENTION_VARIANTS else ()
         self.backbone = build_resnet(backbone)
         self.self_attention = nn.ModuleDict(
-            {str(k): SelfAttention(stage_channels(backbone, k), attention_norm) for k in self.attention_layers}
+            {str(k): SelfAttention(stage_channels(backbone, k), attention_norm, attention_init) for k in self.attention_layers}
         )
         self.mutual_attention = nn.ModuleDict(
             {str(k): MutualAttention(stage_channels(backbone, k)) for k in self.attention_layers}
@@ -87,10 +99,11 @@ class ReIDModel(nn.Module):
     def forward(self, x1: Tensor, x2: Tensor | None = None) -> dict[str, Tensor | None]:
         """Training forward on a batch of pairs (x1[i], x2[i]).
 
-        Returns ``logits1``/``logits2`` (B, N) identity logits and ``emb1``/``emb2`` (B, D) embeddings
-        of the single-image path; ``verif_logits`` (B, 2) (class 1 = same identity, None for ide)
-        and ``pair_emb1``/``pair_emb2``, the embeddings the verifier saw (the mutual-attention path
-        for ``mutual``, otherwise the single-image embeddings). ``x2`` may be omitted for ide only.
+        Returns ``logits1``/``logits2`` (B, N) identity logits and ``emb1``/``emb2`` (B, D), the
+        embeddings they came from (the single-image path, or the pair path with
+        ``identification_path="pair"``); ``verif_logits`` (B, 2) (class 1 = same identity, None for
+        ide) and ``pair_emb1``/``pair_emb2``, the embeddings the verifier saw (the mutual-attention
+        path for ``mutual``, otherwise the single-image embeddings). ``x2`` may be omitted for ide only.
         """
         if x2 is None:
             if self.variant != "ide":
@@ -102,6 +115,8 @@ class ReIDModel(nn.Module):
             images = torch.cat([x1, x2])
         b = x1.shape[0]
         shared, first_sa = self._trunk(images)
+        if self.identification_path == "pair" and x2 is not None:
+            return self._pair_only_forward(shared, first_sa, b)
         emb = self.embedding(self._pool(self._single_tail(shared, first_sa)))
         dropped = self.dropout(emb)
         logits = self.classifier(dropped)
@@ -127,6 +142,17 @@ class ReIDModel(nn.Module):
         out["verif_logits"] = self.verifier(self.dropout(pair_feature))
         out["pair_emb1"], out["pair_emb2"] = pair_emb[:b], pair_emb[b:]
         return out
+
+    def _pair_only_forward(self, shared: Tensor, first_sa: LowRankMap | None, b: int) -> dict[str, Tensor]:
+        """identification_path="pair": both losses on the mutual-attention path, one pass per image.
+
+        This path is then the only one trained, so its batch norms update their running statistics.
+        """
+        emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
+        logits = self.classifier(self.dropout(emb))
+        verif_logits = self.verifier(self.dropout((emb[:b] - emb[b:]).pow(2)))
+        return {"logits1": logits[:b], "logits2": logits[b:], "emb1": emb[:b], "emb2": emb[b:],
+                "verif_logits": verif_logits, "pair_emb1": emb[:b], "pair_emb2": emb[b:]}
 
     def single_embedding(self, x: Tensor) -> Tensor:
         """The (B, D) single-image embedding in the current train/eval mode."""
@@ -222,7 +248,9 @@ def build_model(
     attention_layers: Sequence[int] = (3, 4),
     test_embedding: str = "single",
     attention_norm: str = "rms",
+    attention_init: str = "kaiming",
     verification_norm: str = "batchnorm",
+    identification_path: str = "single",
     pretrained: str | Path | None = None,
     pretrained_sha256: str | None = None,
 ) -> ReIDModel:
@@ -230,6 +258,8 @@ def build_model(
 
     ``test_embedding`` (single | mutual_self | plain) says how the mutual model embeds one image;
     ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md);
+    ``attention_init`` (kaiming | zero) how the conv of eq. 4 starts (zero: every F starts equal to f);
+    ``identification_path`` (single | pair) which path of ``mutual`` the identification loss trains;
     ``verification_norm`` (batchnorm | none) whether a batch norm precedes the verification layer.
 
     New layers are Kaiming-initialised. Without ``pretrained`` the backbone stays randomly
@@ -244,7 +274,9 @@ def build_model(
         attention_layers=attention_layers,
         test_embedding=test_embedding,
         attention_norm=attention_norm,
+        attention_init=attention_init,
         verification_norm=verification_norm,
+        identification_path=identification_path,
     )
     if pretrained is None:
         warnings.warn(
@@ -259,7 +291,8 @@ def build_model(
 
 
 def _check_arguments(
-    variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm
+    variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm,
+    attention_init, identification_path,
 ) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"model variant {variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
@@ -281,6 +314,17 @@ def _check_arguments(
         raise ValueError(f"model.test_embedding {test_embedding!r} is unknown; choose one of {choices}")
     if attention_norm not in INPUT_NORMS:
         raise ValueError(f"model.attention_norm {attention_norm!r} is unknown; choose one of {', '.join(INPUT_NORMS)}")
+    if attention_init not in ATTENTION_INITS:
+        choices = ", ".join(ATTENTION_INITS)
+        raise ValueError(f"model.attention_init {attention_init!r} is unknown; choose one of {choices}")
+    if identification_path not in IDENTIFICATION_PATHS:
+        choices = ", ".join(IDENTIFICATION_PATHS)
+        raise ValueError(f"model.identification_path {identification_path!r} is unknown; choose one of {choices}")
+    if variant == "mutual" and identification_path == "pair" and test_embedding != "mutual_self":
+        raise ValueError(
+            f"model.identification_path 'pair' trains only the mutual-attention path, but model.test_embedding "
+            f"is {test_embedding!r}: set it to 'mutual_self' so that test images go through the trained path"
+        )
 
 
 @contextlib.contextmanager

@@ -171,6 +171,69 @@ def test_gradients_reach_every_parameter(variant, pair):
     assert any(name.startswith("mutual_attention.") for name, _ in model.named_parameters()) == (variant == "mutual")
 
 
+def test_zero_attention_init_starts_as_the_baseline(pair):
+    """attention_init="zero": SA = 0 and MA = 0 at the start, so both paths equal the plain backbone."""
+    model = make("mutual", attention_init="zero").train()
+    assert all(torch.count_nonzero(sa.fuse_conv.weight) == 0 for sa in model.self_attention.values())
+    out = model(*pair)
+    torch.testing.assert_close(out["pair_emb1"], out["emb1"])
+    torch.testing.assert_close(out["pair_emb2"], out["emb2"])
+    twin = _copy_shared_weights(model, make("baseline", seed=1))
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(pair[0]), twin.embed(pair[0]))
+
+
+def test_zero_attention_init_learns_from_the_second_step(pair):
+    """At step 1 only the eq. 4 conv and the MA bias get a gradient (everything else is multiplied by
+    SA = 0); once that conv has moved, every attention parameter does."""
+    model = make("mutual", attention_init="zero").train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    labels = torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False])
+    stuck = []
+    for _ in range(2):
+        optimizer.zero_grad()
+        pair_loss(model(*pair), *labels)["total"].backward()
+        stuck.append({n for n, p in model.named_parameters()
+                      if "attention" in n and (p.grad is None or not p.grad.abs().sum() > 0)})
+        optimizer.step()
+    assert stuck[0] == {f"self_attention.{k}.channel_conv.{w}" for k in (3, 4) for w in ("weight", "bias")} | {
+        f"mutual_attention.{k}.conv.weight" for k in (3, 4)}
+    assert stuck[1] == set()
+
+
+def test_identification_on_the_pair_path(pair):
+    """identification_path="pair": the ID logits come from the mutual-attention embeddings, whose batch
+    norms now keep running statistics, and a test image is that path with itself as partner."""
+    model = make("mutual", identification_path="pair", test_embedding="mutual_self", dropout=0.0).train()
+    running = model.embedding.norm.running_mean.clone()
+    out = model(*pair)
+    assert torch.equal(out["emb1"], out["pair_emb1"]) and torch.equal(out["emb2"], out["pair_emb2"])
+    torch.testing.assert_close(out["logits1"], model.classifier(out["emb1"]))
+    assert not torch.equal(model.embedding.norm.running_mean, running)
+    model.eval()
+    x = pair[0]
+    with torch.no_grad():
+        itself = model(x, x)
+        torch.testing.assert_close(model.embed(x), itself["pair_emb1"], rtol=1e-4, atol=1e-5)
+
+
+def test_identification_on_the_pair_path_runs_layer4_once_per_image(pair):
+    """The cost of the two readings (docs/model.md, "Cost"): FLOPs of one training step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def step_flops(model):
+        with FlopCounterMode(display=False) as counter:
+            out = model.train()(*pair)
+            pair_loss(out, torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False]))["total"].backward()
+        return counter.get_total_flops()
+
+    base = step_flops(make("baseline"))
+    on_pair = step_flops(make("mutual", identification_path="pair", test_embedding="mutual_self"))
+    on_single = step_flops(make("mutual"))
+    assert on_pair / base < 1.05
+    assert on_single / base > 1.15  # layer4 twice: the single-image and the pair path part after layer3
+
+
 def test_same_seed_same_weights_other_seed_other_weights():
     a, b, c = make("mutual", seed=5), make("mutual", seed=5), make("mutual", seed=6)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
@@ -195,6 +258,9 @@ def test_random_initialisation_warns():
         (dict(dropout=1.0), "model.dropout"),
         (dict(num_classes=0), "num_classes"),
         (dict(attention_norm="batch"), "model.attention_norm"),
+        (dict(attention_init="xavier"), "model.attention_init 'xavier'"),
+        (dict(identification_path="both"), "model.identification_path 'both'"),
+        (dict(identification_path="pair"), "set it to 'mutual_self'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
