@@ -116,7 +116,8 @@ def cmd_extract(args) -> None:
 
     run_id = tracking.read_run_id(args.run_id_file)
     counts = extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
-                     out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads)
+                     out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads,
+                     flip=args.flip)
     tracking.reopen_run(run_id)
     tracking.log_metrics(run_id, {f"images_{k}": v for k, v in counts.items()})
     tracking.finish_run(run_id)
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--flip", action="store_true", help="flip test: add each image's mirror image's embedding")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_extract)
 

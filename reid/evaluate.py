@@ -48,7 +48,9 @@ def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None) ->
 def evaluate(*, features: Path, out: Path, max_rank: int, rerank: dict, inputs: dict, device=None) -> dict:
     feats = load_features(features)
     metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device)
-    record = {**metrics, **inputs, "features": str(features)}
+    # how the test embeddings were made travels with the numbers (the tables print it)
+    flip = feats.get("meta", {}).get("flip", "false") == "true"
+    record = {**metrics, **inputs, "features": str(features), "flip_test": flip}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -45,6 +45,7 @@ def test_table2_names_the_synthetic_dataset_and_both_models(pipeline):
     text = (workdir / "results/tables/table2.md").read_text()
     assert "synthetic" in text.lower()
     assert "mutual" in text.lower() and "baseline" in text.lower()
+    assert "flip test" in text
 
 
 def test_metrics_json_has_every_protocol_as_fractions(pipeline):
@@ -56,6 +57,7 @@ def test_metrics_json_has_every_protocol_as_fractions(pipeline):
                 assert 0.0 <= m[prefix + key] <= 1.0, prefix + key
         assert m["rank1"] <= m["rank5"] <= m["rank10"] <= m["rank20"]
         assert m["model"] == model and m["dataset"] == "synthetic" and m["mlflow_run_id"]
+        assert m["flip_test"] is True  # config.yaml's evaluate.flip, recorded with the numbers
     report = json.loads((workdir / "results/synthetic/dataset.json").read_text())
     assert report["ok"]
 

@@ -58,6 +58,17 @@ def seeds_note(by_model: dict[str, list[Run]]) -> str:
             f"a cell without ± comes from one seed.")
 
 
+def flip_note(runs: list[Run]) -> str:
+    """How the test embeddings were made, from the metrics files (``flip_test``, written by evaluate)."""
+    flipped = sorted({f"{r.dataset}/{r.model}" for r in runs if r.info.get("flip_test") is True})
+    if not flipped:
+        return "Test features embed each image as it is (no flip test)."
+    if len(flipped) == len({f"{r.dataset}/{r.model}" for r in runs}):
+        return ("Test features add the embedding of each image's mirror image (flip test, config "
+                "`evaluate.flip`); the paper does not say it used one.")
+    return f"Only these runs used a flip test (`evaluate.flip`): {', '.join(flipped)}."
+
+
 def run_ids_frame(by_dataset: dict[str, dict[str, list[Run]]]) -> pd.DataFrame:
     rows = []
     for dataset, by_model in by_dataset.items():
@@ -148,7 +159,8 @@ def table2(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
     caption = (f"**Table 2.** Single-query Rank-1 and mAP (%). The first {len(paper['rows'])} rows are "
                f"{PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 2) on {paper_label(paper_kind)}; the last "
                f"{len(by_model)} were reproduced by this pipeline. " + comparability_note(info, paper_kind))
-    notes = [AP_NOTE, seeds_note(by_model), "A dash marks a value the paper does not give."]
+    notes = [AP_NOTE, seeds_note(by_model), flip_note([r for rs in by_model.values() for r in rs]),
+             "A dash marks a value the paper does not give."]
     return TableDoc("Table 2", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}))
 
 
@@ -184,7 +196,8 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
     mq_note = ("Reproduced multi-query cells pool the query identity's gt_bbox features by their mean "
                "(metrics.json multi_query_mean/); max pooling is under multi_query_max/." if any_mq else
                f"Multi-query cells of reproduced rows are empty: '{info.name}' has no gt_bbox images.")
-    notes = [AP_NOTE, mq_note, seeds_note(by_model), "A dash marks a value the paper does not give."]
+    notes = [AP_NOTE, mq_note, seeds_note(by_model), flip_note([r for rs in by_model.values() for r in rs]),
+             "A dash marks a value the paper does not give."]
     return TableDoc("Table 3", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}))
 
 
@@ -264,6 +277,7 @@ def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
              "Multi-query rows exist only where the dataset has gt_bbox images; the paper reports multi-query "
              "for Market-1501 only. The paper gives no max-pooling or re-ranked multi-query values.",
              seeds_note({f"{n}/mutual": by_dataset[n]["mutual"] for n in names}),
+             flip_note([r for n in names for r in by_dataset[n]["mutual"]]),
              "A dash marks a value that is not available.", *dict.fromkeys(footnotes)]
     return TableDoc("Table 1", " ".join(parts), df, notes, run_ids_frame(by_dataset))
 

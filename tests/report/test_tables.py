@@ -204,3 +204,16 @@ def test_cli_writes_markdown_and_html(tmp_path, capsys):
         report_main(["table2", "--metrics", *map(str, paths), "--dataset", "nope",
                      "--dataset-specs", "{}", "--backbone", "resnet18", "--out", str(out)])
     assert "no entry for dataset 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flips, expected", [
+    ((False, False), "no flip test"),
+    ((True, True), "mirror image (flip test"),
+    ((True, False), "Only these runs used a flip test (`evaluate.flip`): synthetic/baseline."),
+])
+def test_tables_say_whether_test_features_used_a_flip_test(tmp_path, flips, expected):
+    paths = [write_metrics(tmp_path, "synthetic", model, 0, vals(0.3, 0.2), flip_test=flip)
+             for model, flip in zip(("baseline", "mutual"), flips)]
+    runs = load_runs(paths)
+    for doc in (tables.table2(runs, SYNTH, "resnet18"), tables.table3(runs, SYNTH, "resnet18")):
+        assert expected in doc.to_markdown()

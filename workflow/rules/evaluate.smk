@@ -21,10 +21,11 @@ rule extract:
     params:
         batch_size=config["evaluate"]["batch_size"],
         device=config["train"]["device"],
+        flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
         "python -m reid extract --model-file {input.model} --data {input.data} "
         "--mean-image {input.mean_image} --run-id-file {input.run_id} "
-        "--batch-size {params.batch_size} --device {params.device} --threads {threads} "
+        "--batch-size {params.batch_size} --device {params.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
 
