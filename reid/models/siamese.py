@@ -82,7 +82,10 @@ class ReIDModel(nn.Module):
         self.attention_layers = tuple(sorted(attention_layers)) if variant in _ATTENTION_VARIANTS else ()
         self.backbone = build_resnet(backbone)
         self.self_attention = nn.ModuleDict(
-            {str(k): SelfAttention(stage_channels(backbone, k), attention_norm, attention_init) for k in self.attention_layers}
+            {
+                str(k): SelfAttention(stage_channels(backbone, k), attention_norm, attention_init)
+                for k in self.attention_layers
+            }
         )
         self.mutual_attention = nn.ModuleDict(
             {str(k): MutualAttention(stage_channels(backbone, k)) for k in self.attention_layers}
