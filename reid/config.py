@@ -75,7 +75,7 @@ def _fill_defaults(value: Any, node: dict, root: dict) -> None:
 
 
 def check_references(config: dict, source: str = "config") -> None:
-    """Cross-key rules a JSON schema cannot say: every named dataset must be defined."""
+    """Cross-key rules a JSON schema cannot say: every named dataset must be defined, ..."""
     defined = config.get("dataset", {})
     named = list(config["datasets"])
     report = config.get("report", {})
@@ -92,6 +92,12 @@ def check_references(config: dict, source: str = "config") -> None:
                     raise ConfigError(f"{source}: dataset.{name}.{key} is required for source: archive")
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
+    model = config["model"]
+    if "mutual" in config["models"] and model["identification_path"] == "pair" \
+            and model["test_embedding"] != "mutual_self":
+        # caught here, before any job runs, rather than when the mutual model is built
+        raise ConfigError(f"{source}: model.identification_path 'pair' needs model.test_embedding 'mutual_self' "
+                          f"(got {model['test_embedding']!r}): the single-image path is not trained in that reading")
 
 
 def load(path: str | Path) -> dict:

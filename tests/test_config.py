@@ -42,6 +42,17 @@ def test_undefined_dataset_is_rejected():
         validate(cfg)
 
 
+def test_identification_on_the_pair_path_needs_the_mutual_self_test_embedding():
+    from reid.config import check_references
+
+    cfg = validate(base())
+    cfg["model"]["identification_path"] = "pair"
+    with pytest.raises(ConfigError, match="model.identification_path 'pair' needs model.test_embedding 'mutual_self'"):
+        check_references(cfg)
+    cfg["model"]["test_embedding"] = "mutual_self"
+    check_references(cfg)
+
+
 def test_paper_preset_merges_into_a_valid_config():
     cfg = base()
     preset = yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text())
