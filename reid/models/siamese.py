@@ -42,6 +42,15 @@ _ATTENTION_VARIANTS = ("self_attention", "mutual")
 
 
 class ReIDModel(nn.Module):
+    """One variant with its heads; build it with ``build_model`` (which also loads ImageNet weights).
+
+    ``test_embedding`` (single | mutual_self | plain) says how the mutual model embeds one image;
+    ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md);
+    ``attention_init`` (kaiming | zero) how the conv of eq. 4 starts (zero: every F starts equal to f);
+    ``verification_norm`` (batchnorm | none) whether a batch norm precedes the verification layer;
+    ``identification_path`` (single | pair) which path of ``mutual`` the identification loss trains.
+    """
+
     def __init__(
         self,
         variant: str,
@@ -245,45 +254,20 @@ def build_model(
     variant: str,
     num_classes: int,
     *,
-    backbone: str = "resnet50",
-    embedding_dim: int = 512,
-    dropout: float = 0.75,
-    attention_layers: Sequence[int] = (3, 4),
-    test_embedding: str = "single",
-    attention_norm: str = "rms",
-    attention_init: str = "kaiming",
-    verification_norm: str = "batchnorm",
-    identification_path: str = "single",
     pretrained: str | Path | None = None,
     pretrained_sha256: str | None = None,
+    **options,
 ) -> ReIDModel:
     """Build a variant (ide | baseline | self_attention | mutual); load ImageNet weights if given.
 
-    ``test_embedding`` (single | mutual_self | plain) says how the mutual model embeds one image;
-    ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md);
-    ``attention_init`` (kaiming | zero) how the conv of eq. 4 starts (zero: every F starts equal to f);
-    ``identification_path`` (single | pair) which path of ``mutual`` the identification loss trains;
-    ``verification_norm`` (batchnorm | none) whether a batch norm precedes the verification layer.
-
-    New layers are Kaiming-initialised. Without ``pretrained`` the backbone stays randomly
-    initialised and a warning says so.
+    ``options`` are ReIDModel's keyword arguments (backbone, embedding_dim, dropout, ...: see its
+    docstring). New layers are Kaiming-initialised. Without ``pretrained`` the backbone stays
+    randomly initialised and a warning says so.
     """
-    model = ReIDModel(
-        variant,
-        num_classes,
-        backbone=backbone,
-        embedding_dim=embedding_dim,
-        dropout=dropout,
-        attention_layers=attention_layers,
-        test_embedding=test_embedding,
-        attention_norm=attention_norm,
-        attention_init=attention_init,
-        verification_norm=verification_norm,
-        identification_path=identification_path,
-    )
+    model = ReIDModel(variant, num_classes, **options)
     if pretrained is None:
         warnings.warn(
-            f"model.pretrained is not set: the {backbone} backbone is randomly initialised "
+            f"model.pretrained is not set: the {model.build_kwargs['backbone']} backbone is randomly initialised "
             "(fine for the CPU demo; the paper fine-tunes ImageNet weights)",
             UserWarning,
             stacklevel=2,
