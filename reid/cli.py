@@ -51,14 +51,14 @@ def cmd_synthesize(args) -> None:
 
 
 def cmd_fetch(args) -> None:
-    """A dataset archive (spec has `kind`) or weights file, placed by the user or downloaded."""
+    """A dataset archive (spec is a `dataset.<name>` section) or weights file, placed by the user or downloaded."""
     from reid.data.fetch import fetch_file, torchvision_sha256_prefix
-    from reid.data.known_splits import KNOWN_SPLITS
+    from reid.data.kinds import kind_of
 
     spec = args.spec
     name = spec["archive"]
-    if spec.get("kind"):
-        how_to_get = KNOWN_SPLITS[spec["kind"]].how_to_get
+    if spec.get("source"):
+        how_to_get = kind_of(spec).how_to_get
         prefix = None
     else:
         how_to_get = (f"ImageNet weights: download {spec['url']}" if spec.get("url") else
@@ -75,9 +75,12 @@ def cmd_prepare(args) -> None:
     from reid.data.verify import prepare_dataset
 
     spec = args.spec
-    verify_checksum(Path(args.archive), md5=spec.get("md5"), sha256=spec.get("sha256"))
-    prepare_dataset(Path(args.archive), spec["kind"], Path(args.out), custom=bool(spec.get("custom", False)))
-    print(f"{args.out}: laid out in Market-1501 layout")
+    source = Path(args.source)
+    if spec["source"] == "archive":
+        verify_checksum(source, md5=spec.get("md5"), sha256=spec.get("sha256"))
+    report = prepare_dataset(source, spec.get("kind"), Path(args.out), custom=bool(spec.get("custom", False)))
+    print(json.dumps(report["source"], indent=2, sort_keys=True))
+    print(f"{args.out}: laid out in Market-1501 layout from {source}")
 
 
 def cmd_verify(args) -> None:
@@ -86,7 +89,7 @@ def cmd_verify(args) -> None:
     from reid.data.verify import verify_dataset
 
     spec = args.spec
-    kind = spec.get("kind") if spec["source"] == "archive" else None
+    kind = None if spec["source"] == "synthetic" else spec.get("kind")
     report = verify_dataset(Path(args.data), kind, bool(spec.get("custom", False)))
     report["dataset"] = args.dataset
     train = [r.path for r in scan_split(Path(args.data) / TRAIN_DIR) if r.pid > 0]
@@ -167,9 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resources", default="resources")
     s.set_defaults(func=cmd_fetch)
 
-    s = sub.add_parser("prepare", help="safely extract an archive into Market-1501 layout")
+    s = sub.add_parser("prepare", help="lay an archive (safely extracted) or a folder out in Market-1501 layout")
     s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')"), required=True)
-    s.add_argument("--archive", required=True)
+    s.add_argument("--source", required=True, help="the archive file, or the dataset folder (source: folder)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_prepare)
 

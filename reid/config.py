@@ -79,17 +79,12 @@ def check_references(config: dict, source: str = "config") -> None:
     defined = config.get("dataset", {})
     named = list(config["datasets"])
     report = config.get("report", {})
-    named += report.get("table1_datasets", [])
-    named += [report[k] for k in ("table2_dataset", "table3_dataset") if k in report]
+    named += report.get("table1_datasets") or []
+    named += [report[k] for k in ("table2_dataset", "table3_dataset") if report.get(k) is not None]
     for name in named:
         if name not in defined:
             raise ConfigError(f"{source}: dataset '{name}' is used but not defined under 'dataset:' "
                               f"(defined: {', '.join(sorted(defined)) or 'none'})")
-    for name, spec in defined.items():
-        if spec["source"] == "archive":
-            for key in ("kind", "archive"):
-                if key not in spec:
-                    raise ConfigError(f"{source}: dataset.{name}.{key} is required for source: archive")
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
     model = config["model"]

@@ -20,7 +20,7 @@ def test_duke_name():
 
 
 @pytest.mark.parametrize("name", ["0002_c1s1_000451.jpg", "2_c1s1_000451_03.jpg", "0002_c0s1_000451_03.jpg",
-                                  "abcd_c1s1_000451_03.jpg", "0002_c1s1_000451_03.png", "-2_c1s1_000451_03.jpg"])
+                                  "abcd_c1s1_000451_03.jpg", "0002_c1s1_000451_03.txt", "-2_c1s1_000451_03.jpg"])
 def test_malformed_names_are_rejected_naming_the_file(name):
     with pytest.raises(NamingError, match=name.replace(".", r"\.")):
         parse_name(f"some/dir/{name}")

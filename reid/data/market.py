@@ -3,6 +3,8 @@
 Market-1501:    ``0002_c1s1_000451_03.jpg``  pid, camera, sequence, frame, bounding box
 DukeMTMC-reID:  ``0001_c2_f0046182.jpg``     pid, camera, frame
 pid ``-1`` marks junk images (ignored by evaluation), pid ``0`` distractors (counted as negatives).
+Cameras take one or two digits (MSMT17 has 15, laid out as ``c1``..``c15``); CUHK03-NP keeps its PNG
+images, so ``.png`` is read beside ``.jpg``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ MULTI_QUERY_DIR = "gt_bbox"
 SPLIT_DIRS = {"train": TRAIN_DIR, "gallery": GALLERY_DIR, "query": QUERY_DIR, "multi_query": MULTI_QUERY_DIR}
 REQUIRED_SPLITS = ("train", "gallery", "query")
 IMAGE_SUFFIX = ".jpg"
+IMAGE_SUFFIXES = (".jpg", ".png")  # what the published datasets ship; other kinds are laid out into these
 
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 
-_MARKET = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>\d)s(?P<seq>\d)_(?P<frame>\d{6})_(?P<bbox>\d{2})$")
-_DUKE = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>\d)_f(?P<frame>\d{7})$")
+_MARKET = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>\d{1,2})s(?P<seq>\d)_(?P<frame>\d{6})_(?P<bbox>\d{2})$")
+_DUKE = re.compile(r"^(?P<pid>-1|\d{4})_c(?P<cam>\d{1,2})_f(?P<frame>\d{7})$")
 
 
 class NamingError(ValueError):
@@ -50,8 +53,8 @@ class ImageName:
 def parse_name(path: str | Path) -> ImageName:
     """Parse a Market-1501 or DukeMTMC-reID image name; raise NamingError naming the file."""
     path = Path(path)
-    if path.suffix.lower() != IMAGE_SUFFIX:
-        raise NamingError(f"{path}: not a .jpg image name")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise NamingError(f"{path}: not a {' or '.join(IMAGE_SUFFIXES)} image name")
     stem = path.stem
     m = _MARKET.match(stem)
     if m:
@@ -70,14 +73,16 @@ def parse_name(path: str | Path) -> ImageName:
     return ImageName(pid=int(m["pid"]), camid=cam, sequence=seq, frame=int(m["frame"]), bbox=bbox)
 
 
-def format_market_name(pid: int, camid: int, sequence: int, frame: int, bbox: int) -> str:
+def format_market_name(pid: int, camid: int, sequence: int, frame: int, bbox: int, suffix: str = IMAGE_SUFFIX) -> str:
     """The Market-1501 file name for these fields (inverse of parse_name)."""
     if not (pid == JUNK_PID or 0 <= pid <= 9999):
         raise ValueError(f"pid {pid} out of range (-1 or 0..9999)")
-    if not (1 <= camid <= 9 and 0 <= sequence <= 9 and 0 <= frame <= 999999 and 0 <= bbox <= 99):
+    if suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"suffix {suffix!r}: expected one of {IMAGE_SUFFIXES}")
+    if not (1 <= camid <= 99 and 0 <= sequence <= 9 and 0 <= frame <= 999999 and 0 <= bbox <= 99):
         raise ValueError(f"field out of range: camid={camid} sequence={sequence} frame={frame} bbox={bbox}")
     pid_text = "-1" if pid == JUNK_PID else f"{pid:04d}"
-    return f"{pid_text}_c{camid}s{sequence}_{frame:06d}_{bbox:02d}{IMAGE_SUFFIX}"
+    return f"{pid_text}_c{camid}s{sequence}_{frame:06d}_{bbox:02d}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ def scan_split(folder: str | Path) -> list[Record]:
         raise FileNotFoundError(f"{folder}: split folder missing")
     records = []
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() != IMAGE_SUFFIX:
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         name = parse_name(p)
         records.append(Record(path=str(p), pid=name.pid, camid=name.camid))

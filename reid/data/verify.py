@@ -9,7 +9,7 @@ What fails verification (DatasetVerificationError, its message lists every probl
 - always: a missing or empty train/query/gallery folder, an image name that does not parse,
   an image that does not decode (corrupt or truncated), two images of one split whose names differ
   only in case (they collide on case-insensitive filesystems);
-- for a known ``kind`` unless ``custom``: any count that differs from KNOWN_SPLITS[kind].
+- for a ``kind`` with published counts (reid.data.kinds) unless ``custom``: any count that differs.
 Duplicate names *across* splits and queries without a cross-camera match are reported only.
 
 ``prepare_dataset`` (extract an archive and lay it out here) lives in reid.data.prepare and is
@@ -27,9 +27,9 @@ from pathlib import Path
 from PIL import Image, ImageFile
 
 from reid.data import market
-from reid.data.known_splits import KNOWN_SPLITS, KnownDataset, known_dataset
+from reid.data.kinds import DatasetKind, get_kind
 
-__all__ = ["KNOWN_SPLITS", "DatasetVerificationError", "verify_dataset", "find_undecodable", "prepare_dataset"]
+__all__ = ["DatasetVerificationError", "verify_dataset", "find_undecodable", "prepare_dataset"]
 
 _EVAL_SPLITS = ("train", "query", "gallery")  # duplicate names across these are reported
 
@@ -111,7 +111,7 @@ def _scan_folder(root: Path, folder: Path):
     records, malformed, others = [], [], []
     for p in sorted(folder.iterdir()):
         rel = p.relative_to(root).as_posix()
-        if p.is_dir() or p.suffix.lower() != market.IMAGE_SUFFIX:
+        if p.is_dir() or p.suffix.lower() not in market.IMAGE_SUFFIXES:
             others.append(rel + ("/" if p.is_dir() else ""))
             continue
         try:
@@ -162,7 +162,7 @@ def _queries_without_match(query, gallery) -> int:
     return sum(1 for _, n in query if not (cams.get(n.pid, set()) - {n.camid}))
 
 
-def _compare(known: KnownDataset, splits: dict, found_extra: dict) -> list[dict]:
+def _compare(known: DatasetKind, splits: dict, found_extra: dict, records_by_split: dict) -> list[dict]:
     rows = []
 
     def row(field, expected, found):
@@ -171,8 +171,16 @@ def _compare(known: KnownDataset, splits: dict, found_extra: dict) -> list[dict]
     for split, counts in known.splits.items():
         s = splits.get(split)
         for attr in ("images", "identities", "junk", "distractors"):
-            row(f"{split}.{attr}", getattr(counts, attr), s[attr] if s else None)
-        row(f"{split}.cameras", list(range(1, counts.cameras + 1)), s["cameras"] if s else None)
+            if getattr(counts, attr) is not None:  # None: not published, reported only
+                row(f"{split}.{attr}", getattr(counts, attr), s[attr] if s else None)
+        if counts.cameras is not None:
+            row(f"{split}.cameras", list(range(1, counts.cameras + 1)), s["cameras"] if s else None)
+    evaluated = [records_by_split.get(split, []) for split in _EVAL_SPLITS]
+    if known.total_identities is not None:
+        row("identities_in_all_splits", known.total_identities, len(set().union(*map(_real_pids, evaluated))))
+    if known.total_cameras is not None:
+        row("cameras_in_all_splits", list(range(1, known.total_cameras + 1)),
+            sorted({n.camid for recs in evaluated for _, n in recs}))
     if known.has_multi_query:
         mq = splits.get("multi_query")
         row("multi_query.present", True, bool(mq and mq["images"] > 0))
@@ -190,7 +198,9 @@ def verify_dataset(
     compared. Raises DatasetVerificationError (with ``.report``) when anything fails; see the module doc.
     """
     root = Path(root)
-    known = known_dataset(kind) if kind is not None else None
+    known = get_kind(kind) if kind is not None else None
+    if known is not None and not known.checks_counts:
+        known = None  # a kind without published counts (custom): structure only
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder missing")
     problems: list[str] = []
@@ -237,7 +247,7 @@ def verify_dataset(
 
     comparison = None
     if known is not None:
-        comparison = _compare(known, splits, extra)
+        comparison = _compare(known, splits, extra, records_by_split)
         if not custom:
             problems += [
                 f"{r['field']}: expected {r['expected']}, found {r['found']}" for r in comparison if not r["ok"]
@@ -258,7 +268,7 @@ def verify_dataset(
         "non_image_files": non_images,
         "known_split": None
         if known is None
-        else {"kind": known.kind, "name": known.display_name, "checked": not custom, "comparison": comparison},
+        else {"kind": known.name, "name": known.display_name, "checked": not custom, "comparison": comparison},
     }
     if problems:
         listed = "\n  ".join(problems[:50])

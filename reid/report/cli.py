@@ -25,11 +25,16 @@ def _specs(text: str) -> dict:
 
 
 def _info(specs: dict, name: str):
+    from reid.data.kinds import kind_of
     from reid.report.paper import describe_dataset
 
     if name not in specs:
         raise ReportInputError(f"--dataset-specs has no entry for dataset '{name}' (has: {', '.join(specs) or 'none'})")
-    return describe_dataset(name, specs[name])
+    try:
+        kind = kind_of(specs[name]) if isinstance(specs[name], dict) else None
+    except ValueError as e:
+        raise ReportInputError(f"dataset '{name}': {e}") from None
+    return describe_dataset(name, specs[name], kind)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:

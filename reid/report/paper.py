@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Protocol
 
 import yaml
 
@@ -37,30 +38,43 @@ def sic_note(table: str, dataset: str, protocol: str, metric: str) -> str | None
 class DatasetInfo:
     name: str            # the config name, e.g. "synthetic"
     label: str           # what a reader is told it is
-    kind: str | None     # market1501 | dukemtmcreid for an unmodified published split, else None
+    kind: str | None     # the paper's key (market1501 | dukemtmcreid) for an unmodified copy of a dataset the
+                         # paper reports, else None: only then do reproduced rows stand beside the paper's
     synthetic: bool
 
     def comparable_to(self, paper_kind: str) -> bool:
         return self.kind == paper_kind
 
 
-def describe_dataset(name: str, spec: dict) -> DatasetInfo:
-    """Turn ``dataset.<name>`` of the config into what the tables say about it."""
+class KindLike(Protocol):
+    """What the report needs of a dataset kind (reid.data.kinds.DatasetKind; passed in by the CLI so
+    that the report package depends on nothing else of the pipeline)."""
+
+    name: str
+    display_name: str
+    paper_key: str | None
+
+
+def describe_dataset(name: str, spec: dict, kind: KindLike | None = None) -> DatasetInfo:
+    """Turn ``dataset.<name>`` of the config, and its kind (required unless the source is synthetic),
+    into what the tables say about it."""
     if not isinstance(spec, dict) or "source" not in spec:
         raise ReportInputError(f"dataset spec for '{name}' must be a mapping with a 'source' key, got {spec!r}")
     source = spec["source"]
     if source == "synthetic":
         return DatasetInfo(name, f"synthetic data ('{name}': procedurally generated images in Market-1501 layout)",
                            None, True)
-    if source != "archive":
+    if source not in ("archive", "folder"):
         raise ReportInputError(f"dataset '{name}': unknown source '{source}'")
-    kind = spec.get("kind")
-    labels = paper_numbers()["dataset_labels"]
-    if kind not in labels:
-        raise ReportInputError(f"dataset '{name}': unknown kind '{kind}' (expected one of {', '.join(labels)})")
+    if kind is None or kind.name != spec.get("kind", "custom"):
+        raise ReportInputError(f"dataset '{name}': its kind {spec.get('kind', 'custom')!r} was not resolved")
+    if kind.name == "custom":
+        return DatasetInfo(name, f"a dataset of your own in Market-1501 layout ('{name}')", None, False)
     if spec.get("custom", False):
-        return DatasetInfo(name, f"a modified {labels[kind]} ('{name}', custom: true)", None, False)
-    return DatasetInfo(name, f"{labels[kind]} ('{name}')", kind, False)
+        return DatasetInfo(name, f"a modified {kind.display_name} ('{name}', custom: true)", None, False)
+    if kind.paper_key is not None and kind.paper_key not in paper_numbers()["dataset_labels"]:
+        raise ReportInputError(f"dataset kind '{kind.name}': paper key '{kind.paper_key}' is not in paper_numbers.yaml")
+    return DatasetInfo(name, f"{kind.display_name} ('{name}')", kind.paper_key, False)
 
 
 def comparability_note(info: DatasetInfo, paper_kind: str) -> str:

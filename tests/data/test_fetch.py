@@ -19,7 +19,7 @@ from reid.data.fetch import (
     torchvision_weights_url,
     verify_checksum,
 )
-from reid.data.known_splits import KNOWN_SPLITS
+from reid.data.kinds import REGISTRY as KNOWN_SPLITS
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # ~1 MiB: more than one read chunk
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

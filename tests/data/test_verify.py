@@ -13,7 +13,9 @@ from PIL import Image, ImageFile
 
 from reid.data import verify as verify_mod
 from reid.data.extract import UnsafeArchiveError
-from reid.data.known_splits import KNOWN_SPLITS, KnownDataset, SplitCounts
+from reid.data.kinds import REGISTRY as KNOWN_SPLITS
+from reid.data.kinds import DatasetKind, SplitCounts
+from reid.data.kinds.layouts import MarketLayout
 from reid.data.market import format_market_name
 from reid.data.prepare import DatasetLayoutError
 from reid.data.verify import DatasetVerificationError, find_undecodable, prepare_dataset, verify_dataset
@@ -54,9 +56,10 @@ def market_files() -> dict[str, bytes]:
     return files
 
 
-TINY_KNOWN = KnownDataset(
-    kind="market1501",
+TINY_KNOWN = DatasetKind(
+    name="market1501",
     display_name="tiny Market",
+    layout=MarketLayout(),
     folder="Market-1501-v15.09.15",
     archive="Market-1501-v15.09.15.zip",
     md5=None,
@@ -73,7 +76,7 @@ TINY_KNOWN = KnownDataset(
 @pytest.fixture
 def tiny_known(monkeypatch):
     """Make kind 'market1501' describe the tiny dataset above instead of the real 36k images."""
-    monkeypatch.setattr(verify_mod, "known_dataset", lambda kind: TINY_KNOWN)
+    monkeypatch.setattr(verify_mod, "get_kind", lambda kind: TINY_KNOWN)
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -259,8 +262,8 @@ def test_prepare_lays_out_a_market_zip(tmp_path, tiny_known):
     assert report["ok"] and report["root"] == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["bounding_box_test", "bounding_box_train", "gt_bbox", "query"]
     assert len(list((out / "bounding_box_train").glob("*.jpg"))) == 8
-    assert report["archive"]["dataset_folder"] == "Market-1501-v15.09.15"
-    assert report["archive"]["not_copied"] == ["gt_query", "readme.txt"]
+    assert report["source"]["dataset_folder"] == "Market-1501-v15.09.15"
+    assert report["source"]["not_copied"] == ["gt_query", "readme.txt"]
     assert leftovers(out.parent) == []
     assert verify_dataset(out, "market1501", False)["splits"] == report["splits"]
 
@@ -278,7 +281,7 @@ def test_prepare_a_duke_style_tar_gz_without_a_top_folder(tmp_path):
             tf.addfile(info, io.BytesIO(data))
     out = tmp_path / "data" / "duke"
     report = prepare_dataset(archive, None, out)  # kind None: structure only
-    assert report["archive"]["dataset_folder"] == "."
+    assert report["source"]["dataset_folder"] == "."
     assert report["splits"]["gallery"]["cameras"] == [2, 5] and "multi_query" not in report["splits"]
     # the real kind checks the published counts, which 5 images do not have; out stays as it was
     with pytest.raises(DatasetVerificationError, match="train.images: expected 16522, found 2") as err:

@@ -10,12 +10,15 @@ import pytest
 
 from reid.report import tables
 from reid.report.cli import main as report_main
+from reid.data.kinds import REGISTRY
 from reid.report.paper import describe_dataset, paper_numbers
 from reid.report.runs import ReportInputError, load_runs
 
 SYNTH = describe_dataset("synthetic", {"source": "synthetic"})
-DUKE = describe_dataset("duke", {"source": "archive", "kind": "dukemtmcreid", "archive": "x.zip"})
-MARKET = describe_dataset("market", {"source": "archive", "kind": "market1501", "archive": "x.zip"})
+DUKE = describe_dataset("duke", {"source": "archive", "kind": "dukemtmcreid", "archive": "x.zip"},
+                        REGISTRY["dukemtmcreid"])
+MARKET = describe_dataset("market", {"source": "archive", "kind": "market1501", "archive": "x.zip"},
+                          REGISTRY["market1501"])
 PREFIXES = ("", "rerank/", "multi_query_mean/", "multi_query_max/", "multi_query_mean/rerank/")
 
 

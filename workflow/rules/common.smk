@@ -3,6 +3,13 @@ import re
 
 SYNTHETIC = [n for n, d in config["dataset"].items() if d["source"] == "synthetic"]
 ARCHIVES = [n for n, d in config["dataset"].items() if d["source"] == "archive"]
+FOLDERS = [n for n, d in config["dataset"].items() if d["source"] == "folder"]
+
+
+def dataset_source(name):
+    """What data/{name}/ is laid out from: the archive under resources/, or the user's folder."""
+    spec = config["dataset"][name]
+    return spec["path"] if spec["source"] == "folder" else f"resources/{spec['archive']}"
 
 
 def section(*keys):

@@ -1,5 +1,6 @@
 # Datasets: the synthetic default is generated; real archives are fetched (or placed by the user),
-# checksum-verified and safely extracted. Either way data/{dataset}/ is Market-1501 layout.
+# checksum-verified and safely extracted; an already-extracted folder is linked or copied, never
+# modified. Whatever the kind's native layout, data/{dataset}/ is Market-1501 layout.
 
 
 rule synthesize:
@@ -35,20 +36,22 @@ rule fetch_dataset:
 
 
 rule prepare_dataset:
+    """An archive (source: archive) or an already-extracted folder (source: folder, read only) of any
+    kind in reid.data.kinds, laid out as Market-1501 and verified."""
     input:
-        lambda wc: f"resources/{config['dataset'][wc.dataset]['archive']}",
+        lambda wc: dataset_source(wc.dataset),
     output:
         directory("data/{dataset}"),
     log:
         "results/logs/prepare/{dataset}.log",
     wildcard_constraints:
-        dataset=alternatives(ARCHIVES),
+        dataset=alternatives(ARCHIVES + FOLDERS),
     conda:
         "../../envs/reid.yaml"
     params:
         spec=lambda wc: section("dataset", wc.dataset),
     shell:
-        "python -m reid prepare --spec {params.spec:q} --archive {input} --out {output} > {log} 2>&1"
+        "python -m reid prepare --spec {params.spec:q} --source {input:q} --out {output} > {log} 2>&1"
 
 
 rule verify_dataset:

@@ -2,12 +2,42 @@
 
 
 def _report_dataset(key):
-    """report.table2_dataset / table3_dataset; the first configured dataset when unset."""
-    return config.get("report", {}).get(key) or config["datasets"][0]
+    """report.table2_dataset / table3_dataset; the first configured dataset when unset; None when
+    set to null (the table is not built)."""
+    report = config.get("report", {})
+    if key in report and report[key] is None:
+        return None
+    return report.get(key) or config["datasets"][0]
 
 
 def _table1_datasets():
-    return config.get("report", {}).get("table1_datasets") or config["datasets"]
+    """report.table1_datasets; every configured dataset when unset; [] when null (not built)."""
+    report = config.get("report", {})
+    if "table1_datasets" in report and report["table1_datasets"] is None:
+        return []
+    return report.get("table1_datasets") or config["datasets"]
+
+
+def _table_datasets(n):
+    """The datasets Table n is built from; [] when the configuration skips it."""
+    if n == 1:
+        return _table1_datasets()
+    return [d for d in [_report_dataset(f"table{n}_dataset")] if d is not None]
+
+
+def _table_key(n):
+    return "table1_datasets" if n == 1 else f"table{n}_dataset"
+
+
+def _table_metrics(n, models=None):
+    """Input function of rule table{n}: a table whose dataset is set to null is refused by name
+    rather than built from another dataset's runs."""
+    def metrics(wildcards):
+        if not _table_datasets(n):
+            raise ValueError(f"results/tables/table{n}.md is not built: report.{_table_key(n)} is null "
+                             f"in the configuration (set it to a configured dataset to build it)")
+        return _run_files("metrics.json", _table_datasets(n), models)
+    return metrics
 
 
 def _run_files(name, datasets, models=None):
@@ -32,9 +62,7 @@ def _figure_runs(name):
 
 def _report_files_of(dataset):
     """The tables that use this dataset, and its figures."""
-    tables = [f"results/tables/table1.{ext}" for ext in ("md", "html") if dataset in _table1_datasets()]
-    for n, key in ((2, "table2_dataset"), (3, "table3_dataset")):
-        if _report_dataset(key) == dataset:
-            tables += [f"results/tables/table{n}.md", f"results/tables/table{n}.html"]
+    tables = [f"results/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "html")
+              if dataset in _table_datasets(n)]
     figures = [f"results/figures/{kind}_{dataset}.png" for kind in FIGURE_KINDS] if dataset in config["datasets"] else []
     return tables + figures
