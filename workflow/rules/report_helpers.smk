@@ -4,18 +4,18 @@
 def _report_dataset(key):
     """report.table2_dataset / table3_dataset; the first configured dataset when unset; None when
     set to null (the table is not built)."""
-    report = config.get("report", {})
-    if key in report and report[key] is None:
+    reporting = config.get("report", {})
+    if key in reporting and reporting[key] is None:
         return None
-    return report.get(key) or config["datasets"][0]
+    return reporting.get(key) or config["datasets"][0]
 
 
 def _table1_datasets():
     """report.table1_datasets; every configured dataset when unset; [] when null (not built)."""
-    report = config.get("report", {})
-    if "table1_datasets" in report and report["table1_datasets"] is None:
+    reporting = config.get("report", {})
+    if "table1_datasets" in reporting and reporting["table1_datasets"] is None:
         return []
-    return report.get("table1_datasets") or config["datasets"]
+    return reporting.get("table1_datasets") or config["datasets"]
 
 
 def _table_datasets(n):
