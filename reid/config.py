@@ -84,7 +84,8 @@ def check_references(config: dict, source: str = "config") -> None:
     for name in named:
         if name not in defined:
             raise ConfigError(f"{source}: dataset '{name}' is used but not defined under 'dataset:' "
-                              f"(defined: {', '.join(sorted(defined)) or 'none'})")
+                              f"(defined: {', '.join(sorted(defined)) or 'none'}); a preset layered over another "
+                              f"needs both, e.g. --configfile presets/paper.yaml presets/paper-market.yaml")
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
     model = config["model"]
