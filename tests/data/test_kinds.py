@@ -150,3 +150,34 @@ def test_registering_a_kind_from_outside(tmp_path, monkeypatch):
         kinds.register(tiny)
     report = prepare_dataset(zip_of(tmp_path / "t.zip", market_like_files()), "tinybench", tmp_path / "out")
     assert report["known_split"]["kind"] == "tinybench" and all(r["ok"] for r in report["known_split"]["comparison"])
+
+
+def test_config_entries_of_each_source():
+    from reid.config import ConfigError, load, validate
+
+    base = load(ROOT / "config.yaml")
+    for entry, missing in (({"source": "folder", "kind": "market1501"}, "'path' is a required property"),
+                           ({"source": "archive", "kind": "msmt17"}, "'archive' is a required property"),
+                           ({"source": "archive", "archive": "x.zip", "kind": "cuhk03"}, "'cuhk03' is not one of")):
+        with pytest.raises(ConfigError, match=missing):
+            validate({**base, "dataset": {**base["dataset"], "mine": entry}})
+    # kind is optional: an archive or folder without it is a custom dataset in Market-1501 layout
+    validate({**base, "dataset": {**base["dataset"], "own": {"source": "archive", "archive": "own.zip"},
+                                  "mine": {"source": "folder", "path": "/data/mine"}}})
+
+
+def test_tables_say_what_each_kind_is():
+    from reid.data.kinds import kind_of
+    from reid.report.paper import describe_dataset
+
+    def info(name, spec):
+        return describe_dataset(name, spec, kind_of(spec))
+
+    msmt = info("msmt", {"source": "archive", "kind": "msmt17", "archive": "x.tar"})
+    assert (msmt.label, msmt.kind, msmt.synthetic) == ("MSMT17 ('msmt')", None, False)  # the paper has no numbers
+    assert info("c", {"source": "folder", "kind": "cuhk03np_labeled", "path": "/x"}).label == "CUHK03-NP (labeled) ('c')"
+    mine = info("mine", {"source": "folder", "path": "/x"})
+    assert mine.kind is None and "of your own in Market-1501 layout" in mine.label
+    market = info("m", {"source": "folder", "kind": "market1501", "path": "/x"})
+    assert market.kind == "market1501" and market.comparable_to("market1501")
+    assert info("m", {"source": "folder", "kind": "market1501", "path": "/x", "custom": True}).kind is None
