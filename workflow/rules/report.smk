@@ -18,7 +18,7 @@ FIGURE_SEED = config["seeds"][0]
 
 rule table1:
     input:
-        metrics=_table_metrics(1, ["mutual"]),
+        metrics=lambda wc: _table_metrics(1, ["mutual"]),
     output:
         md="results/tables/table1.md",
         html=report("results/tables/table1.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
@@ -37,7 +37,7 @@ rule table1:
 
 rule table2:
     input:
-        metrics=_table_metrics(2),
+        metrics=lambda wc: _table_metrics(2),
     output:
         md="results/tables/table2.md",
         html=report("results/tables/table2.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
@@ -58,7 +58,7 @@ rule table2:
 
 rule table3:
     input:
-        metrics=_table_metrics(3),
+        metrics=lambda wc: _table_metrics(3),
     output:
         md="results/tables/table3.md",
         html=report("results/tables/table3.html", caption=f"{CAPTIONS}/table.rst", category="Tables",

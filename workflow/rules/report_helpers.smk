@@ -30,14 +30,12 @@ def _table_key(n):
 
 
 def _table_metrics(n, models=None):
-    """Input function of rule table{n}: a table whose dataset is set to null is refused by name
-    rather than built from another dataset's runs."""
-    def metrics(wildcards):
-        if not _table_datasets(n):
-            raise ValueError(f"results/tables/table{n}.md is not built: report.{_table_key(n)} is null "
-                             f"in the configuration (set it to a configured dataset to build it)")
-        return _run_files("metrics.json", _table_datasets(n), models)
-    return metrics
+    """The metrics files Table n is built from (asked for when the DAG is built). A table whose dataset
+    is set to null is refused by name rather than built from another dataset's runs."""
+    if not _table_datasets(n):
+        raise ValueError(f"results/tables/table{n}.md is not built: report.{_table_key(n)} is null "
+                         f"in the configuration (set it to a configured dataset to build it)")
+    return _run_files("metrics.json", _table_datasets(n), models)
 
 
 def _run_files(name, datasets, models=None):
