@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from native_layouts import cuhk03np_files, market_like_files, msmt17_files, tar_gz, write_tree, zip_of
+from native_layouts import cuhk03np_files, image_bytes, market_like_files, msmt17_files, tar_gz, write_tree, zip_of
 
 from reid.data.kinds import REGISTRY, DatasetLayoutError, get_kind
 from reid.data.market import format_market_name, scan_dataset
@@ -105,10 +105,11 @@ def test_cuhk03np_is_laid_out_as_market_keeping_png(tmp_path, subset):
 def test_cuhk03np_rejects_foreign_names(tmp_path):
     files = cuhk03np_files()
     files["cuhk03-np/labeled/query/readme.txt"] = b"x"
+    files["cuhk03-np/labeled/query/0003_c3_1.png"] = image_bytes(50, "PNG")  # a camera pair has views 1 and 2
     files["cuhk03-np/labeled/query/Thumbs.db"] = b"x"  # OS clutter is skipped and reported
-    with pytest.raises(DatasetLayoutError, match=r"1 entries are not CUHK03-NP images.*labeled/query/readme.txt"):
+    with pytest.raises(DatasetLayoutError, match=r"2 entries are not CUHK03-NP images.*0003_c3_1.png.*readme.txt"):
         prepare_dataset(zip_of(tmp_path / "c.zip", files), "cuhk03np_labeled", tmp_path / "out", custom=True)
-    del files["cuhk03-np/labeled/query/readme.txt"]
+    del files["cuhk03-np/labeled/query/readme.txt"], files["cuhk03-np/labeled/query/0003_c3_1.png"]
     report = prepare_dataset(zip_of(tmp_path / "d.zip", files), "cuhk03np_labeled", tmp_path / "out", custom=True)
     assert report["source"]["skipped_os_files"] == ["labeled/query/Thumbs.db"]
 

@@ -38,7 +38,9 @@ from reid.data import market
 from reid.data.kinds.base import DatasetKind, DatasetLayoutError, SplitCounts, Transfer
 from reid.data.kinds.layouts import NativeImage, find_folder, place_renamed
 
-_NAME = re.compile(r"^(?P<pid>\d{1,4})_c(?P<cam>[12])_(?P<index>\d+)\.png$", re.IGNORECASE)
+# pid and camera lead the name, as the reference loaders read them (r"([-\d]+)_c(\d)"); whatever
+# follows (the image's index) is not needed: the layout numbers each identity's images itself
+_NAME = re.compile(r"^(?P<pid>\d+)_c(?P<cam>[12])(?:_[^/]*)?\.png$", re.IGNORECASE)
 _CLUTTER = {"thumbs.db", ".ds_store", "desktop.ini"}  # OS files that some copies carry
 
 
