@@ -128,7 +128,7 @@ def cmd_extract(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from reid import tracking
-    from reid.evaluate import curves, evaluate, scalar_metrics
+    from reid.evaluate import curves, evaluate, interval_metrics, scalar_metrics
 
     import torch
 
@@ -138,11 +138,11 @@ def cmd_evaluate(args) -> None:
     inputs = {"mlflow_run_id": run_id, "dataset": run.data.tags.get("dataset"), "model": run.data.tags.get("model"),
               "seed": int(run.data.tags.get("seed", -1)), "config_hash": run.data.tags.get("config_hash"),
               "git_commit": run.data.tags.get("git_commit"),
-              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank}}
-    record = evaluate(features=Path(args.features), out=Path(args.out), max_rank=args.max_rank,
-                      rerank=args.rerank, inputs=inputs)
+              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
+    record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
+                      max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
     tracking.reopen_run(run_id)
-    tracking.log_metrics(run_id, scalar_metrics(record))
+    tracking.log_metrics(run_id, {**scalar_metrics(record), **interval_metrics(record)})
     for key, values in curves(record).items():
         tracking.log_metric_series(run_id, key, values)
     tracking.log_artifacts([run_id], [Path(args.out)], artifact_path="evaluation")
@@ -215,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-id-file", required=True)
     s.add_argument("--max-rank", type=int, default=50)
     s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')"), required=True)
+    s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')"), required=True,
+                   help='JSON {"resamples": N, "seed": S}: the identity bootstrap behind metrics.json ci95')
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="metrics.json")
+    s.add_argument("--per-query-out", required=True, help="per_query.csv: one row per (protocol, query)")
     s.set_defaults(func=cmd_evaluate)
 
     from reid.report.cli import add_report_commands

@@ -3,21 +3,29 @@
 Single query and (where gt_bbox exists) multi-query with mean and max pooling, each with and
 without k-reciprocal re-ranking; both AP conventions. Plain ``rank1``/``mAP`` are single-query,
 step-AP values; other protocols carry a prefix (``rerank/``, ``multi_query_mean/``, ...).
+
+Beside metrics.json the stage writes per_query.csv, one row per (protocol, query) (format:
+reid.metrics.uncertainty), and metrics.json's scalars are exactly these rows' means. ``ci95`` holds a
+95% percentile bootstrap interval over query identities for every scalar key.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 from pathlib import Path
 
+from reid import io
 from reid.features import load_features
 from reid.metrics import evaluate_features, evaluate_multi_query
+from reid.metrics import uncertainty
 
 MULTI_QUERY_POOLINGS = ("mean", "max")
 
 
 def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None) -> dict:
+    """Flat metrics of every protocol, plus "per_query": {protocol: {"first_match_rank" (int64, 1-based,
+    0 = no true match), "ap", "ap_trapezoid", "inp" (float64, NaN = no true match)}} in query order, for
+    the protocols of reid.metrics.uncertainty.PROTOCOLS ("single", "rerank", "multi_query_mean", ...)."""
     q, g = feats["query_feats"], feats["gallery_feats"]
     qp, gp, qc, gc = feats["query_pids"], feats["gallery_pids"], feats["query_camids"], feats["gallery_camids"]
     max_rank = min(max_rank, len(gp))
@@ -25,36 +33,63 @@ def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None) ->
     out: dict = {}
 
     valid_queries: dict[str, int] = {}
+    per_query: dict[str, dict] = {}
 
     def add(prefix: str, result: dict) -> None:
         # metrics stay flat fractions; the count of queries with a true match goes to "counts"
         valid_queries[prefix or "single_query"] = result.pop("num_valid_queries")
+        per_query[prefix.rstrip("/") or "single"] = result.pop("per_query")
         for k, v in result.items():
             out[f"{prefix}{k}"] = v
 
-    add("", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, device=device))
-    add("rerank/", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, rerank=rr, device=device))
+    add("", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, device=device, per_query=True))
+    add("rerank/", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, rerank=rr, device=device,
+                                     per_query=True))
     if "mq_feats" in feats and len(feats["mq_feats"]):
         mq = (feats["mq_feats"], feats["mq_pids"], feats["mq_camids"])
         for pooling in MULTI_QUERY_POOLINGS:
             prefix = f"multi_query_{pooling}/"
             for suffix, rerank_args in (("", None), ("rerank/", rr)):
                 add(prefix + suffix, evaluate_multi_query(q, g, qp, gp, qc, gc, *mq, pooling=pooling,
-                                                          max_rank=max_rank, rerank=rerank_args, device=device))
+                                                          max_rank=max_rank, rerank=rerank_args, device=device,
+                                                          per_query=True))
     out["counts"] = {"query": len(qp), "gallery": len(gp), "valid_queries": valid_queries}
+    out["per_query"] = per_query
     return out
 
 
-def evaluate(*, features: Path, out: Path, max_rank: int, rerank: dict, inputs: dict, device=None) -> dict:
+def query_names(paths) -> list[str]:
+    """Query image paths relative to the dataset folder (``query/0001_c1s1_000151_00.jpg``)."""
+    return [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
+
+
+def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, rerank: dict, bootstrap: dict,
+             inputs: dict, device=None) -> dict:
+    """Write per_query.csv, then metrics.json (with ``ci95``); returns the metrics.json record.
+
+    bootstrap: {"resamples": int, "seed": int} (config ``evaluate.bootstrap``).
+    """
+    _check_bootstrap(bootstrap)
     feats = load_features(features)
     metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device)
+    if "query_paths" not in feats:
+        raise ValueError(f"{features}: missing 'query_paths' (per_query.csv names every query)")
+    table = uncertainty.per_query_table(metrics.pop("per_query"), query_names(feats["query_paths"]),
+                                        feats["query_pids"], feats["query_camids"])
+    # metrics.json's scalars are by definition the per-query rows' means; any other value is a bug
+    exact = uncertainty.estimates(table)
+    for key, value in exact.items():
+        if key not in metrics or not math.isclose(metrics[key], value, rel_tol=1e-9, abs_tol=1e-12):
+            raise RuntimeError(f"{features}: {key} = {metrics.get(key)} but the per-query rows give {value}")
+    metrics.update(exact)
+    intervals = uncertainty.model_intervals(table, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
     # how the test embeddings were made travels with the numbers (the tables print it)
     flip = feats.get("meta", {}).get("flip", "false") == "true"
-    record = {**metrics, **inputs, "features": str(features), "flip_test": flip}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    record = {**metrics, **inputs, "features": str(features), "flip_test": flip, "ci95": intervals["ci95"],
+              "bootstrap": {"resamples": bootstrap["resamples"], "seed": bootstrap["seed"],
+                            "over": "query identities", "identities": len(uncertainty.identities(table))}}
+    io.write_text(per_query_out, uncertainty.per_query_csv(table))
+    io.write_json(out, record)
     return record
 
 
@@ -62,6 +97,24 @@ def scalar_metrics(record: dict) -> dict:
     """The numeric, non-curve entries of a metrics record (what goes to MLflow as values)."""
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
             and k not in ("seed",)}
+
+
+def _check_bootstrap(bootstrap: dict) -> None:
+    for key, low in (("resamples", 1), ("seed", 0)):
+        value = bootstrap.get(key) if isinstance(bootstrap, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"evaluate.bootstrap.{key} = {value!r}: expected an integer >= {low}")
+    unknown = set(bootstrap) - {"resamples", "seed"}
+    if unknown:
+        raise ValueError(f"evaluate.bootstrap: unknown key(s) {sorted(unknown)}, expected resamples and seed")
+
+
+def interval_metrics(record: dict) -> dict:
+    """The ci95 bounds as MLflow metrics: ``rank1_ci95_low``, ``rerank/mAP_ci95_high``, ..."""
+    out = {}
+    for key, (low, high) in record.get("ci95", {}).items():
+        out[f"{key}_ci95_low"], out[f"{key}_ci95_high"] = low, high
+    return out
 
 
 def curves(record: dict) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _inputs
 from .distance import euclidean_distance, l2_normalize
 from .multi_query import pool_multi_query
@@ -13,7 +15,7 @@ RERANK_KEYS = ("k1", "k2", "lambda_value")
 
 
 def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank=50,
-                      rerank=None, device=None) -> dict:
+                      rerank=None, device=None, per_query=False) -> dict:
     """Rank the gallery for every query by Euclidean distance (or re-ranked) and score it.
 
     rerank: None, or a dict with k1, k2, lambda_value (Zhong et al.; config's `lambda` is accepted
@@ -27,6 +29,8 @@ def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, m
       mINP                           fast-reid's mean inverse negative penalty
       cmc                            list of min(max_rank, gallery size) fractions
       num_valid_queries              queries that had a true match (an int)
+    With per_query=True also "per_query": {"first_match_rank": int64 (1-based; 0 = no true match),
+    "ap", "ap_trapezoid", "inp": float64 (NaN = no true match)}, one entry per query, in query order.
     """
     num_g = len(g_pids)
     if rerank is None:
@@ -37,11 +41,15 @@ def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, m
     out = {f"rank{k}": cmc_at(full["first_match_rank"], k) for k in REPORTED_RANKS}
     out.update(mAP=full["mAP"], mAP_trapezoid=full["mAP_trapezoid"], mINP=full["mINP"],
                cmc=[float(x) for x in full["cmc"]], num_valid_queries=int(full["num_valid_queries"]))
+    if per_query:
+        out["per_query"] = {"first_match_rank": np.nan_to_num(full["first_match_rank"], nan=0.0).astype(np.int64),
+                            "ap": full["AP"], "ap_trapezoid": full["AP_trapezoid"], "inp": full["INP"]}
     return out
 
 
 def evaluate_multi_query(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, mq_feats, mq_pids,
-                         mq_camids, *, pooling="mean", max_rank=50, rerank=None, device=None) -> dict:
+                         mq_camids, *, pooling="mean", max_rank=50, rerank=None, device=None,
+                         per_query=False) -> dict:
     """Multi-query evaluation: queries pooled over their gt_bbox images (see multi_query.py).
 
     Pooled queries are unit length, so the gallery features are L2-normalised too (as in the
@@ -51,7 +59,7 @@ def evaluate_multi_query(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, m
     pooled = pool_multi_query(q_pids, q_camids, mq_feats, mq_pids, mq_camids, pooling=pooling,
                               q_feats=q_feats)
     return evaluate_features(pooled, l2_normalize(g_feats), q_pids, g_pids, q_camids, g_camids,
-                             max_rank=max_rank, rerank=rerank, device=device)
+                             max_rank=max_rank, rerank=rerank, device=device, per_query=per_query)
 
 
 def _rerank_args(rerank) -> dict:

@@ -34,7 +34,8 @@ rule evaluate:
         features=f"{RUN_DIR}/features.pt",
         run_id=f"{RUN_DIR}/mlflow_run_id",
     output:
-        f"{RUN_DIR}/metrics.json",
+        metrics=f"{RUN_DIR}/metrics.json",
+        per_query=f"{RUN_DIR}/per_query.csv",
     log:
         "results/logs/evaluate/{dataset}/{model}-seed{seed}.log",
     threads: JOB_THREADS
@@ -46,6 +47,8 @@ rule evaluate:
     params:
         max_rank=config["evaluate"]["max_rank"],
         rerank=section("evaluate", "rerank"),
+        bootstrap=section("evaluate", "bootstrap"),
     shell:
         "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
-        "--max-rank {params.max_rank} --rerank {params.rerank:q} --threads {threads} --out {output} > {log} 2>&1"
+        "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
+        "--threads {threads} --out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
