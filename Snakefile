@@ -37,6 +37,7 @@ localrules:
     all,
     fetch_dataset,
     fetch_weights,
+    comparisons,
     table1,
     table2,
     table3,

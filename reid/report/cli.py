@@ -43,14 +43,42 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
     specs = _specs(args.dataset_specs)
     runs = load_runs(args.metrics)
+    comparisons = tables.load_comparisons(args.comparisons) if args.comparisons else None
     if args.report_table == "table1":
-        doc = tables.table1(runs, [_info(specs, n) for n in args.datasets])
+        doc = tables.table1(runs, [_info(specs, n) for n in args.datasets], comparisons)
     else:
         build = tables.table2 if args.report_table == "table2" else tables.table3
-        doc = build(runs, _info(specs, args.dataset), args.backbone)
+        doc = build(runs, _info(specs, args.dataset), args.backbone, comparisons)
     for path in tables.write(doc, args.out, args.html_out):
         print(f"wrote {path}")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from reid import io
+    from reid.report import comparisons
+    from reid.report.runs import load_runs
+
+    bootstrap = _json_object(args.bootstrap, "--bootstrap (config 'evaluate.bootstrap')")
+    for key in ("resamples", "seed"):
+        value = bootstrap.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "resamples" else 0):
+            raise ReportInputError(f"--bootstrap: {key} = {value!r} is not a valid integer")
+    record = comparisons.build(load_runs(args.metrics), args.per_query, args.dataset,
+                               resamples=bootstrap["resamples"], seed=bootstrap["seed"])
+    io.write_json(args.out, record)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _json_object(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportInputError(f"{what}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ReportInputError(f"{what}: expected a JSON object")
+    return value
 
 
 def _cmd_figure_losses(args: argparse.Namespace) -> int:
@@ -107,12 +135,14 @@ def _pair_check(args: argparse.Namespace, a: str, b: str) -> None:
 
 
 def add_report_commands(subparsers) -> None:
-    """Register table1, table2, table3, figure-losses, figure-cmc, figure-ranked, figure-attention, report-mlflow."""
+    """Register table1, table2, table3, compare, figure-losses, figure-cmc, figure-ranked, figure-attention, report-mlflow."""
     for verb, what in (("table1", "Table 1: the mutual model on each dataset, beside the paper's values"),
                        ("table2", "Table 2: Rank-1/mAP, the paper's DukeMTMC-reID rows then ours"),
                        ("table3", "Table 3: single/multi-query Rank-1/mAP, the paper's Market-1501 rows then ours")):
         p = subparsers.add_parser(verb, help=what, description=what)
         p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (all models and seeds)")
+        p.add_argument("--comparisons", nargs="+", default=None,
+                       help="comparisons.json of each dataset: interval cells over seeds, paired-comparison section")
         p.add_argument("--dataset-specs", required=True,
                        help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
         if verb == "table1":
@@ -123,6 +153,14 @@ def add_report_commands(subparsers) -> None:
         p.add_argument("--out", required=True, help="the markdown table")
         p.add_argument("--html-out", default=None, help="also write the table as a self-contained HTML page")
         p.set_defaults(func=_cmd_table, report_table=verb)
+
+    p = subparsers.add_parser("compare", help="comparisons.json: intervals over seeds and paired model differences")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (all models and seeds)")
+    p.add_argument("--per-query", nargs="+", required=True, help="per_query.csv files, one beside each metrics.json")
+    p.add_argument("--bootstrap", required=True, help='JSON {"resamples": N, "seed": S} (config evaluate.bootstrap)')
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_compare)
 
     p = subparsers.add_parser("figure-losses", help="Figure 6: identification and verification loss per epoch")
     p.add_argument("--history", nargs="+", required=True, help="history.csv files, one per model")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from reid.metrics.uncertainty import format_interval, metric_key
 
 from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
 from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary, group_runs,
@@ -40,17 +42,23 @@ def model_label(model: str, backbone: str) -> str:
 
 def _markdown(df: pd.DataFrame) -> str:
     # numbers right-aligned, text left: read down a column of means without hunting for the point
-    align = ["left" if c in ("Method", "Rows", "Protocol", "Metric") else "right" for c in df.columns]
+    align = ["left" if c in ("Method", "Rows", "Protocol", "Metric", "Dataset", "A", "B", "At 95%") else "right"
+             for c in df.columns]
     return df.to_markdown(index=False, colalign=align, disable_numparse=True)
 
 
-def seeds_note(by_model: dict[str, list[Run]]) -> str:
+def seeds_note(by_model: dict[str, list[Run]], intervals: bool = False) -> str:
     seed_sets = {m: [r.seed for r in rs] for m, rs in by_model.items()}
     distinct = {tuple(s) for s in seed_sets.values()}
     if len(distinct) == 1:
         seeds = next(iter(distinct))
         if len(seeds) == 1:
-            return f"Reproduced cells come from one training run (seed {seeds[0]}); no spread over seeds is shown."
+            return (f"Reproduced cells come from one training run (seed {seeds[0]}); "
+                    + ("their intervals cover the choice of query identities, not the spread over seeds."
+                       if intervals else "no spread over seeds is shown."))
+        if intervals:
+            return (f"Reproduced cells are the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}), "
+                    f"with an interval that resamples the seeds, then the query identities.")
         return (f"Reproduced cells are mean ± sample standard deviation over {len(seeds)} seeds "
                 f"({', '.join(map(str, seeds))}).")
     parts = "; ".join(f"{m}: {', '.join(map(str, s))}" for m, s in seed_sets.items())
@@ -92,10 +100,12 @@ class TableDoc:
     table: pd.DataFrame
     notes: list[str]
     runs: pd.DataFrame
+    sections: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (heading, table) after the table
 
     def to_markdown(self) -> str:
         notes = "\n".join(f"- {n}" for n in self.notes)
-        return (f"# {self.title}\n\n{self.caption}\n\n{_markdown(self.table)}\n\n{notes}\n\n"
+        sections = "".join(f"{heading}\n\n{_markdown(df)}\n\n" for heading, df in self.sections)
+        return (f"# {self.title}\n\n{self.caption}\n\n{_markdown(self.table)}\n\n{sections}{notes}\n\n"
                 f"**{RUN_IDS_HEADING}**\n\n{self.runs.to_markdown(index=False, disable_numparse=True)}\n")
 
     def to_html(self) -> str:
@@ -104,7 +114,8 @@ class TableDoc:
         return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(self.title)}</title>"
                 f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(self.title)}</h1>\n"
                 f"<p>{_inline_html(self.caption)}</p>\n{self.table.to_html(index=False, border=0)}\n"
-                f"<ul>{notes}</ul>\n<p><strong>{html.escape(RUN_IDS_HEADING)}</strong></p>\n"
+                + "".join(f"<p>{_inline_html(h)}</p>\n{df.to_html(index=False, border=0)}\n" for h, df in self.sections)
+                + f"<ul>{notes}</ul>\n<p><strong>{html.escape(RUN_IDS_HEADING)}</strong></p>\n"
                 f"{self.runs.to_html(index=False, border=0)}\n</body></html>\n")
 
 
@@ -131,6 +142,140 @@ def _check_datasets(runs: list[Run], allowed: set[str], table: str) -> None:
                                    f"for {', '.join(sorted(allowed))}")
 
 
+# ---------------------------------------------------------------- intervals and paired comparisons
+
+SHORT_LABELS = {"ide": "IDE", "baseline": "baseline", "self_attention": "self-attention", "mutual": "mutual attention"}
+NO_DIFFERENCE = "no significant difference at 95%"
+
+
+class Cells:
+    """Reproduced cells of one dataset: ``value [low, high]`` (percent) where an interval exists.
+
+    The interval comes from comparisons.json (``comparison``, over the seeds the runs have), else,
+    for a single run, from its metrics.json ``ci95``; without either the cell is the mean (± the
+    sample std over seeds), as before intervals existed.
+    """
+
+    def __init__(self, by_model: dict[str, list[Run]], comparison: dict | None):
+        self.by_model = by_model
+        self.comparison = comparison
+        self.used_intervals = False
+        if comparison is not None:
+            for model, runs in by_model.items():
+                entry = comparison.get("models", {}).get(model)
+                seeds = [r.seed for r in runs]
+                if entry is None or entry.get("seeds") != seeds:
+                    have = None if entry is None else entry.get("seeds")
+                    raise ReportInputError(f"comparisons.json of '{comparison.get('dataset')}' has seeds {have} for "
+                                           f"'{model}', the metrics files have {seeds}: rebuild it")
+
+    def interval(self, model: str, key: str) -> list[float] | None:
+        if self.comparison is not None:
+            return self.comparison["models"][model]["ci95"].get(key)
+        runs = self.by_model[model]
+        ci = runs[0].info.get("ci95") if len(runs) == 1 else None
+        return ci.get(key) if isinstance(ci, dict) else None
+
+    def __call__(self, model: str, key: str) -> str:
+        s = summarise(self.by_model[model], key)
+        if s is None:
+            return "–"
+        ci = self.interval(model, key)
+        if ci is None:
+            return fmt_summary(s)
+        self.used_intervals = True
+        return format_interval(s.mean / 100.0, ci[0], ci[1])
+
+    def caption(self) -> str:
+        """What the intervals are over, for the caption ('' when no cell has one)."""
+        if not self.used_intervals:
+            return ""
+        boot = (self.comparison or {}).get("bootstrap") or next(
+            (r.info.get("bootstrap") for rs in self.by_model.values() for r in rs if isinstance(r.info.get("bootstrap"), dict)),
+            {})
+        n_ids = boot.get("identities")
+        ids = f"the {n_ids} query identities" if n_ids else "the query identities"
+        how = f" ({boot['resamples']:,} resamples, seed {boot['seed']})" if "resamples" in boot else ""
+        several = any(len(rs) > 1 for rs in self.by_model.values())
+        if several:
+            return (f"Reproduced cells read mean [95% interval]: the mean over seeds, and a percentile bootstrap "
+                    f"that resamples the seeds, then {ids}, all queries of a person together{how}.")
+        return (f"Reproduced cells read value [95% interval]: a percentile bootstrap over {ids}, all queries of "
+                f"a person resampled together{how}.")
+
+
+def _fmt_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def paired_rows(comparison: dict | None, protocols: list[tuple[str, str]], dataset: str | None = None) -> list[dict]:
+    """One row per (pair, protocol, metric) of comparisons.json: B − A in points, its interval, p, the reading.
+
+    protocols: (protocol name as in reid.metrics.uncertainty.PROTOCOLS, label); a protocol the file
+    lacks (no gt_bbox) is left out. ``dataset`` adds a Dataset column.
+    """
+    rows = []
+    for pair in (comparison or {}).get("pairs", []):
+        for protocol, plabel in protocols:
+            for metric, mlabel in (("rank1", "Rank-1"), ("mAP", "mAP")):
+                d = pair["differences"].get(metric_key(protocol, metric))
+                if d is None:
+                    continue
+                cell = format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+                if not d["significant"]:
+                    reading = NO_DIFFERENCE
+                else:
+                    reading = f"{SHORT_LABELS[pair['b']]} {'higher' if d['difference'] > 0 else 'lower'} (significant at 95%)"
+                row = {"Dataset": dataset} if dataset is not None else {}
+                row.update({"A": SHORT_LABELS[pair["a"]], "B": SHORT_LABELS[pair["b"]], "Protocol": plabel,
+                            "Metric": mlabel, "B − A (pp) [95% interval]": cell, "p": _fmt_p(d["p_value"]),
+                            "At 95%": reading})
+                rows.append(row)
+    return rows
+
+
+def paired_section(rows: list[dict], comparisons: list[dict]) -> list[tuple[str, pd.DataFrame]]:
+    if not rows:
+        return []
+    boot = comparisons[0].get("bootstrap", {})
+    seeds = sorted({tuple(p["seeds"]) for c in comparisons for p in c.get("pairs", [])})
+    over = ("the same query-identity resamples for both models" if all(len(s) == 1 for s in seeds) else
+            "the same seed and query-identity resamples for both models (seeds resampled, then identities)")
+    heading = (f"**Paired comparisons.** B − A in percentage points, with a 95% percentile interval from {over} "
+               f"({boot.get('resamples', '?'):,} resamples) and a two-sided paired-bootstrap p-value; an interval "
+               f"that contains 0 reads \"{NO_DIFFERENCE}\".")
+    return [(heading, pd.DataFrame(rows))]
+
+
+def _single_comparison(comparisons: dict[str, dict] | None, dataset: str) -> dict | None:
+    if comparisons is None:
+        return None
+    if dataset not in comparisons:
+        raise ReportInputError(f"no comparisons.json for dataset '{dataset}' among the inputs "
+                               f"(have: {', '.join(comparisons) or 'none'})")
+    return comparisons[dataset]
+
+
+def load_comparisons(paths) -> dict[str, dict]:
+    """comparisons.json files by dataset; raises ReportInputError naming a bad file."""
+    import json
+
+    out = {}
+    for path in map(Path, paths):
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ReportInputError(f"{path}: comparisons file not found") from None
+        except json.JSONDecodeError as e:
+            raise ReportInputError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(record, dict) or not {"dataset", "models", "pairs", "bootstrap"} <= set(record):
+            raise ReportInputError(f"{path}: not a comparisons.json (needs dataset, models, pairs, bootstrap)")
+        if record["dataset"] in out:
+            raise ReportInputError(f"{path}: a second comparisons file for dataset '{record['dataset']}'")
+        out[record["dataset"]] = record
+    return out
+
+
 # ---------------------------------------------------------------- Tables 2 and 3
 
 def _comparison_inputs(runs: list[Run], info: DatasetInfo, table: str):
@@ -143,9 +288,15 @@ def _comparison_inputs(runs: list[Run], info: DatasetInfo, table: str):
     return paper, paper_kind, by_model, f"{PAPER_SOURCE} ({paper_label(paper_kind)})"
 
 
-def table2(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
-    """DukeMTMC-reID comparison in the paper: Rank-1 and mAP, the paper's rows then ours."""
+def table2(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None) -> TableDoc:
+    """DukeMTMC-reID comparison in the paper: Rank-1 and mAP, the paper's rows then ours.
+
+    comparisons: comparisons.json records by dataset (`load_comparisons`): interval cells over the
+    seeds and the paired-comparison section; without it a single run's cells use its metrics.json ci95.
+    """
     paper, paper_kind, by_model, paper_rows_label = _comparison_inputs(runs, info, "table2")
+    comparison = _single_comparison(comparisons, info.name)
+    cell = Cells(by_model, comparison)
     ours_label = f"reproduced here ({info.name})"
     rows = []
     for p in paper["rows"]:
@@ -153,15 +304,19 @@ def table2(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
                      "mAP (%)": fmt_pct(p["mAP"]), "mAP, trapezoid (%)": "–"})
     for model, model_runs in by_model.items():
         rows.append({"Method": model_label(model, backbone), "Rows": ours_label,
-                     "Rank-1 (%)": fmt_summary(summarise(model_runs, "rank1")),
-                     "mAP (%)": fmt_summary(summarise(model_runs, "mAP")),
-                     "mAP, trapezoid (%)": fmt_summary(summarise(model_runs, "mAP_trapezoid"))})
+                     "Rank-1 (%)": cell(model, "rank1"), "mAP (%)": cell(model, "mAP"),
+                     "mAP, trapezoid (%)": cell(model, "mAP_trapezoid")})
     caption = (f"**Table 2.** Single-query Rank-1 and mAP (%). The first {len(paper['rows'])} rows are "
                f"{PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 2) on {paper_label(paper_kind)}; the last "
-               f"{len(by_model)} were reproduced by this pipeline. " + comparability_note(info, paper_kind))
-    notes = [AP_NOTE, seeds_note(by_model), flip_note([r for rs in by_model.values() for r in rs]),
+               f"{len(by_model)} were reproduced by this pipeline. " + _join(cell.caption(), comparability_note(info, paper_kind)))
+    notes = [AP_NOTE, seeds_note(by_model, cell.used_intervals), flip_note([r for rs in by_model.values() for r in rs]),
              "A dash marks a value the paper does not give."]
-    return TableDoc("Table 2", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}))
+    sections = paired_section(paired_rows(comparison, [("single", "single query")]), [comparison] if comparison else [])
+    return TableDoc("Table 2", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}), sections)
+
+
+def _join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------- Table 3
@@ -169,9 +324,11 @@ def table2(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
 MQ = "multi_query_mean/"
 
 
-def table3(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
-    """Market-1501 comparison in the paper: single- and multi-query Rank-1 and mAP."""
+def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None) -> TableDoc:
+    """Market-1501 comparison in the paper: single- and multi-query Rank-1 and mAP (``comparisons`` as table2)."""
     paper, paper_kind, by_model, paper_rows_label = _comparison_inputs(runs, info, "table3")
+    comparison = _single_comparison(comparisons, info.name)
+    cell = Cells(by_model, comparison)
     rows = []
     for p in paper["rows"]:
         rows.append({"Method": p["method"], "Rows": paper_rows_label,
@@ -183,22 +340,22 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str) -> TableDoc:
         mq_r1 = summarise(model_runs, MQ + "rank1")
         any_mq = any_mq or mq_r1 is not None
         rows.append({"Method": model_label(model, backbone), "Rows": f"reproduced here ({info.name})",
-                     "SQ Rank-1 (%)": fmt_summary(summarise(model_runs, "rank1")),
-                     "SQ mAP (%)": fmt_summary(summarise(model_runs, "mAP")),
-                     "MQ Rank-1 (%)": fmt_summary(mq_r1),
-                     "MQ mAP (%)": fmt_summary(summarise(model_runs, MQ + "mAP")),
-                     "SQ mAP, trapezoid (%)": fmt_summary(summarise(model_runs, "mAP_trapezoid")),
-                     "MQ mAP, trapezoid (%)": fmt_summary(summarise(model_runs, MQ + "mAP_trapezoid"))})
+                     "SQ Rank-1 (%)": cell(model, "rank1"), "SQ mAP (%)": cell(model, "mAP"),
+                     "MQ Rank-1 (%)": cell(model, MQ + "rank1"), "MQ mAP (%)": cell(model, MQ + "mAP"),
+                     "SQ mAP, trapezoid (%)": cell(model, "mAP_trapezoid"),
+                     "MQ mAP, trapezoid (%)": cell(model, MQ + "mAP_trapezoid")})
     caption = (f"**Table 3.** Rank-1 and mAP (%), single query (SQ) and multi-query (MQ). The first "
                f"{len(paper['rows'])} rows are {PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 3) on "
                f"{paper_label(paper_kind)}; the last {len(by_model)} were reproduced by this pipeline. "
-               + comparability_note(info, paper_kind))
+               + _join(cell.caption(), comparability_note(info, paper_kind)))
     mq_note = ("Reproduced multi-query cells pool the query identity's gt_bbox features by their mean "
                "(metrics.json multi_query_mean/); max pooling is under multi_query_max/." if any_mq else
                f"Multi-query cells of reproduced rows are empty: '{info.name}' has no gt_bbox images.")
-    notes = [AP_NOTE, mq_note, seeds_note(by_model), flip_note([r for rs in by_model.values() for r in rs]),
-             "A dash marks a value the paper does not give."]
-    return TableDoc("Table 3", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}))
+    notes = [AP_NOTE, mq_note, seeds_note(by_model, cell.used_intervals),
+             flip_note([r for rs in by_model.values() for r in rs]), "A dash marks a value the paper does not give."]
+    rows_cmp = paired_rows(comparison, [("single", "single query (SQ)"), ("multi_query_mean", "multi-query (MQ, mean)")])
+    sections = paired_section(rows_cmp, [comparison] if comparison else [])
+    return TableDoc("Table 3", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}), sections)
 
 
 # ---------------------------------------------------------------- Table 1
@@ -218,8 +375,8 @@ TABLE1_METRICS = (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"
 REFERENCE_KIND = "market1501"
 
 
-def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
-    """The mutual-attention model on each dataset, beside the paper's Table 1 values."""
+def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dict] | None = None) -> TableDoc:
+    """The mutual-attention model on each dataset, beside the paper's Table 1 values (``comparisons`` as table2)."""
     names = [i.name for i in infos]
     mutual = [r for r in runs if r.model == "mutual"]
     _check_datasets(runs, set(names), "table1")
@@ -228,6 +385,9 @@ def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
     columns: dict[str, list[str]] = {}
     footnotes: list[str] = []
     protocol_labels, metric_labels = [], []
+    cells: list[Cells] = []
+    paired: list[dict] = []
+    used_comparisons: list[dict] = []
     for _, plabel, prefix in TABLE1_PROTOCOLS:
         for _, mlabel in TABLE1_METRICS:
             protocol_labels.append(plabel)
@@ -238,6 +398,13 @@ def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
             raise ReportInputError(f"table1: no metrics.json of the mutual model for dataset '{info.name}' "
                                    f"among the inputs")
         by_dataset[info.name] = {"mutual": ds_runs}
+        comparison = _single_comparison(comparisons, info.name)
+        ours = Cells({"mutual": ds_runs}, comparison)
+        cells.append(ours)
+        if comparison is not None:
+            used_comparisons.append(comparison)
+            paired += paired_rows(comparison, [(prefix.rstrip("/") or "single", plabel)
+                                               for _, plabel, prefix in TABLE1_PROTOCOLS], dataset=info.name)
         comparable = info.kind is not None
         ref_kind = info.kind if comparable else REFERENCE_KIND
         ref = paper.get(ref_kind, {})
@@ -251,7 +418,7 @@ def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
                 if p is not None and note:
                     footnotes.append(f"(sic) {paper_label(ref_kind)}, {pkey.replace('_', ' ')}, {mlabel}: {note}.")
                     cell += " (sic)"
-                repro.append(fmt_summary(s))
+                repro.append(ours("mutual", prefix + mkey))
                 reported.append(cell)
                 if comparable:
                     diff.append(fmt_diff(s.mean - p) if (s is not None and p is not None) else "–")
@@ -268,6 +435,7 @@ def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
     parts = [f"**Table 1.** The mutual-attention model, CMC ranks and mAP (%), on {described}. Beside each "
              f"reproduced value: the value {PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 1) and the "
              f"difference reproduced − paper, in percentage points."]
+    parts += list(dict.fromkeys(c.caption() for c in cells if c.caption()))
     for info in infos:
         if info.kind is None:
             parts.append(f"**'{info.name}' is not one of the paper's datasets: its values are NOT "
@@ -276,10 +444,11 @@ def table1(runs: list[Run], infos: list[DatasetInfo]) -> TableDoc:
     notes = [AP_NOTE,
              "Multi-query rows exist only where the dataset has gt_bbox images; the paper reports multi-query "
              "for Market-1501 only. The paper gives no max-pooling or re-ranked multi-query values.",
-             seeds_note({f"{n}/mutual": by_dataset[n]["mutual"] for n in names}),
+             seeds_note({f"{n}/mutual": by_dataset[n]["mutual"] for n in names}, any(c.used_intervals for c in cells)),
              flip_note([r for n in names for r in by_dataset[n]["mutual"]]),
              "A dash marks a value that is not available.", *dict.fromkeys(footnotes)]
-    return TableDoc("Table 1", " ".join(parts), df, notes, run_ids_frame(by_dataset))
+    return TableDoc("Table 1", " ".join(parts), df, notes, run_ids_frame(by_dataset),
+                    paired_section(paired, used_comparisons))
 
 
 def write(doc: TableDoc, out_md: str | Path, out_html: str | Path | None = None) -> list[Path]:

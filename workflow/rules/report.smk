@@ -16,9 +16,28 @@ FIGURE_MODELS = _pair(["baseline", "mutual"]) or config["models"][:2]
 FIGURE_SEED = config["seeds"][0]
 
 
+rule comparisons:
+    """Intervals over seeds and query identities, and the paired difference of every pair of models."""
+    input:
+        metrics=lambda w: _run_files("metrics.json", [w.dataset]),
+        per_query=lambda w: _run_files("per_query.csv", [w.dataset]),
+    output:
+        "results/{dataset}/comparisons.json",
+    log:
+        "results/logs/report/comparisons_{dataset}.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        bootstrap=_bootstrap_params(),
+    shell:
+        "python -m reid compare --dataset {wildcards.dataset} --metrics {input.metrics} "
+        "--per-query {input.per_query} --bootstrap {params.bootstrap:q} --out {output} > {log} 2>&1"
+
+
 rule table1:
     input:
         metrics=lambda wc: _table_metrics(1, ["mutual"]),
+        comparisons=lambda wc: _table_comparisons(1),
     output:
         md="results/tables/table1.md",
         html=report("results/tables/table1.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
@@ -31,13 +50,14 @@ rule table1:
         datasets=_table1_datasets(),
         specs=_dataset_specs(_table_datasets(1)),
     shell:
-        "python -m reid table1 --metrics {input.metrics} --datasets {params.datasets} "
+        "python -m reid table1 --metrics {input.metrics} --comparisons {input.comparisons} --datasets {params.datasets} "
         "--dataset-specs {params.specs:q} --out {output.md} --html-out {output.html} > {log} 2>&1"
 
 
 rule table2:
     input:
         metrics=lambda wc: _table_metrics(2),
+        comparisons=lambda wc: _table_comparisons(2),
     output:
         md="results/tables/table2.md",
         html=report("results/tables/table2.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
@@ -51,7 +71,8 @@ rule table2:
         specs=_dataset_specs(_table_datasets(2)),
         backbone=config["model"]["backbone"],
     shell:
-        "python -m reid table2 --metrics {input.metrics} --dataset {params.dataset} "
+        "python -m reid table2 --metrics {input.metrics} --comparisons {input.comparisons} "
+        "--dataset {params.dataset} "
         "--dataset-specs {params.specs:q} --backbone {params.backbone} "
         "--out {output.md} --html-out {output.html} > {log} 2>&1"
 
@@ -59,6 +80,7 @@ rule table2:
 rule table3:
     input:
         metrics=lambda wc: _table_metrics(3),
+        comparisons=lambda wc: _table_comparisons(3),
     output:
         md="results/tables/table3.md",
         html=report("results/tables/table3.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
@@ -72,7 +94,8 @@ rule table3:
         specs=_dataset_specs(_table_datasets(3)),
         backbone=config["model"]["backbone"],
     shell:
-        "python -m reid table3 --metrics {input.metrics} --dataset {params.dataset} "
+        "python -m reid table3 --metrics {input.metrics} --comparisons {input.comparisons} "
+        "--dataset {params.dataset} "
         "--dataset-specs {params.specs:q} --backbone {params.backbone} "
         "--out {output.md} --html-out {output.html} > {log} 2>&1"
 

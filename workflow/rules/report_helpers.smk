@@ -38,6 +38,11 @@ def _table_metrics(n, models=None):
     return _run_files("metrics.json", _table_datasets(n), models)
 
 
+def _table_comparisons(n):
+    """The comparisons.json of each dataset of Table n (its interval cells and paired section)."""
+    return expand("results/{dataset}/comparisons.json", dataset=_table_datasets(n))
+
+
 def _run_files(name, datasets, models=None):
     return expand("results/{dataset}/{model}/seed{seed}/{name}", dataset=datasets,
                   model=models or config["models"], seed=config["seeds"], name=name)
@@ -46,6 +51,11 @@ def _run_files(name, datasets, models=None):
 def _dataset_specs(datasets):
     # only the sections the table uses: another dataset's edits must not rerun it
     return json.dumps({d: config["dataset"][d] for d in datasets}, sort_keys=True)
+
+
+def _bootstrap_params():
+    """config evaluate.bootstrap as compact JSON (the schema fills its defaults)."""
+    return json.dumps(config["evaluate"]["bootstrap"], sort_keys=True, separators=(",", ":"))
 
 
 def _pair(models):
@@ -63,4 +73,5 @@ def _report_files_of(dataset):
     tables = [f"results/tables/table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "html")
               if dataset in _table_datasets(n)]
     figures = [f"results/figures/{kind}_{dataset}.png" for kind in FIGURE_KINDS] if dataset in config["datasets"] else []
-    return tables + figures
+    comparisons = [f"results/{dataset}/comparisons.json"] if tables else []
+    return tables + comparisons + figures

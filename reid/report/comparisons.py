@@ -1,0 +1,80 @@
+"""results/{dataset}/comparisons.json: every model's intervals over its seeds, and every pair's paired difference.
+
+Built from the evaluate stage's files only (metrics.json says which dataset, model and seed a
+per_query.csv beside it belongs to); the statistics are in reid.metrics.uncertainty. The tables read
+this file for their interval cells and their paired-comparison section.
+
+    {"dataset": ..., "bootstrap": {"resamples", "seed", "confidence", "identities", "queries", "method"},
+     "models": {model: {"seeds": [...], "estimate": {key: fraction}, "ci95": {key: [low, high]}}},
+     "pairs": [{"a": model, "b": model, "seeds": [...],
+                "differences": {key: {"difference", "ci95", "p_value", "significant"}}}]}
+
+Pairs follow MODEL_ORDER (``a`` before ``b``), differences are B minus A over the seeds both have.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from reid.metrics import uncertainty as U
+from reid.report.runs import MODEL_ORDER, ReportInputError, Run
+
+METHOD = ("95% percentile bootstrap resampling query identities (all queries of a person together); "
+          "with several seeds, the seeds are resampled too and each replicate averages the drawn seeds "
+          "over one shared identity resample; pairs use the same resamples for both models")
+
+
+def _per_query_of(runs: list[Run], per_query_paths: list[str | Path]) -> dict[tuple[str, int], U.PerQuery]:
+    by_dir: dict[Path, Path] = {}
+    for p in map(Path, per_query_paths):
+        if p.parent in by_dir:
+            raise ReportInputError(f"{p}: two per-query files in one run folder ({by_dir[p.parent]})")
+        by_dir[p.parent] = p
+    tables = {}
+    for r in runs:
+        path = by_dir.get(r.path.parent)
+        if path is None:
+            raise ReportInputError(f"{r.path}: no per_query.csv given from its folder {r.path.parent}")
+        try:
+            tables[(r.model, r.seed)] = U.read_per_query_csv(path)
+        except ValueError as e:
+            raise ReportInputError(str(e)) from None
+    return tables
+
+
+def build(runs: list[Run], per_query_paths: list[str | Path], dataset: str, *, resamples: int, seed: int) -> dict:
+    """The comparisons.json record for one dataset; raises ReportInputError on inconsistent inputs."""
+    runs = [r for r in runs if r.dataset == dataset]
+    if not runs:
+        raise ReportInputError(f"comparisons: no metrics.json of dataset '{dataset}' among the inputs")
+    tables = _per_query_of(runs, per_query_paths)
+    seeds = {m: sorted(s for mm, s in tables if mm == m) for m in MODEL_ORDER}
+    seeds = {m: s for m, s in seeds.items() if s}
+    first = next(iter(tables.values()))
+    cache: dict[int, U.Bootstrap] = {}
+
+    def boot(n_seeds: int) -> U.Bootstrap:
+        # identities are drawn first: every seed count shares the same identity resamples
+        if n_seeds not in cache:
+            cache[n_seeds] = U.Bootstrap(first, n_seeds, resamples, seed)
+        return cache[n_seeds]
+
+    try:
+        models = {}
+        for m, s in seeds.items():
+            models[m] = {"seeds": s, **U.model_intervals([tables[(m, x)] for x in s], bootstrap=boot(len(s)))}
+        pairs = []
+        for a, b in itertools.combinations(seeds, 2):
+            common = sorted(set(seeds[a]) & set(seeds[b]))
+            if not common:
+                continue
+            diffs = U.compare_models([tables[(a, x)] for x in common], [tables[(b, x)] for x in common],
+                                     bootstrap=boot(len(common)))
+            pairs.append({"a": a, "b": b, "seeds": common, "differences": diffs})
+    except ValueError as e:
+        raise ReportInputError(f"comparisons for '{dataset}': {e}") from None
+    return {"dataset": dataset,
+            "bootstrap": {"resamples": resamples, "seed": seed, "confidence": U.CONFIDENCE, "method": METHOD,
+                          "identities": int(len(U.identities(first))), "queries": int(len(first.queries))},
+            "models": models, "pairs": pairs}
