@@ -353,16 +353,17 @@ def _point(tables: Sequence[PerQuery]) -> dict[str, float]:
 
 
 def model_intervals(tables: PerQuery | Sequence[PerQuery], *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                    bootstrap: Bootstrap | None = None) -> dict:
+                    bootstrap: Bootstrap | None = None, replicates=None) -> dict:
     """Point estimates and 95% percentile intervals of every scalar metric key of one model.
 
     tables: one `PerQuery`, or one per seed (same queries). Returns {"estimate": {key: fraction},
     "ci95": {key: [low, high]}}; with several seeds the estimate is the mean over seeds and the
     interval resamples seeds, then identities. Deterministic for a given ``seed``.
+    bootstrap, replicates: reuse a `Bootstrap` (and its ``replicates(tables)``, a (values, keys) pair).
     """
     tables = [tables] if isinstance(tables, PerQuery) else list(tables)
     bs = bootstrap or Bootstrap(tables[0], len(tables), resamples, seed)
-    reps, keys = bs.replicates(tables)
+    reps, keys = replicates or bs.replicates(tables)
     lo, hi = _percentiles(reps)
     est = _point(tables)
     return {"estimate": {k: est[k] for k in keys},

@@ -60,17 +60,28 @@ def build(runs: list[Run], per_query_paths: list[str | Path], dataset: str, *, r
             cache[n_seeds] = U.Bootstrap(first, n_seeds, resamples, seed)
         return cache[n_seeds]
 
+    reps: dict[tuple[str, tuple[int, ...]], tuple] = {}
+
+    def replicates(model: str, model_seeds: list[int]):
+        # each model's replicates once per seed set: its intervals and all its pairs reuse them
+        key = (model, tuple(model_seeds))
+        if key not in reps:
+            reps[key] = boot(len(model_seeds)).replicates([tables[(model, x)] for x in model_seeds])
+        return reps[key]
+
     try:
         models = {}
         for m, s in seeds.items():
-            models[m] = {"seeds": s, **U.model_intervals([tables[(m, x)] for x in s], bootstrap=boot(len(s)))}
+            models[m] = {"seeds": s, **U.model_intervals([tables[(m, x)] for x in s], bootstrap=boot(len(s)),
+                                                         replicates=replicates(m, s))}
         pairs = []
         for a, b in itertools.combinations(seeds, 2):
             common = sorted(set(seeds[a]) & set(seeds[b]))
             if not common:
                 continue
             diffs = U.compare_models([tables[(a, x)] for x in common], [tables[(b, x)] for x in common],
-                                     bootstrap=boot(len(common)))
+                                     bootstrap=boot(len(common)),
+                                     replicates=(*replicates(a, common), *replicates(b, common)))
             pairs.append({"a": a, "b": b, "seeds": common, "differences": diffs})
     except ValueError as e:
         raise ReportInputError(f"comparisons for '{dataset}': {e}") from None
