@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,35 @@ def test_metrics_json_has_every_protocol_as_fractions(pipeline):
     assert report["ok"]
 
 
+def test_per_query_rows_give_metrics_json_exactly_and_tables_show_intervals(pipeline):
+    import csv
+
+    import numpy as np
+
+    workdir, _ = pipeline
+    for model in ("baseline", "mutual"):
+        run = workdir / f"results/synthetic/{model}/seed0"
+        m = json.loads((run / "metrics.json").read_text())
+        with open(run / "per_query.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+        assert len(protocols) == 6
+        for protocol in protocols:
+            valid = [r for r in rows if r["protocol"] == protocol and r["first_match_rank"]]
+            prefix = "" if protocol == "single" else protocol + "/"
+            ranks = np.array([int(r["first_match_rank"]) for r in valid])
+            assert m[prefix + "rank1"] == np.mean(ranks <= 1) and m[prefix + "rank20"] == np.mean(ranks <= 20)
+            assert m[prefix + "mAP"] == np.mean([float(r["ap"]) for r in valid])
+            assert m[prefix + "mINP"] == np.mean([float(r["inp"]) for r in valid])
+            low, high = m["ci95"][prefix + "mAP"]
+            assert low <= m[prefix + "mAP"] <= high
+    comparisons = json.loads((workdir / "results/synthetic/comparisons.json").read_text())
+    assert [(p["a"], p["b"]) for p in comparisons["pairs"]] == [("baseline", "mutual")]
+    text = (workdir / "results/tables/table2.md").read_text()
+    assert "Paired comparisons" in text and "query identities" in text
+    assert re.search(r"\| \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] \|", text)
+
+
 def test_mlflow_holds_one_complete_run_per_model(pipeline):
     workdir, env = pipeline
     from mlflow.tracking import MlflowClient
@@ -72,7 +102,8 @@ def test_mlflow_holds_one_complete_run_per_model(pipeline):
     assert sorted(r.data.tags["model"] for r in runs) == ["baseline", "mutual"]
     for r in runs:
         assert r.info.status == "FINISHED"
-        assert {"rank1", "mAP", "rerank/rank1", "loss_id", "loss_verif"} <= set(r.data.metrics)
+        assert {"rank1", "mAP", "rerank/rank1", "loss_id", "loss_verif", "rank1_ci95_low", "rank1_ci95_high",
+                "rerank/mAP_ci95_low"} <= set(r.data.metrics)
         assert len(client.get_metric_history(r.info.run_id, "loss_total")) == 2  # per epoch
         assert len(client.get_metric_history(r.info.run_id, "cmc")) > 1  # the CMC curve, stepped
         arts = {a.path for a in client.list_artifacts(r.info.run_id, "model")}

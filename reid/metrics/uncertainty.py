@@ -34,17 +34,18 @@ Several seeds (training runs evaluated on the same queries)
     Seed and query identity are crossed factors (every seed is scored on every identity), so a
     replicate draws the seeds with replacement and, independently, one identity resample shared by
     the drawn seeds; its value is the mean over the drawn seeds of each seed's replicate
-    ("resample seeds, then identities"; the two-way random-effects bootstrap of McCullagh, Bernoulli
-    6:285, 2000, and Owen, Ann. Appl. Stat. 1:2, 2007). The point estimate is the mean over seeds.
-    With one seed this is exactly the single-model interval.
+    ("resample seeds, then identities": rows and columns of the seed x identity array resampled
+    independently, the "pigeonhole" bootstrap of Owen, Ann. Appl. Stat. 1:386, 2007, slightly
+    conservative there; on crossed designs see McCullagh, Bernoulli 6:285, 2000). The point estimate
+    is the mean over seeds. With one seed this is exactly the single-model interval.
 
 Paired comparisons
     Two models on the same queries (and, with several seeds, the same seeds) are resampled with the
     *same* identity (and seed) draws, so the replicate difference B - A keeps the pairing. The p-value
     is two-sided, from the same replicates: ``min(1, 2 min((#{d* <= 0} + 1), (#{d* >= 0} + 1)) / (B + 1))``,
-    the smallest level at which the percentile interval excludes 0 (Efron & Tibshirani 1993, sec.
-    16.4; Davison & Hinkley 1997, sec. 4.4, with the +1 of a Monte Carlo p-value). An interval that
-    contains 0 means "no significant difference at 95%".
+    about the smallest level at which the percentile interval excludes 0 (Efron & Tibshirani 1993,
+    ch. 16; Davison & Hinkley 1997, ch. 4, for the +1 of a Monte Carlo p-value, whose floor is
+    2 / (B + 1)). An interval that contains 0 means "no significant difference at 95%".
 
 Why not scipy.stats.bootstrap: it resamples one set of observations per call with indices it does
 not expose. Here all 42 metric keys and every model of a comparison must share one identity draw
