@@ -239,11 +239,15 @@ def paired_section(rows: list[dict], comparisons: list[dict]) -> list[tuple[str,
         return []
     boot = comparisons[0].get("bootstrap", {})
     seeds = sorted({tuple(p["seeds"]) for c in comparisons for p in c.get("pairs", [])})
-    over = ("the same query-identity resamples for both models" if all(len(s) == 1 for s in seeds) else
+    one_seed = all(len(s) == 1 for s in seeds)
+    over = ("the same query-identity resamples for both models" if one_seed else
             "the same seed and query-identity resamples for both models (seeds resampled, then identities)")
     heading = (f"**Paired comparisons.** B − A in percentage points, with a 95% percentile interval from {over} "
                f"({boot.get('resamples', '?'):,} resamples) and a two-sided paired-bootstrap p-value; an interval "
                f"that contains 0 reads \"{NO_DIFFERENCE}\".")
+    if one_seed:
+        heading += (" With one training run per model this covers the choice of test identities only, not the "
+                    "spread between training runs; configure several `seeds` to include it.")
     return [(heading, pd.DataFrame(rows))]
 
 
