@@ -117,13 +117,12 @@ def cmd_extract(args) -> None:
     from reid import tracking
     from reid.features import extract
 
-    run_id = tracking.read_run_id(args.run_id_file)
-    counts = extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
-                     out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads,
-                     flip=args.flip)
-    tracking.reopen_run(run_id)
-    tracking.log_metrics(run_id, {f"images_{k}": v for k, v in counts.items()})
-    tracking.finish_run(run_id)
+    tracking.read_run_id(args.run_id_file)  # fail before the work when training left no run
+    # the image counts reach MLflow with the evaluation run (metrics.json "counts"): logging them
+    # here again at each re-extraction would give one metric two values at the same step
+    extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
+            out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads,
+            flip=args.flip)
 
 
 def cmd_evaluate(args) -> None:
@@ -138,16 +137,44 @@ def cmd_evaluate(args) -> None:
     inputs = {"mlflow_run_id": run_id, "dataset": run.data.tags.get("dataset"), "model": run.data.tags.get("model"),
               "seed": int(run.data.tags.get("seed", -1)), "config_hash": run.data.tags.get("config_hash"),
               "git_commit": run.data.tags.get("git_commit"),
+              "logged_model_id": run.data.tags.get("logged_model_id"),
               "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
     record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
                       max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
-    tracking.reopen_run(run_id)
-    tracking.log_metrics(run_id, {**scalar_metrics(record), **interval_metrics(record)})
-    for key, values in curves(record).items():
-        tracking.log_metric_series(run_id, key, values)
-    tracking.log_artifacts([run_id], [Path(args.out)], artifact_path="evaluation")
-    tracking.finish_run(run_id)
+    tracking.log_evaluation(run_id, {**scalar_metrics(record), **interval_metrics(record)},
+                            evaluation_settings(record, args, run),
+                            test_data=_test_split(Path(args.features), inputs["dataset"]), curves=curves(record),
+                            artifacts=[Path(args.out)], data_params=_count_params(record))
     print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
+
+
+def evaluation_settings(record: dict, args, train_run) -> dict:
+    """What makes one evaluation of a model differ from another: the ``eval.*`` MLflow parameters."""
+    variant = train_run.data.tags.get("model")
+    # only the mutual model has a choice of test path (ReIDModel._single_mode)
+    test_embedding = train_run.data.params.get("model.test_embedding", "single") if variant == "mutual" else "single"
+    return {"flip": bool(record.get("flip_test")), "max_rank": args.max_rank, "test_embedding": test_embedding,
+            "rerank": {"k1": args.rerank["k1"], "k2": args.rerank["k2"], "lambda": args.rerank["lambda"]},
+            "bootstrap": dict(args.bootstrap)}
+
+
+def _test_split(features: Path, dataset: str | None) -> dict:
+    """The evaluation dataset as MLflow records it: name, digest of its image list, folder."""
+    import hashlib
+    import os.path
+
+    import torch
+
+    feats = torch.load(features, weights_only=True)
+    paths = [*feats.get("query_paths", []), *feats.get("gallery_paths", [])]
+    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
+    source = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else str(features)
+    return {"name": f"{dataset}/test", "digest": digest, "source": source}
+
+
+def _count_params(record: dict) -> dict:
+    counts = record.get("counts", {})
+    return {"data": {"query_images": counts.get("query"), "gallery_images": counts.get("gallery")}}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,20 +1,34 @@
 """The only module that talks to MLflow.
 
-One experiment per dataset (``<prefix>-<dataset>``), one flat run per trained model: opened by
-``train``, re-opened by ``extract`` and ``evaluate`` through the run-id file, so one row of the UI
-holds params, per-epoch losses, final metrics and artifacts. See PITFALLS.md for why the store is
-created once up front and why the URI is always absolute.
+One experiment per dataset (``<prefix>-<dataset>``). Per trained model and seed:
+
+- a **training run** (``<model>-seed<seed>-train-try<n>``): parameters, per-epoch ``train/...``
+  metrics, the history, and the trained model as an MLflow 3 **LoggedModel** (``log_trained_model``:
+  the weights live once in MLflow, under the model's own artifact location);
+- one **evaluation run** per evaluation setting (``<model>-seed<seed>-eval-<settings hash>-try<n>``):
+  the settings as ``eval.*`` parameters, the metrics linked to the LoggedModel and to the test
+  dataset (so the UI's Models page and ``mlflow.search_logged_models`` show Rank-1 and mAP), and
+  metrics.json. Re-evaluating under other settings opens another run, never a second value of a
+  metric at the same step of one run.
+
+With the default SQLite store every artifact goes under ``results/mlruns/`` beside
+``results/mlflow.db``. See PITFALLS.md for why the store is created once up front and why the URI
+is always absolute.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from reid.config import REPO_ROOT
 
@@ -37,6 +51,23 @@ def tracking_uri(configured: str | None = None) -> str:
         rel = uri[len("sqlite:///"):]
         uri = f"sqlite:///{(REPO_ROOT / rel).resolve()}"
     return uri
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where a local SQLite store keeps its artifacts: ``mlruns/`` beside the database file.
+
+    MLflow's own default is ``./mlruns`` in whatever folder a job runs from (``<repo>/mlruns``,
+    which ``rm -rf results`` leaves behind). None for a server or database URI: the server decides.
+    """
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent / "mlruns"
+    return None
+
+
+def _create_experiment(client, name: str, uri: str) -> str:
+    root = artifact_root(uri)
+    location = (root / name).as_uri() if root is not None else None
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
 
 
 def _client(uri: str | None = None):
@@ -81,21 +112,29 @@ def init_store(uri: str, experiments: Iterable[str] = ()) -> None:
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     check_server(uri)
     client = _client(uri)
+    root = artifact_root(uri)
     for name in experiments:
-        if client.get_experiment_by_name(name) is None:
-            client.create_experiment(name, tags=EXPERIMENT_TAGS)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            _create_experiment(client, name, uri)
+        elif root is not None and not exp.artifact_location.startswith(root.as_uri()):
+            # an experiment's artifact location is fixed when it is created: a store made before
+            # artifacts moved under results/ keeps writing to the old place
+            print(f"warning: MLflow experiment {name!r} keeps its artifacts at {exp.artifact_location}, "
+                  f"outside {root}; start a fresh store (move {uri[len('sqlite:///'):]} away) to keep "
+                  f"everything under {root.parent}", flush=True)
 
 
 def experiment_name(prefix: str, dataset: str) -> str:
     return f"{prefix}-{dataset}"
 
 
-def _experiment_id(client, name: str) -> str:
+def _experiment_id(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, tags=EXPERIMENT_TAGS)
+        return _create_experiment(client, name, uri)
     except Exception:  # created by a concurrent job in between
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -114,16 +153,57 @@ def git_commit() -> str:
         return "unknown"
 
 
+def source_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's standard source tags: what ran (``mlflow.source.name``), at which commit, by whom."""
+    commit = git_commit()
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = os.environ.get("USER", "unknown")
+    return {"mlflow.source.name": entry_point, "mlflow.source.type": "LOCAL",
+            "mlflow.source.git.commit": commit.removesuffix("-dirty"), "mlflow.user": user,
+            "git_commit": commit, "git_dirty": str(commit.endswith("-dirty")).lower()}
+
+
+def environment_tags() -> dict[str, str]:
+    """Where the run ran: torch and CUDA versions, GPU name, host, SLURM job id (when there is one)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    tags = {"torch_version": torch.__version__, "cuda_version": torch.version.cuda or "none",
+            "gpu_name": torch.cuda.get_device_name(0) if cuda else "none", "host": socket.gethostname()}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
+
+
+def _attempts(client, exp_id: str, key_tags: Mapping[str, object]) -> list:
+    """Earlier runs with the same identity (same tag values), newest first."""
+    flt = " and ".join(f"tags.{k} = '{v}'" for k, v in key_tags.items())
+    return client.search_runs([exp_id], filter_string=flt, max_results=1000, order_by=["attributes.start_time DESC"])
+
+
 def start_run(experiment: str, run_name: str, params: Mapping[str, object],
-              tags: Mapping[str, str], uri: str | None = None) -> str:
-    """Open a new flat run; returns its id. Params are flattened (``train.lr``)."""
+              tags: Mapping[str, object], uri: str | None = None, *,
+              key_tags: tuple[str, ...] = ("dataset", "model", "seed", "rule"),
+              entry_point: str = "python -m reid") -> str:
+    """Open a new flat run; returns its id. Params are flattened (``train.lr``).
+
+    The run is named ``<run_name>-try<n>``, n counting the runs of the experiment whose ``key_tags``
+    have the same values; from the second attempt on, tag ``retry_of`` names the previous one.
+    Tags also carry MLflow's source tags and the environment (``source_tags``, ``environment_tags``).
+    """
     uri = uri or tracking_uri()
     check_server(uri)
     client = _client(uri)
-    exp_id = _experiment_id(client, experiment)
-    all_tags = {"git_commit": git_commit(), "mlflow.runName": run_name,
-                "invocation_id": os.environ.get("REID_INVOCATION_ID", "manual"), **tags}
-    run = client.create_run(exp_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
+    exp_id = _experiment_id(client, experiment, uri)
+    key = {k: tags[k] for k in key_tags if k in tags}
+    earlier = _attempts(client, exp_id, key) if key else []
+    name = f"{run_name}-try{len(earlier) + 1}"
+    all_tags = {**source_tags(entry_point), **environment_tags(), "mlflow.runName": name,
+                "invocation_id": os.environ.get("REID_INVOCATION_ID", "manual"),
+                "attempt": len(earlier) + 1, **({"retry_of": earlier[0].info.run_id} if earlier else {}), **tags}
+    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
     from mlflow.entities import Param
 
     flat = _flatten(params)
@@ -215,3 +295,115 @@ def read_run_id(path: str | Path) -> str:
 
 def get_run(run_id: str):
     return _client().get_run(run_id)
+
+
+# ---------------------------------------------------------------- MLflow 3 LoggedModels
+
+
+def project_requirements() -> list[str]:
+    """The project's pip requirements (pyproject.toml ``[project] dependencies``), for a logged model."""
+    import tomllib
+
+    pyproject = REPO_ROOT / "pyproject.toml"
+    try:
+        return list(tomllib.loads(pyproject.read_text())["project"]["dependencies"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        from importlib.metadata import PackageNotFoundError, requires
+
+        try:
+            return [r for r in requires("reid-mutual-attention") or [] if "extra ==" not in r]
+        except PackageNotFoundError:
+            raise TrackingError(f"{pyproject}: cannot read the project's dependencies for the logged model") from None
+
+
+def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[str, object],
+                      tags: Mapping[str, object]) -> str:
+    """Log ``net`` (a torch module) as an MLflow 3 LoggedModel of training run ``run_id``; returns its id.
+
+    ``example``: a real input batch (torch tensor), from which the signature is inferred. The model
+    is pickled with the project's own code (``code_paths``: the ``reid`` package) and pip
+    requirements, so ``mlflow.pyfunc.load_model("models:/<id>")`` works without this checkout. Its
+    weights are stored once, under the experiment's ``models/<model_id>/artifacts/``; the run's
+    own artifacts do not repeat them. The id is also set as the run's ``logged_model_id`` tag.
+    """
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    client = _client()
+    with torch.no_grad():
+        out = net(example)
+    signature = infer_signature(example.detach().cpu().numpy(), out.detach().cpu().numpy())
+    # log_model links the model to the active run; a fluent run context re-activates the training run
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            net, name=name, signature=signature, pip_requirements=project_requirements(),
+            code_paths=[str(REPO_ROOT / "reid")], serialization_format="pickle",
+            params={k: str(v) for k, v in params.items()}, tags={k: str(v) for k, v in tags.items()})
+    client.set_tag(run_id, "logged_model_id", info.model_id)
+    return info.model_id
+
+
+def settings_hash(settings: Mapping[str, Any]) -> str:
+    """Short stable hash of evaluation settings (names the evaluation run, groups its attempts)."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Mapping[str, Any], *,
+                   test_data: Mapping[str, str], curves: Mapping[str, list] | None = None,
+                   artifacts: Iterable[Path] = (), data_params: Mapping[str, object] | None = None) -> str:
+    """One evaluation run of the model trained in ``train_run_id``; returns its id.
+
+    ``settings`` (flip test, max rank, re-ranking k1/k2/lambda, test embedding, bootstrap, ...) become
+    ``eval.*`` parameters and, hashed, the run's name and ``eval_settings`` tag: the same model
+    evaluated another way is another run. ``metrics`` are logged at step 0, linked to the training
+    run's LoggedModel (tag ``logged_model_id``) and to the test dataset ``test_data`` (``name``,
+    ``digest``, ``source``). ``curves`` (e.g. the CMC per protocol) go to ``evaluation/cmc.json``,
+    ``artifacts`` to ``evaluation/``. The run is FINISHED, or FAILED if logging fails half-way.
+    """
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    client = _client()
+    train = client.get_run(train_run_id)
+    t = train.data.tags
+    exp = client.get_experiment(train.info.experiment_id)
+    model_id = t.get("logged_model_id")
+    shash = settings_hash(settings)
+    params = {"eval": dict(settings), "training_run_id": train_run_id, **(data_params or {})}
+    tags = {"dataset": t.get("dataset", ""), "model": t.get("model", ""), "seed": t.get("seed", ""),
+            "rule": "evaluate", "eval_settings": shash, "training_run_id": train_run_id,
+            **({"logged_model_id": model_id} if model_id else {})}
+    run_id = start_run(exp.name, f"{t.get('model')}-seed{t.get('seed')}-eval-{shash}", params, tags,
+                       key_tags=("dataset", "model", "seed", "rule", "eval_settings"),
+                       entry_point="python -m reid evaluate")
+    status = "FAILED"
+    try:
+        dataset = MetaDataset(LocalArtifactDatasetSource(str(test_data["source"])), name=test_data["name"],
+                              digest=test_data["digest"])
+        values = {k: float(v) for k, v in metrics.items() if v is not None}
+        # linked to the model and the dataset: the Models page and search_logged_models show them
+        mlflow.log_metrics(values, run_id=run_id, model_id=model_id, dataset=dataset, synchronous=True)
+        if curves:
+            client.log_dict(run_id, dict(curves), "evaluation/cmc.json")
+        for p in artifacts:
+            client.log_artifact(run_id, str(p), artifact_path="evaluation")
+        status = "FINISHED"
+        return run_id
+    finally:
+        client.set_terminated(run_id, status=status)
+
+
+def logged_models(experiment_names: Iterable[str], uri: str | None = None) -> list:
+    """The LoggedModels of these experiments (``mlflow.search_logged_models``), newest first."""
+    import mlflow
+
+    client = _client(uri)
+    ids = [e.experiment_id for n in experiment_names if (e := client.get_experiment_by_name(n)) is not None]
+    if not ids:
+        return []
+    return mlflow.search_logged_models(experiment_ids=ids, output_format="list",
+                                       order_by=[{"field_name": "creation_timestamp", "ascending": False}])

@@ -170,11 +170,13 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
 
     run_id = tracking.start_run(
         tracking.experiment_name(mlflow_cfg["experiment_prefix"], dataset),
-        run_name=f"{variant}-seed{seed}",
+        run_name=f"{variant}-seed{seed}-train",
         params={"dataset": dataset, "variant": variant, "seed": seed, "num_classes": len(pid_to_label),
                 "train_images": len(records), "model": model_cfg, "train": train_cfg},
         tags={"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash, "rule": "train",
-              **({"resumed_from_epoch": start_epoch} if start_epoch else {})},
+              **({"resumed_from_epoch": start_epoch, "resumed_from_run": ckpt.get("mlflow_run_id", "unknown")}
+                 if start_epoch else {})},
+        entry_point="python -m reid train",
     )
     outputs.run_id_file.parent.mkdir(parents=True, exist_ok=True)
     tracking.log_input_dataset(run_id, f"{dataset}/train", config_hash([r.path for r in records]),
@@ -205,7 +207,9 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         _atomic_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta},
                      outputs.model)
         write_history(history, outputs.history)
-        tracking.log_artifacts([run_id], [outputs.model, outputs.history], artifact_path="model")
+        # the weights go to MLflow once, as the LoggedModel; the run keeps the history beside it
+        tracking.log_artifacts([run_id], [outputs.history], artifact_path="training")
+        _log_model(run_id, outputs.model, mean_image, records)
         outputs.run_id_file.write_text(run_id + "\n")
         status = "FINISHED"
         return history
@@ -226,7 +230,26 @@ def _maybe_inject_failure() -> None:
 
 
 def _epoch_metrics(row: dict) -> dict:
-    return {k: row[k] for k in HISTORY_COLUMNS if k not in ("epoch",)}
+    return {f"train/{k}": row[k] for k in HISTORY_COLUMNS if k not in ("epoch",)}
+
+
+def _log_model(run_id: str, model_file: Path, mean_image: Path, records: list[Record], examples: int = 4) -> str:
+    """The trained model as an MLflow 3 LoggedModel, rebuilt from the model file just written (so
+    MLflow holds the very weights the pipeline evaluates), its signature from real training images."""
+    from reid.data.transforms import load_eval_transform
+    from reid.models.export import EmbeddingNet
+
+    model, meta = load_trained_model(model_file)
+    transform = load_eval_transform(mean_image, meta["height"], meta["width"])
+    batch = torch.stack([transform(r.path) for r in records[:examples]])
+    kw = meta["model_kwargs"]
+    return tracking.log_trained_model(
+        run_id, EmbeddingNet(model), batch, name=f"{meta['variant']}-seed{meta['seed']}",
+        params={"variant": meta["variant"], "seed": meta["seed"], "backbone": kw["backbone"],
+                "embedding_dim": kw["embedding_dim"], "test_embedding": kw["test_embedding"],
+                "height": meta["height"], "width": meta["width"]},
+        tags={"dataset": meta["dataset"], "model": meta["variant"], "seed": meta["seed"],
+              "config_hash": meta["config_hash"]})
 
 
 def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, device, pair_loss) -> dict:

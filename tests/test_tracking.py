@@ -48,3 +48,64 @@ def test_unreachable_server_fails_fast_with_a_clear_message():
     with pytest.raises(tracking.TrackingError, match=f"127.0.0.1:{port}.*cannot be reached"):
         tracking.check_server(f"http://127.0.0.1:{port}", timeout=2)
     assert time.time() - t0 < 5
+
+
+def test_artifacts_live_beside_the_sqlite_store(mlflow_store, tmp_path):
+    run_id = tracking.start_run("reid-tiny", "baseline-seed0-train", {}, {"model": "baseline", "seed": 0})
+    art = tmp_path / "history.csv"
+    art.write_text("epoch\n1\n")
+    tracking.log_artifacts([run_id], [art], artifact_path="training")
+    assert tracking.artifact_root(mlflow_store) == tmp_path / "mlruns"
+    assert [p.name for p in (tmp_path / "mlruns").rglob("history.csv")] == ["history.csv"]
+    assert tracking.artifact_root("http://host:5000") is None
+
+
+def test_evaluations_are_runs_linked_to_the_logged_model_and_dataset(mlflow_store, tmp_path):
+    """Two evaluation settings, one repeated: three runs, each metric once per run, all on the model."""
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    train_id = tracking.start_run("reid-tiny", "mutual-seed0-train", {"model": {"test_embedding": "single"}},
+                                  {"dataset": "tiny", "model": "mutual", "seed": 0, "rule": "train"})
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 4, 6))
+    model_id = tracking.log_trained_model(train_id, net, torch.randn(2, 3, 8, 4), name="mutual-seed0",
+                                          params={"backbone": "tiny"}, tags={"model": "mutual"})
+    tracking.finish_run(train_id)
+    assert client.get_run(train_id).data.tags["logged_model_id"] == model_id
+
+    test = {"name": "tiny/test", "digest": "0123abcd", "source": str(tmp_path / "data")}
+    plain = {"flip": False, "max_rank": 50, "test_embedding": "single", "rerank": {"k1": 20, "k2": 6, "lambda": 0.3}}
+    other = {**plain, "rerank": {"k1": 10, "k2": 3, "lambda": 0.5}}
+    first = tracking.log_evaluation(train_id, {"rank1": 0.5, "mAP": 0.4}, plain, test_data=test,
+                                    curves={"cmc": [0.5, 0.7]})
+    second = tracking.log_evaluation(train_id, {"rank1": 0.5, "mAP": 0.4, "rerank/mAP": 0.45}, other, test_data=test)
+    again = tracking.log_evaluation(train_id, {"rank1": 0.5, "mAP": 0.4}, plain, test_data=test)
+
+    runs = {r: client.get_run(r) for r in (first, second, again)}
+    names = [runs[r].info.run_name for r in (first, second, again)]
+    h1, h2 = tracking.settings_hash(plain), tracking.settings_hash(other)
+    assert h1 != h2
+    assert names == [f"mutual-seed0-eval-{h1}-try1", f"mutual-seed0-eval-{h2}-try1", f"mutual-seed0-eval-{h1}-try2"]
+    assert runs[again].data.tags["retry_of"] == first
+    assert runs[second].data.params["eval.rerank.k1"] == "10" and runs[first].data.params["eval.rerank.k1"] == "20"
+    assert runs[first].data.params["eval.flip"] == "False" and runs[first].data.params["training_run_id"] == train_id
+    for r in runs.values():
+        assert r.info.status == "FINISHED" and r.data.tags["rule"] == "evaluate"
+        assert r.data.tags["mlflow.source.name"] == "python -m reid evaluate"
+        for key in r.data.metrics:  # never two values of one metric at one step of one run
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert len(steps) == len(set(steps)) == 1, (key, steps)
+        assert [i.dataset.name for i in r.inputs.dataset_inputs] == ["tiny/test"]
+    assert "cmc" not in runs[first].data.metrics  # the curve is an artifact, not a score-like metric
+    assert [a.path for a in client.list_artifacts(first, "evaluation")] == ["evaluation/cmc.json"]
+
+    # the Models page's source: the model, its run, and every evaluation's metrics linked to it
+    found = mlflow.search_logged_models(experiment_ids=[runs[first].info.experiment_id], output_format="list")
+    assert [(m.model_id, m.name, m.source_run_id) for m in found] == [(model_id, "mutual-seed0", train_id)]
+    linked = [(m.key, m.run_id, m.dataset_name, m.dataset_digest) for m in found[0].metrics]
+    assert sorted(linked) == sorted(
+        [(k, run, "tiny/test", "0123abcd") for run in (first, again) for k in ("rank1", "mAP")]
+        + [(k, second, "tiny/test", "0123abcd") for k in ("rank1", "mAP", "rerank/mAP")])
+    assert [m.model_id for m in tracking.logged_models(["reid-tiny"])] == [model_id]

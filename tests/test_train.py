@@ -1,6 +1,7 @@
 """The training stage: outputs, MLflow run, bit-identical resume, failure marking."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,7 +45,35 @@ def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, ml
     run_ = tracking.get_run(outputs.run_id_file.read_text().strip())
     assert run_.info.status == "FINISHED"
     assert run_.data.tags["model"] == "mutual" and run_.data.params["train.epochs"] == "2"
-    assert {"loss_id", "loss_verif", "loss_total", "acc_id", "acc_verif", "lr"} <= set(run_.data.metrics)
+    # training metrics under train/, none of the evaluation's names
+    assert {f"train/{k}" for k in ("loss_id", "loss_verif", "loss_total", "acc_id", "acc_verif", "lr")} == {
+        k for k in run_.data.metrics if k not in ("train/images_per_s", "train/seconds")}
+    assert run_.info.run_name == "mutual-seed3-train-try1" and run_.data.tags["attempt"] == "1"
+    tags = run_.data.tags
+    assert tags["mlflow.source.name"] == "python -m reid train" and tags["mlflow.user"]
+    assert tags["mlflow.source.git.commit"] == tags["git_commit"].removesuffix("-dirty")
+    assert tags["torch_version"] == torch.__version__ and tags["host"] and tags["gpu_name"] == "none"
+
+    # the trained model is an MLflow 3 LoggedModel of this run; its weights are not a run artifact
+    import mlflow
+
+    models = mlflow.search_logged_models(experiment_ids=[run_.info.experiment_id], output_format="list")
+    assert [(m.name, m.source_run_id, m.model_id) for m in models] == [
+        ("mutual-seed3", run_.info.run_id, tags["logged_model_id"])]
+    client = mlflow.MlflowClient()
+    assert [a.path for a in client.list_artifacts(run_.info.run_id, "training")] == ["training/history.csv"]
+    assert not [a for a in client.list_artifacts(run_.info.run_id) if a.path.endswith((".pt", ".pth"))]
+    store_dir = mlflow_store[len("sqlite:///"):].rsplit("/", 1)[0]
+    assert models[0].artifact_location.startswith(f"file://{store_dir}/mlruns/reid-tiny/models/")
+    # served: test images in, the same L2-normalised embeddings as the pipeline's model file out
+    served = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
+    x = torch.randn(3, 3, 32, 16)
+    want = torch.nn.functional.normalize(model.embed(x), dim=1)
+    assert torch.allclose(torch.from_numpy(served.predict(x.numpy())), want, atol=1e-5)
+    spec = served.metadata.get_input_schema().inputs[0]
+    assert spec.shape == (-1, 3, 32, 16)
+    reqs = Path(models[0].artifact_location[len("file://"):]) / "requirements.txt"
+    assert "torch==2.14.1" in reqs.read_text().split()  # this project's pins (pyproject.toml)
 
 
 def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store):
@@ -53,6 +82,7 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store):
     partial, hist = run(tmp_path, tiny_dataset, "resumed", max_epochs=1)
     assert len(hist) == 1 and not partial.model.exists()
     assert (tmp_path / "resumed" / "ckpt" / "last.pt").exists()
+    partial_id = torch.load(tmp_path / "resumed" / "ckpt" / "last.pt", weights_only=False)["mlflow_run_id"]
     resumed, hist = run(tmp_path, tiny_dataset, "resumed")
     assert [r["epoch"] for r in hist] == [1, 2]
     a = torch.load(full.model, weights_only=False)["state_dict"]
@@ -64,8 +94,14 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store):
     from mlflow.tracking import MlflowClient
 
     run_id = resumed.run_id_file.read_text().strip()
-    steps = [m.step for m in MlflowClient(mlflow_store).get_metric_history(run_id, "loss_total")]
+    client = MlflowClient(mlflow_store)
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss_total")]
     assert steps == [1, 2]
+    # the third attempt of (mutual, seed 3): it says it resumed, from which run, and which it retries
+    tags = client.get_run(run_id).data.tags
+    assert tags["mlflow.runName"] == "mutual-seed3-train-try3" and tags["attempt"] == "3"
+    assert tags["resumed_from_epoch"] == "1" and tags["resumed_from_run"] == partial_id
+    assert tags["retry_of"] == partial_id
 
 
 def test_injected_failure_marks_the_run_failed_and_a_retry_completes(tmp_path, tiny_dataset, mlflow_store,
@@ -85,4 +121,8 @@ def test_injected_failure_marks_the_run_failed_and_a_retry_completes(tmp_path, t
     outputs, _ = run(tmp_path, tiny_dataset, "f", variant="baseline", train_cfg=cfg)
     statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
     assert statuses == ["FAILED", "FINISHED"]
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")[0]
+    retry = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")[0]
+    assert (failed.info.run_name, retry.info.run_name) == ("baseline-seed3-train-try1", "baseline-seed3-train-try2")
+    assert retry.data.tags["retry_of"] == failed.info.run_id
     assert outputs.model.exists()
