@@ -44,6 +44,7 @@ localrules:
     figure_losses,
     figure_cmc,
     figure_ranked,
+    figure_attention,
     report_mlflow,
 
 

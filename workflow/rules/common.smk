@@ -1,5 +1,6 @@
 # Helpers shared by the rule files (kept apart from the rules, as `snakemake --lint` asks).
 import re
+import subprocess
 
 SYNTHETIC = [n for n, d in config["dataset"].items() if d["source"] == "synthetic"]
 ARCHIVES = [n for n, d in config["dataset"].items() if d["source"] == "archive"]
@@ -23,3 +24,23 @@ def section(*keys):
 def alternatives(names):
     """A wildcard regex matching exactly these names (nothing when there are none)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def _local_gpus():
+    """GPUs this machine shows to jobs: CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L` (0 without)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() not in ("", "-1")])
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+# A training or extraction job asks for one unit of the `gpu` resource when it will run on a GPU:
+# profiles/default caps the units (`resources: gpu: 1`) so that one GPU never gets several jobs at
+# once; on a machine without a GPU (device auto) the jobs ask for none and run side by side on the
+# CPU cores. profiles/slurm sets gpu: 1 for them whatever the submit host has.
+LOCAL_GPUS = _local_gpus()
+GPU_PER_JOB = 0 if config["train"]["device"] == "cpu" or (config["train"]["device"] == "auto" and not LOCAL_GPUS) else 1

@@ -13,7 +13,7 @@ rule extract:
         "results/logs/extract/{dataset}/{model}-seed{seed}.log",
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
         mem_mb=8000,
         runtime=60,
     conda:
@@ -42,6 +42,9 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=60,
+        # k-reciprocal re-ranking holds ~24 bytes x N^2 (8.2 GiB for Market-1501): profiles/default
+        # lets only so many evaluations run at once (`resources: heavy_memory:`)
+        heavy_memory=1,
     conda:
         "../../envs/reid.yaml"
     params:

@@ -16,7 +16,7 @@ rule train:
         "results/logs/train/{dataset}/{model}-seed{seed}.log",
     threads: JOB_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
         mem_mb=16000,
         runtime=24 * 60,
     conda:

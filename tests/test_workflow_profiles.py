@@ -1,0 +1,117 @@
+"""Every preset and profile of the repository parses, lints and plans (dry run); the paper preset,
+the SLURM profile and docs/cluster.md say the same; profiles/default caps GPU and memory-heavy jobs.
+
+The dry runs are independent Snakemake processes: they run side by side to keep the suite short.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+PRESETS = sorted(ROOT.glob("presets/*.yaml"))
+PROFILES = ("profiles/default", "profiles/slurm")
+
+
+def run_all(cases: dict[str, tuple[list[str], dict]]) -> dict[str, subprocess.CompletedProcess]:
+    """Start every Snakemake command at once, then collect them: {name: completed process}."""
+    procs = {}
+    for name, (args, env) in cases.items():
+        procs[name] = subprocess.Popen([SNAKEMAKE, *args], cwd=ROOT, env={**os.environ, **env}, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = {}
+    for name, p in procs.items():
+        text, _ = p.communicate(timeout=600)
+        out[name] = subprocess.CompletedProcess(p.args, p.returncode, text, "")
+    return out
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """Lint of each preset; dry run of the default target for each preset x profile; GPU requests."""
+    tmp = tmp_path_factory.mktemp("profiles")
+    slurm_env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # the profile requires it; -n contacts nothing
+    cases = {}
+    for preset in [None, *PRESETS]:
+        cfg = ["--configfile", str(preset)] if preset else []
+        label = preset.name if preset else "config.yaml"
+        cases[f"lint {label}"] = (["--lint", *cfg], {})
+        for profile in PROFILES:
+            cases[f"{profile} -n {label}"] = (["--profile", profile, "-n", *cfg], slurm_env)
+    cuda = tmp / "cuda.yaml"
+    cuda.write_text(yaml.safe_dump({"train": {"device": "cuda"}}))
+    # what a training job asks for on: a CPU-only machine (auto), a one-GPU machine (auto), device cuda
+    cases["gpu auto, no GPU"] = (["-n", "-p", "results/synthetic/baseline/seed0/model.pt"], {"CUDA_VISIBLE_DEVICES": ""})
+    cases["gpu auto, one GPU"] = (["-n", "-p", "results/synthetic/baseline/seed0/model.pt"], {"CUDA_VISIBLE_DEVICES": "0"})
+    cases["gpu cuda"] = (["-n", "-p", "results/synthetic/baseline/seed0/model.pt", "--configfile", str(cuda)],
+                         {"CUDA_VISIBLE_DEVICES": ""})
+    return run_all(cases)
+
+
+def test_lint_and_dry_run_of_every_preset_and_profile(planned):
+    assert PRESETS, "no presets/*.yaml found"
+    failed = {k: p.stdout[-1500:] for k, p in planned.items() if p.returncode != 0}
+    assert not failed, failed
+    for name, p in planned.items():
+        if name.startswith("lint"):
+            assert "Lints for" not in p.stdout, (name, p.stdout[-3000:])
+        elif " -n " in name:
+            assert "This was a dry-run" in p.stdout or "Nothing to be done" in p.stdout, (name, p.stdout[-1500:])
+    # the SLURM profile's resources reach the planned jobs
+    paper = planned["profiles/slurm -n paper.yaml"].stdout
+    assert re.search(r"rule train:.*?resources: [^\n]*gpu=1", paper, re.S)
+
+
+def _train_resources(text: str) -> str:
+    m = re.search(r"rule train:.*?resources: ([^\n]*)", text, re.S)
+    assert m, text[-2000:]
+    return m.group(1)
+
+
+def test_default_profile_caps_gpu_jobs_and_memory_heavy_evaluations(planned):
+    profile = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
+    # one GPU job at a time (each job uses the first GPU it sees), at most two re-ranking evaluations
+    assert profile["resources"] == {"gpu": 1, "heavy_memory": 2}
+    assert "gpu=0" in _train_resources(planned["gpu auto, no GPU"].stdout)  # CPU-only: trainings run side by side
+    assert "gpu=1" in _train_resources(planned["gpu auto, one GPU"].stdout)
+    assert "gpu=1" in _train_resources(planned["gpu cuda"].stdout)
+    default = planned["profiles/default -n config.yaml"].stdout
+    assert re.search(r"rule evaluate:.*?resources: [^\n]*heavy_memory=1", default, re.S)
+
+
+def _localrules() -> set[str]:
+    text = (ROOT / "Snakefile").read_text()
+    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", text, re.M)
+    assert block, "no localrules block in the Snakefile"
+    return set(re.findall(r"(\w+),", block.group(1)))
+
+
+def test_paper_preset_slurm_profile_and_cluster_doc_agree():
+    preset = yaml.safe_load((ROOT / "presets/paper.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    doc = (ROOT / "docs/cluster.md").read_text()
+    h, w = preset["train"]["height"], preset["train"]["width"]
+    for text, where in ((doc, "docs/cluster.md"), ((ROOT / "profiles/slurm/config.yaml").read_text(), "profile")):
+        sizes = {tuple(map(int, m)) for m in re.findall(r"(\d{2,3}) ?x ?(\d{2,3})", text)}
+        assert sizes == {(h, w)}, f"{where} names input sizes {sizes}, presets/paper.yaml trains at {h} x {w}"
+    # the doc's table of what each heavy rule asks SLURM for is the profile's
+    for rule in ("train", "extract", "evaluate"):
+        row = re.search(rf"^\| `{rule}` \|[^\n]*", doc, re.M).group(0)
+        res, threads = profile["set-resources"][rule], profile["set-threads"][rule]
+        assert f"{threads} CPUs" in row and f"{res['mem_mb'] // 1000} GB" in row, row
+        assert f"{res['runtime'] // 60} h" in row, row
+        assert ("1 GPU" in row) == (res.get("gpu") == 1), row
+    # what the doc says runs on the submit host does, and the GPU rules do not
+    local = _localrules()
+    rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk")), re.M))
+    said_local = {r for r in rules if r.startswith(("table", "figure_", "fetch_"))} | {"report_mlflow"}
+    assert said_local <= local, f"docs/cluster.md says these run on the submit host: {sorted(said_local - local)}"
+    assert not local & {"train", "extract", "evaluate"}
