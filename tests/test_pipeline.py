@@ -34,7 +34,7 @@ def pipeline(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'results' / 'mlflow.db'}",  # where the default store is
            "PYTHONPATH": str(ROOT)}
     proc = snakemake(workdir, "results/tables/table2.md", env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -92,23 +92,40 @@ def test_per_query_rows_give_metrics_json_exactly_and_tables_show_intervals(pipe
     assert re.search(r"\| \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\] \|", text)
 
 
-def test_mlflow_holds_one_complete_run_per_model(pipeline):
+def test_mlflow_holds_a_training_run_a_logged_model_and_an_evaluation_per_model(pipeline):
     workdir, env = pipeline
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("reid-synthetic")
-    runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags["model"] for r in runs) == ["baseline", "mutual"]
-    for r in runs:
+    train = client.search_runs([exp.experiment_id], "tags.rule = 'train'")
+    evals = client.search_runs([exp.experiment_id], "tags.rule = 'evaluate'")
+    assert sorted(r.info.run_name for r in train) == ["baseline-seed0-train-try1", "mutual-seed0-train-try1"]
+    assert sorted(r.data.tags["model"] for r in evals) == ["baseline", "mutual"]
+    for r in train:
         assert r.info.status == "FINISHED"
-        assert {"rank1", "mAP", "rerank/rank1", "loss_id", "loss_verif", "rank1_ci95_low", "rank1_ci95_high",
+        assert {"train/loss_id", "train/loss_verif"} <= set(r.data.metrics)
+        assert len(client.get_metric_history(r.info.run_id, "train/loss_total")) == 2  # per epoch
+        assert not any(k.startswith(("rank", "mAP", "cmc")) for k in r.data.metrics)
+        assert r.data.tags["config_hash"] and r.data.tags["mlflow.source.git.commit"]
+    for r in evals:
+        assert r.info.status == "FINISHED"
+        assert {"rank1", "mAP", "rerank/rank1", "multi_query_mean/mAP", "rank1_ci95_low", "rank1_ci95_high",
                 "rerank/mAP_ci95_low"} <= set(r.data.metrics)
-        assert len(client.get_metric_history(r.info.run_id, "loss_total")) == 2  # per epoch
-        assert len(client.get_metric_history(r.info.run_id, "cmc")) > 1  # the CMC curve, stepped
-        arts = {a.path for a in client.list_artifacts(r.info.run_id, "model")}
-        assert "model/model.pt" in arts
-        assert r.data.tags["config_hash"] and r.data.tags["git_commit"]
+        assert r.data.params["eval.bootstrap.resamples"]
+        assert "cmc" not in r.data.metrics and r.data.params["eval.flip"] == "True"
+        m = json.loads((workdir / f"results/synthetic/{r.data.tags['model']}/seed0/metrics.json").read_text())
+        assert r.data.metrics["rank1"] == m["rank1"] and r.data.tags["training_run_id"] == m["mlflow_run_id"]
+    # one LoggedModel per trained model and seed, with its Rank-1 and mAP linked to it
+    models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert sorted(m.name for m in models) == ["baseline-seed0", "mutual-seed0"]
+    for m in models:
+        assert {"rank1", "mAP"} <= {x.key for x in m.metrics}
+        assert {x.dataset_name for x in m.metrics} == {"synthetic/test"}
+        assert m.artifact_location.startswith((workdir / "results" / "mlruns").as_uri())
+    # every artifact under results/, nothing in the working directory's mlruns/
+    assert not (workdir / "mlruns").exists() and not (workdir / "mlflow.db").exists()
+    assert list((workdir / "results" / "mlruns").rglob("model.pth"))
 
 
 def test_rerun_with_nothing_changed_does_nothing(pipeline):
