@@ -141,7 +141,7 @@ def cmd_evaluate(args) -> None:
               "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
     record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
                       max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
-    tracking.log_evaluation(run_id, {**scalar_metrics(record), **interval_metrics(record)},
+    tracking.log_evaluation(run_id, tracking.mlflow_metrics({**scalar_metrics(record), **interval_metrics(record)}),
                             evaluation_settings(record, args, run),
                             test_data=_test_split(Path(args.features), inputs["dataset"]), curves=curves(record),
                             artifacts=[Path(args.out)], data_params=_count_params(record))
