@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reid.data.known_splits import KNOWN_SPLITS  # noqa: E402
+from reid.data.kinds import kind_of  # noqa: E402
 from reid.models import build_model, pair_loss  # noqa: E402
 
 GIB = 1024 ** 3
@@ -102,10 +102,9 @@ def main(argv: list[str] | None = None) -> None:
           + "".join(f"{f'h @{v:g}TF':>10}" for v in tflops) + f"{'act GiB':>9}{'mem GiB':>9}")
     totals = [0.0] * len(tflops)
     for dataset in cfg["datasets"]:
-        spec = cfg["dataset"][dataset]
-        known = KNOWN_SPLITS.get(spec.get("kind", ""))
-        if known is None:
-            print(f"{dataset}: no published split size known, skipped")
+        known = kind_of(cfg["dataset"][dataset])
+        if known is None or not known.splits or "train" not in known.splits:
+            print(f"{dataset}: no published training-split size known, skipped")
             continue
         train = known.splits["train"]
         for variant in cfg["models"]:

@@ -21,6 +21,16 @@ PRESETS = sorted(ROOT.glob("presets/*.yaml"))
 PROFILES = ("profiles/default", "profiles/slurm")
 
 
+def layered(preset: Path) -> list[Path]:
+    """The config files a preset is used with: alone (over config.yaml), or over presets/paper.yaml when
+    it names datasets neither defines (presets/paper-market.yaml narrows paper.yaml's datasets)."""
+    cfg = yaml.safe_load(preset.read_text()) or {}
+    defined = {*cfg.get("dataset", {}), *yaml.safe_load((ROOT / "config.yaml").read_text())["dataset"]}
+    if set(cfg.get("datasets", [])) <= defined:
+        return [preset]
+    return [ROOT / "presets" / "paper.yaml", preset]
+
+
 def run_all(cases: dict[str, tuple[list[str], dict]]) -> dict[str, subprocess.CompletedProcess]:
     """Start every Snakemake command at once, then collect them: {name: completed process}."""
     procs = {}
@@ -41,7 +51,7 @@ def planned(tmp_path_factory):
     slurm_env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # the profile requires it; -n contacts nothing
     cases = {}
     for preset in [None, *PRESETS]:
-        cfg = ["--configfile", str(preset)] if preset else []
+        cfg = ["--configfile", *map(str, layered(preset))] if preset else []
         label = preset.name if preset else "config.yaml"
         cases[f"lint {label}"] = (["--lint", *cfg], {})
         for profile in PROFILES:
