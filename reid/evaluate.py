@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from reid import io
-from reid.features import load_features
+from reid.files import load_features
 from reid.metrics import evaluate_features, evaluate_multi_query
 from reid.metrics import uncertainty
 

@@ -10,13 +10,13 @@ and the training data was flipped at random.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from reid import files, io
 from reid.data.market import Record, scan_dataset
 from reid.data.transforms import load_eval_transform
 from reid.train import load_trained_model, select_device
@@ -68,16 +68,10 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
         print(f"{split}: {n} images in {s:.1f} s ({n / max(s, 1e-9):.1f} img/s)", flush=True)
     result["meta"] = {k: str(meta[k]) for k in ("dataset", "variant", "seed", "config_hash")}
     result["meta"]["flip"] = "true" if flip else "false"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(result, tmp)
-    os.replace(tmp, out)
+    io.torch_save(out, result)
     return {split: n for split, (n, _) in timings.items()}
 
 
 def load_features(path: str | Path) -> dict:
-    feats = torch.load(path, weights_only=True)
-    for key in ("query_feats", "gallery_feats", "query_pids", "gallery_pids", "query_camids", "gallery_camids"):
-        if key not in feats:
-            raise ValueError(f"{path}: missing '{key}' (not a features file written by `reid extract`)")
-    return feats
+    """features.pt, checked (reid.files.load_features)."""
+    return files.load_features(path)

@@ -76,6 +76,21 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def torch_save(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; store tensors and plain types only, so that the
+    file loads with ``torch.load(..., weights_only=True)`` (reid.files reads it back that way).
+
+    torch names the records inside its zip archive after the file it writes (``<name>/data.pkl``,
+    the name minus its last suffix), so the object is saved as ``<path name>.tmp`` in a private
+    folder: the bytes are the same for the same object, whatever the random temporary name.
+    """
     import torch
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.dir-", dir=tmp.parent) as folder:
+            inner = Path(folder) / f"{path.name}.tmp"
+            torch.save(obj, inner)
+            os.replace(inner, tmp)
+
+    return atomic_write(path, write)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from reid import tracking
+from reid import io, tracking
 from reid.config import config_hash
 from reid.data.market import JUNK_PID, Record, scan_split, TRAIN_DIR
 from reid.data.pairs import sample_pairs
@@ -203,14 +203,13 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         meta = {"model_kwargs": kwargs, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
                 "label_to_pid": {v: k for k, v in pid_to_label.items()}}
-        outputs.model.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta},
-                     outputs.model)
+        io.torch_save(outputs.model, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                                      "meta": meta})
         write_history(history, outputs.history)
         # the weights go to MLflow once, as the LoggedModel; the run keeps the history beside it
         tracking.log_artifacts([run_id], [outputs.history], artifact_path="training")
         _log_model(run_id, outputs.model, mean_image, records)
-        outputs.run_id_file.write_text(run_id + "\n")
+        io.write_text(outputs.run_id_file, run_id + "\n")
         status = "FINISHED"
         return history
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from Snakemake/SLURM cancelling the job
@@ -299,26 +298,31 @@ def _fmt_seconds(s: float) -> str:
 
 
 def write_history(history: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row[k] for k in HISTORY_COLUMNS})
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            w.writeheader()
+            for row in history:
+                w.writerow({k: row[k] for k in HISTORY_COLUMNS})
+
+    io.atomic_write(path, write)
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild a trained model from model.pt; returns (model in eval mode, meta)."""
+    from reid.files import DamagedFileError, load_model_file
     from reid.models import build_model
 
-    blob = torch.load(path, weights_only=False, map_location="cpu")
-    if "state_dict" not in blob or "meta" not in blob:
-        raise ValueError(f"{path}: not a model file written by `reid train`")
+    blob = load_model_file(path)
     meta = blob["meta"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
-        model = build_model(**meta["model_kwargs"], pretrained=None)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
+            model = build_model(**meta["model_kwargs"], pretrained=None)
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as e:  # kwargs or weights that do not fit this code's models
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedFileError(path, "model", f"its weights do not fit the model its meta describes ({first})") \
+            from None
     model.to(device).eval()
     return model, meta

@@ -18,11 +18,12 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from reid import io
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def _move_aside(path: Path, name_for: Path, md5: str) -> Path:
         target = base.with_name(f"{base.name}-{n}")
         n += 1
     os.replace(path, target)
+    io.fsync_dir(target.parent)
     return target
 
 
@@ -160,20 +162,6 @@ def _check_name(name: str) -> None:
         raise ValueError(f"file name {name!r} must be a plain file name (no folders) under resources/")
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (best effort: not every platform can open folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def download(
     url: str,
     dest: str | Path,
@@ -195,13 +183,13 @@ def download(
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme not in _SCHEMES:
         raise ValueError(f"URL {url!r}: scheme {scheme or '(none)'!r} not supported (use one of {', '.join(_SCHEMES)})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+    # reid.io.atomic_path: the body goes to a temporary file beside dest, renamed over it (and the
+    # folder fsynced) only when the with-block ends normally; on any error the temporary file is
+    # removed (a bad download has been moved aside before that)
+    with io.atomic_path(dest) as tmp:
         md5_h, sha_h = hashlib.md5(), hashlib.sha256()
         received = 0
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     length = resp.headers.get("Content-Length")
@@ -231,8 +219,6 @@ def download(
                     f"download of {url} is truncated: received {received} of {length} bytes (Content-Length); "
                     f"nothing was written to {dest}"
                 )
-            out.flush()
-            os.fsync(out.fileno())
         digests = {"md5": md5_h.hexdigest(), "sha256": sha_h.hexdigest()}
         bad = _mismatches(digests, expected)
         if bad:
@@ -244,13 +230,8 @@ def download(
                 f" It was not installed at {dest}; check the URL and the configured sums.",
                 what=f"the download of {url}",
             )
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-        log.info("downloaded %s: %d bytes, md5 %s", dest, received, digests["md5"])
-        return digests
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # already gone when it was moved aside or renamed into place
-        raise
+    log.info("downloaded %s: %d bytes, md5 %s", dest, received, digests["md5"])
+    return digests
 
 
 def fetch_file(

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from reid.data.extract import safe_extract
-from reid.data.fetch import fsync_dir
 from reid.data.kinds import DatasetLayoutError, Transfer, get_kind
 from reid.data.verify import DatasetVerificationError, verify_dataset
+from reid.io import fsync_dir
 
 __all__ = ["DatasetLayoutError", "prepare_dataset"]
 

@@ -50,7 +50,9 @@ def compute_mean_image(paths: Sequence[str | Path]) -> dict:
 
 
 def save_mean_image(stats: dict, path: str | Path) -> None:
-    torch.save(stats, path)
+    from reid import io
+
+    io.torch_save(path, stats)
 
 
 class Normalizer:
@@ -66,10 +68,10 @@ class Normalizer:
 
 
 def load_mean_image(path: str | Path) -> dict:
-    stats = torch.load(path, weights_only=True)
-    if not {"mean", "std"} <= set(stats):
-        raise ValueError(f"{path}: not a mean-image file (keys {sorted(stats)})")
-    return stats
+    """mean_image.pt, checked (reid.files.load_mean_image)."""
+    from reid.files import load_mean_image as load
+
+    return load(path)
 
 
 def load_eval_transform(mean_image_path: str | Path, height: int, width: int) -> Callable:

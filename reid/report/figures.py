@@ -8,7 +8,6 @@ Figures are written at FIG_DPI with a width of at least MIN_WIDTH_PX pixels.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -47,24 +46,16 @@ LOSS_COLUMNS = ("epoch", "loss_id", "loss_verif")
 
 def read_history(path: str | Path) -> dict[str, np.ndarray]:
     """history.csv -> column arrays; errors name the file and the missing column or bad cell."""
+    from reid.files import DamagedFileError, load_history
+
     path = Path(path)
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = load_history(path, columns=LOSS_COLUMNS)
     except FileNotFoundError:
         raise ReportInputError(f"{path}: history file not found") from None
-    if not rows:
-        raise ReportInputError(f"{path}: no epochs recorded")
-    missing = [c for c in LOSS_COLUMNS if c not in rows[0]]
-    if missing:
-        raise ReportInputError(f"{path}: missing column(s) {', '.join(missing)}")
-    out = {}
-    for col in rows[0]:
-        try:
-            out[col] = np.array([float(r[col]) if r[col] not in ("", None) else np.nan for r in rows])
-        except ValueError:
-            raise ReportInputError(f"{path}: column {col} holds a non-number") from None
-    return out
+    except DamagedFileError as e:
+        raise ReportInputError(str(e)) from None
+    return {col: np.array([r[col] for r in rows]) for col in rows[0]}
 
 
 def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: str = "") -> Path:
@@ -141,13 +132,15 @@ def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: 
 # ---------------------------------------------------------------- ranked lists (Figure 5)
 
 def load_features(path: str | Path) -> dict:
-    import torch
+    from reid import files
 
     path = Path(path)
     try:
-        blob = torch.load(path, weights_only=True)
+        blob = files.load_features(path)
     except FileNotFoundError:
         raise ReportInputError(f"{path}: features file not found") from None
+    except files.DamagedFileError as e:
+        raise ReportInputError(str(e)) from None
     need = ("query_feats", "gallery_feats", "query_pids", "query_camids", "gallery_pids", "gallery_camids",
             "query_paths", "gallery_paths")
     missing = [k for k in need if k not in blob]

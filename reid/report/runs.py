@@ -7,7 +7,6 @@ config_hash, mlflow_run_id, git_commit).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 
 # The order in which reproduced variants appear in every table.
 MODEL_ORDER = ("ide", "baseline", "self_attention", "mutual")
-REQUIRED_KEYS = ("dataset", "model", "seed", "mlflow_run_id")
+REQUIRED_KEYS = ("dataset", "model", "seed", "mlflow_run_id")  # = reid.files.METRICS_KEYS
 
 
 class ReportInputError(ValueError):
@@ -36,18 +35,16 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
+    """One metrics.json (read by reid.files.load_metrics), its values checked to be fractions."""
+    from reid.files import DamagedFileError, load_metrics
+
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ReportInputError(f"{path}: metrics file not found") from None
-    except json.JSONDecodeError as e:
-        raise ReportInputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict):
-        raise ReportInputError(f"{path}: expected a JSON object at the top level")
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        raise ReportInputError(f"{path}: missing key(s) {', '.join(missing)}")
+        raw = load_metrics(path)
+    except FileNotFoundError as e:
+        raise ReportInputError(f"{path}: metrics file not found ({e})") from None
+    except DamagedFileError as e:
+        raise ReportInputError(str(e)) from None
     if raw["model"] not in MODEL_ORDER:
         raise ReportInputError(f"{path}: unknown model '{raw['model']}' (expected one of {', '.join(MODEL_ORDER)})")
     metrics: dict[str, float] = {}
