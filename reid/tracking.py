@@ -21,6 +21,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -35,6 +36,15 @@ from reid.config import REPO_ROOT
 DEFAULT_STORE = REPO_ROOT / "results" / "mlflow.db"
 # MLflow 3 opens experiments without this tag in its GenAI view, which hides runs and metrics.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+# MLflow stores at most this many characters of a parameter value (mlflow.utils.validation
+# MAX_PARAM_VAL_LENGTH); a longer value is shortened visibly, and kept whole as an artifact.
+PARAM_VALUE_LIMIT = 6000
+FULL_PARAMS_ARTIFACT = "params/full_values.json"
+MODEL_PARAMS_ARTIFACT = "params/logged_model_full_values.json"  # for the LoggedModel's own parameters
+
+log = logging.getLogger("reid.tracking")
 
 
 class TrackingError(RuntimeError):
@@ -206,11 +216,30 @@ def start_run(experiment: str, run_name: str, params: Mapping[str, object],
     run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
     from mlflow.entities import Param
 
-    flat = _flatten(params)
-    batch = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+    flat = _fit_params(client, run.info.run_id, {k: str(v) for k, v in _flatten(params).items()},
+                       FULL_PARAMS_ARTIFACT)
+    batch = [Param(k, v) for k, v in flat.items()]
     for i in range(0, len(batch), 100):
         client.log_batch(run.info.run_id, params=batch[i:i + 100])
     return run.info.run_id
+
+
+def _fit_params(client, run_id: str, params: dict[str, str], artifact: str) -> dict[str, str]:
+    """``params`` with every value longer than MLflow keeps (PARAM_VALUE_LIMIT) shortened, its end saying
+    so and where the full value is; the full values go to the run's ``artifact`` and a warning names each.
+    Nothing recorded is changed silently."""
+    too_long = {k: v for k, v in params.items() if len(v) > PARAM_VALUE_LIMIT}
+    if not too_long:
+        return params
+    client.log_text(run_id, json.dumps(too_long, indent=2, sort_keys=True) + "\n", artifact)
+    out = dict(params)
+    for k, v in sorted(too_long.items()):
+        note = f" ...[cut: {len(v)} characters in all; full value in artifact {artifact}]"
+        out[k] = v[:PARAM_VALUE_LIMIT - len(note)] + note
+        log.warning("MLflow parameter %s is %d characters long, over MLflow's limit of %d: MLflow shows it "
+                    "shortened (ending in '[cut: ...]'); the full value is in run %s's artifact %s",
+                    k, len(v), PARAM_VALUE_LIMIT, run_id, artifact)
+    return out
 
 
 def _flatten(d: Mapping, prefix: str = "") -> dict:
@@ -287,10 +316,10 @@ def reopen_run(run_id: str) -> None:
 
 
 def read_run_id(path: str | Path) -> str:
-    text = Path(path).read_text().strip()
-    if not text:
-        raise TrackingError(f"{path}: empty MLflow run id file")
-    return text
+    """The run id in an ``mlflow_run_id`` file, checked (reid.files.load_run_id)."""
+    from reid.files import load_run_id
+
+    return load_run_id(path)
 
 
 def get_run(run_id: str):
@@ -340,7 +369,8 @@ def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[s
         info = mlflow.pytorch.log_model(
             net, name=name, signature=signature, pip_requirements=project_requirements(),
             code_paths=[str(REPO_ROOT / "reid")], serialization_format="pickle",
-            params={k: str(v) for k, v in params.items()}, tags={k: str(v) for k, v in tags.items()})
+            params=_fit_params(client, run_id, {k: str(v) for k, v in params.items()}, MODEL_PARAMS_ARTIFACT),
+            tags={k: str(v) for k, v in tags.items()})
     # the model's "Logged from" column: what ran, not the Python file that happened to be __main__
     entry = client.get_run(run_id).data.tags.get("mlflow.source.name", "python -m reid")
     client.set_logged_model_tags(info.model_id, {"mlflow.source.name": entry})

@@ -109,3 +109,22 @@ def test_evaluations_are_runs_linked_to_the_logged_model_and_dataset(mlflow_stor
         [(k, run, "tiny/test", "0123abcd") for run in (first, again) for k in ("rank1", "mAP")]
         + [(k, second, "tiny/test", "0123abcd") for k in ("rank1", "mAP", "rerank/mAP")])
     assert [m.model_id for m in tracking.logged_models(["reid-tiny"])] == [model_id]
+
+
+def test_a_parameter_over_mlflows_limit_is_cut_visibly_and_kept_whole(mlflow_store, caplog):
+    """MLflow keeps 6,000 characters of a parameter value: the cut is logged, marked in the value, and the
+    full value is a run artifact (kind 8 of issue 11: nothing recorded is changed silently)."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    long_value = "x" * 7000 + "END"
+    with caplog.at_level("WARNING", logger="reid.tracking"):
+        run_id = tracking.start_run("reid-test", "long", {"model": {"note": long_value, "lr": 0.1}}, {})
+    run = tracking.get_run(run_id)
+    shown = run.data.params["model.note"]
+    assert len(shown) <= 6000 and "cut: 7003 characters" in shown and tracking.FULL_PARAMS_ARTIFACT in shown
+    assert run.data.params["model.lr"] == "0.1"  # short values are untouched
+    assert any("model.note" in r.getMessage() and "7003" in r.getMessage() for r in caplog.records)
+    local = MlflowClient(mlflow_store).download_artifacts(run_id, tracking.FULL_PARAMS_ARTIFACT)
+    assert json.loads(open(local).read()) == {"model.note": long_value}
