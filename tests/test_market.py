@@ -20,7 +20,8 @@ def test_duke_name():
 
 
 @pytest.mark.parametrize("name", ["0002_c1s1_000451.jpg", "2_c1s1_000451_03.jpg", "0002_c0s1_000451_03.jpg",
-                                  "abcd_c1s1_000451_03.jpg", "0002_c1s1_000451_03.txt", "-2_c1s1_000451_03.jpg"])
+                                  "abcd_c1s1_000451_03.jpg", "0002_c1s1_000451_03.jpg.bak", "-2_c1s1_000451_03.jpg",
+                                  "readme.txt"])
 def test_malformed_names_are_rejected_naming_the_file(name):
     with pytest.raises(NamingError, match=name.replace(".", r"\.")):
         parse_name(f"some/dir/{name}")
@@ -49,3 +50,30 @@ def test_scan_skips_non_images_and_reports_bad_names(tmp_path):
         scan_split(tmp_path / "query")
     with pytest.raises(FileNotFoundError, match="gt_bbox"):
         scan_split(tmp_path / "gt_bbox")
+
+
+def test_every_entry_of_a_split_folder_is_accounted_for(tmp_path):
+    """Images of any suffix and case are read; OS clutter is ignored and counted; nothing else passes."""
+    from reid.data.market import SplitFolderError, scan_entries
+
+    q = tmp_path / "query"
+    q.mkdir()
+    names = ["0001_c1s1_000001_00.jpg", "0002_c1s1_000001_00.png", "0003_c1s1_000001_00.jpeg",
+             "0004_c1s1_000001_00.bmp", "0005_c1s1_000001_00.JPG", "0006_c2_f0000001.PNG"]
+    for n in names:
+        (q / n).write_bytes(b"x")
+    for clutter in ("Thumbs.db", ".DS_Store", "desktop.ini", "THUMBS.DB", "._0001_c1s1_000001_00.jpg"):
+        (q / clutter).write_bytes(b"x")
+    scan = scan_entries(q)
+    assert [r.pid for r in scan.records] == [1, 2, 3, 4, 5, 6]
+    assert [r.path for r in scan.records] == [str(q / n) for n in names]
+    assert len(scan.ignored) == 5 and scan.problems == []
+    assert [r.pid for r in scan_split(q)] == [1, 2, 3, 4, 5, 6]  # what training and extraction read
+
+    (q / "readme.txt").write_text("hello")
+    (q / "sub").mkdir()
+    with pytest.raises(SplitFolderError) as err:
+        scan_split(q)
+    # both are named, each with the split folder in its path
+    assert f"{q / 'readme.txt'}: malformed re-ID image name" in str(err.value)
+    assert f"{q / 'sub'}: not an image file (a folder" in str(err.value)
