@@ -2,15 +2,22 @@
 
 The report (written by the CLI to results/{dataset}/dataset.json) holds, per split, the counts of
 images, identities (real persons: junk pid -1 and distractors pid 0 are counted apart), the cameras,
-the pid range; the images that fail to decode, malformed names, duplicate names, non-image files;
-and, for a published dataset, the comparison with its known split.
+the pid range, the image suffixes; the images that fail to decode, malformed names, unexpected
+entries, duplicate names, ignored OS clutter; and, for a published dataset, the comparison with its
+known split. Every entry of a split folder is accounted for (reid.data.market.scan_entries).
 
 What fails verification (DatasetVerificationError, its message lists every problem):
-- always: a missing or empty train/query/gallery folder, an image name that does not parse,
-  an image that does not decode (corrupt or truncated), two images of one split whose names differ
-  only in case (they collide on case-insensitive filesystems);
+- always: a missing or empty train/query/gallery folder, an entry of a split folder that is neither
+  a re-ID image (any suffix) nor known OS clutter (a malformed name, a sub-folder), an image that
+  does not decode (corrupt or truncated), two images of one split whose names differ only in case
+  or suffix (they collide on case-insensitive filesystems, or name one image twice);
+- always, because a later stage would certainly fail on it: a training split with fewer than two
+  identities of real persons (pair sampling and the identification loss need two), and query and
+  gallery splits in which no query has a true match (its identity in the gallery from another camera,
+  the only matches the protocol scores): evaluation would have nothing to score;
 - for a ``kind`` with published counts (reid.data.kinds) unless ``custom``: any count that differs.
-Duplicate names *across* splits and queries without a cross-camera match are reported only.
+Duplicate names *across* splits and the number of queries without a cross-camera match are
+reported only (some such queries are normal: the protocol skips them).
 
 ``prepare_dataset`` (extract an archive and lay it out here) lives in reid.data.prepare and is
 importable from this module too.
@@ -103,27 +110,24 @@ def find_undecodable(paths: list[str | Path], workers: int | None = None) -> lis
 
 
 def _scan_folder(root: Path, folder: Path):
-    """Parse every entry of a split folder: (records, malformed, non_image_entries), paths relative to root.
-
-    Naming rules come from reid.data.market; unlike market.scan_split this collects every
-    malformed name instead of stopping at the first.
-    """
-    records, malformed, others = [], [], []
-    for p in sorted(folder.iterdir()):
-        rel = p.relative_to(root).as_posix()
-        if p.is_dir() or p.suffix.lower() not in market.IMAGE_SUFFIXES:
-            others.append(rel + ("/" if p.is_dir() else ""))
-            continue
-        try:
-            records.append((rel, market.parse_name(p.name)))
-        except market.NamingError as e:
-            malformed.append({"path": rel, "error": str(e)})
-    return records, malformed, others
+    """Every entry of a split folder (reid.data.market.scan_entries, the scanner training and
+    extraction use too): (records as (path relative to root, ImageName), malformed, unexpected,
+    ignored clutter). Unlike market.scan_split it collects every problem instead of raising."""
+    scan = market.scan_entries(folder)
+    rel = lambda p: Path(p).relative_to(root).as_posix()  # noqa: E731
+    records = [(rel(r.path), n) for r, n in zip(scan.records, scan.names)]
+    malformed = [{"path": rel(p), "error": e} for p, e in scan.malformed]
+    unexpected = [{"path": rel(p), "error": e} for p, e in scan.unexpected]
+    return records, malformed, unexpected, [rel(p) for p in scan.ignored]
 
 
 def _split_summary(folder: str, records) -> dict:
     real = sorted({n.pid for _, n in records if not (n.is_junk or n.is_distractor)})
+    suffixes = defaultdict(int)
+    for rel, _ in records:
+        suffixes[Path(rel).suffix] += 1
     return {
+        "suffixes": dict(sorted(suffixes.items())),
         "folder": folder,
         "images": len(records),
         "identities": len(real),
@@ -138,8 +142,8 @@ def _duplicates(names_by_split: dict[str, list[str]]):
     within = []
     for split, names in names_by_split.items():
         groups = defaultdict(list)
-        for rel in names:
-            groups[rel.rsplit("/", 1)[-1].casefold()].append(rel)
+        for rel in names:  # same name up to case or suffix: one re-ID name for two files
+            groups[Path(rel).stem.casefold()].append(rel)
         within += [sorted(g) for g in groups.values() if len(g) > 1]
     where = defaultdict(set)
     for split in _EVAL_SPLITS:
@@ -160,6 +164,26 @@ def _queries_without_match(query, gallery) -> int:
     for _, n in gallery:
         cams[n.pid].add(n.camid)
     return sum(1 for _, n in query if not (cams.get(n.pid, set()) - {n.camid}))
+
+
+def _later_stage_failures(splits: dict, train, query, gallery, extra: dict) -> list[str]:
+    """What would certainly make a later stage fail, found now instead of after hours of training."""
+    problems = []
+    if splits.get("train") and train:
+        n = len(_real_pids(train))
+        if n < 2:
+            problems.append(f"{market.TRAIN_DIR}/ has {n} identit{'y' if n == 1 else 'ies'} of real persons "
+                            f"(pid > 0): training needs at least 2 (pairs of different persons, and classes "
+                            f"for the identification loss)")
+    real_queries = [n for _, n in query if not (n.is_junk or n.is_distractor)]
+    if splits.get("query") and splits.get("gallery") and query and gallery:
+        if extra["queries_without_cross_camera_match"] == len(query) or not real_queries:
+            problems.append(
+                f"no query has a true match: none of the {len(query)} images in {market.QUERY_DIR}/ has an "
+                f"image of its identity in {market.GALLERY_DIR}/ taken by another camera (the only matches "
+                f"the Market-1501 protocol scores), so evaluation would have nothing to score"
+            )
+    return problems
 
 
 def _compare(known: DatasetKind, splits: dict, found_extra: dict, records_by_split: dict) -> list[dict]:
@@ -207,7 +231,8 @@ def verify_dataset(
     splits: dict[str, dict | None] = {}
     records_by_split: dict[str, list] = {}
     malformed: list[dict] = []
-    non_images: list[str] = []
+    unexpected: list[dict] = []
+    ignored: list[str] = []
     for split, sub in market.SPLIT_DIRS.items():
         folder = root / sub
         if not folder.is_dir():
@@ -215,15 +240,17 @@ def verify_dataset(
                 problems.append(f"missing split folder {sub}/ under {root}")
                 splits[split] = None
             continue
-        recs, bad, others = _scan_folder(root, folder)
+        recs, bad, odd, clutter = _scan_folder(root, folder)
         records_by_split[split] = recs
         malformed += bad
-        non_images += others
+        unexpected += odd
+        ignored += clutter
         splits[split] = _split_summary(sub, recs)
-        splits[split]["non_image_files"] = len(others)
+        splits[split]["ignored_files"] = len(clutter)
         if split in market.REQUIRED_SPLITS and not recs and not bad:
             problems.append(f"split folder {sub}/ holds no images")
     problems += [f"malformed image name: {m['error']}" for m in malformed]
+    problems += [f"unexpected entry: {u['error']}" for u in unexpected]
 
     undecodable = []
     if decode:
@@ -234,7 +261,8 @@ def verify_dataset(
         problems += [f"image does not decode: {root / u['path']}: {u['error']}" for u in undecodable]
 
     within, across = _duplicates({s: [rel for rel, _ in r] for s, r in records_by_split.items()})
-    problems += [f"image names differ only in case (collide on case-insensitive filesystems): {g}" for g in within]
+    problems += [f"image names differ only in case or suffix (they name one image twice, or collide on "
+                 f"case-insensitive filesystems): {g}" for g in within]
 
     train = records_by_split.get("train", [])
     query = records_by_split.get("query", [])
@@ -244,6 +272,7 @@ def verify_dataset(
         "query_identities_missing_from_gallery": len(_real_pids(query) - _real_pids(gallery)),
         "queries_without_cross_camera_match": _queries_without_match(query, gallery),
     }
+    problems += _later_stage_failures(splits, train, query, gallery, extra)
 
     comparison = None
     if known is not None:
@@ -264,8 +293,9 @@ def verify_dataset(
         "decode_checked": decode,
         "undecodable_images": undecodable,
         "malformed_names": malformed,
+        "unexpected_entries": unexpected,
         "duplicate_names": {"within_split": within, "across_splits": across},
-        "non_image_files": non_images,
+        "ignored_files": ignored,
         "known_split": None
         if known is None
         else {"kind": known.name, "name": known.display_name, "checked": not custom, "comparison": comparison},

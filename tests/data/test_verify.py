@@ -107,8 +107,8 @@ def test_counts_of_a_tiny_market_layout(tmp_path):
     assert (g["images"], g["identities"], g["junk"], g["distractors"], g["cameras"]) == (11, 3, 3, 2, [1, 2, 3])
     assert g["pid_range"] == [5, 7]  # junk and distractors are not identities
     assert s["multi_query"]["images"] == 2
-    assert report["non_image_files"] == ["bounding_box_train/Thumbs.db"]
-    assert s["train"]["non_image_files"] == 1
+    assert report["ignored_files"] == ["bounding_box_train/Thumbs.db"]  # OS clutter: ignored and counted
+    assert s["train"]["ignored_files"] == 1
     assert report["identities_in_train_and_test"] == 0
     assert report["query_identities_missing_from_gallery"] == 0
     assert report["queries_without_cross_camera_match"] == 0
@@ -271,7 +271,7 @@ def test_prepare_lays_out_a_market_zip(tmp_path, tiny_known):
 def test_prepare_a_duke_style_tar_gz_without_a_top_folder(tmp_path):
     files = {}
     for i, (split, pid, cam) in enumerate([("bounding_box_train", 1, 1), ("bounding_box_train", 1, 2),
-                                           ("query", 3, 1), ("bounding_box_test", 3, 2), ("bounding_box_test", 9, 5)]):
+                                           ("bounding_box_train", 2, 1), ("query", 3, 1), ("bounding_box_test", 3, 2), ("bounding_box_test", 9, 5)]):
         files[f"{split}/{pid:04d}_c{cam}_f{1000 + i:07d}.jpg"] = jpeg_bytes(i)
     archive = tmp_path / "duke.tar.gz"
     with tarfile.open(archive, "w:gz") as tf:
@@ -284,7 +284,7 @@ def test_prepare_a_duke_style_tar_gz_without_a_top_folder(tmp_path):
     assert report["source"]["dataset_folder"] == "."
     assert report["splits"]["gallery"]["cameras"] == [2, 5] and "multi_query" not in report["splits"]
     # the real kind checks the published counts, which 5 images do not have; out stays as it was
-    with pytest.raises(DatasetVerificationError, match="train.images: expected 16522, found 2") as err:
+    with pytest.raises(DatasetVerificationError, match="train.images: expected 16522, found 3") as err:
         prepare_dataset(archive, "dukemtmcreid", out)
     assert "was left unchanged" in str(err.value) and ".prepare-" not in str(err.value)
     assert len(list((out / "query").iterdir())) == 1 and leftovers(out.parent) == []
@@ -325,3 +325,136 @@ def test_two_dataset_folders_are_ambiguous(tmp_path):
     with pytest.raises(DatasetLayoutError, match=r"several dataset folders found.*\['a', 'b'\]"):
         prepare_dataset(archive, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def image_bytes(fmt: str, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 16), ((seed * 37) % 256, 90, 30)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_images_of_every_suffix_are_verified_trained_on_and_extracted(tmp_path):
+    """A valid re-ID name with suffix .png/.jpeg/.bmp/.JPG is an image for every stage, not a skipped file."""
+    from reid.data.market import scan_dataset
+    from reid.train import training_records
+
+    files = market_files()
+    renamed = {"bounding_box_train/" + format_market_name(1, 1, 1, 101, 0): ("PNG", ".png"),
+               "query/" + format_market_name(5, 1, 1, 205, 0): ("JPEG", ".jpeg"),
+               "bounding_box_test/" + format_market_name(6, 2, 1, 306, 0): ("BMP", ".bmp"),
+               "bounding_box_test/" + format_market_name(7, 3, 1, 307, 0): ("JPEG", ".JPG")}
+    for i, (old, (fmt, suffix)) in enumerate(renamed.items()):
+        del files[old]
+        files[old[: -len(".jpg")] + suffix] = image_bytes(fmt, i)
+    root = write_tree(tmp_path / "ds", files)
+    report = verify_dataset(root, None, False)
+    s = report["splits"]
+    assert (s["train"]["images"], s["query"]["images"], s["gallery"]["images"]) == (8, 3, 11)
+    assert s["gallery"]["suffixes"] == {".JPG": 1, ".bmp": 1, ".jpg": 9}
+    assert s["query"]["suffixes"] == {".jpeg": 1, ".jpg": 2}
+    assert report["malformed_names"] == [] and report["unexpected_entries"] == []
+    # the stages see the same images as verification
+    splits = scan_dataset(root)
+    assert [len(splits[k]) for k in ("train", "query", "gallery", "multi_query")] == [8, 3, 11, 2]
+    records, _ = training_records(root)
+    assert len(records) == 8 and any(r.path.endswith(".png") for r in records)
+
+
+def test_a_non_image_with_an_image_name_fails_to_decode(tmp_path):
+    files = market_files()
+    files["query/" + format_market_name(8, 1, 1, 1, 0)[: -len(".jpg")] + ".png"] = b"not a png"
+    with pytest.raises(DatasetVerificationError, match=r"does not decode: .*query/0008_c1s1_000001_00\.png"):
+        verify_dataset(write_tree(tmp_path / "ds", files), None, False)
+
+
+def test_os_clutter_is_ignored_and_counted_anything_else_fails_naming_its_split_folder(tmp_path):
+    files = market_files()
+    files["query/.DS_Store"] = b"\x00"
+    files["gt_bbox/desktop.ini"] = b"[.ShellClassInfo]"
+    files["bounding_box_test/notes.txt"] = b"my notes"
+    files["query/0005_c1s1_000205_00.jpg.bak"] = b"old"
+    root = write_tree(tmp_path / "ds", files)
+    (root / "bounding_box_train" / "extra").mkdir()
+    with pytest.raises(DatasetVerificationError) as err:
+        verify_dataset(root, None, False)
+    msg, report = str(err.value), err.value.report
+    assert f"{root}/bounding_box_test/notes.txt: malformed re-ID image name" in msg
+    assert f"{root}/query/0005_c1s1_000205_00.jpg.bak: malformed re-ID image name" in msg
+    assert f"{root}/bounding_box_train/extra: not an image file (a folder" in msg
+    assert sorted(m["path"] for m in report["malformed_names"]) == ["bounding_box_test/notes.txt",
+                                                                   "query/0005_c1s1_000205_00.jpg.bak"]
+    assert [u["path"] for u in report["unexpected_entries"]] == ["bounding_box_train/extra"]
+    assert sorted(report["ignored_files"]) == ["gt_bbox/desktop.ini", "query/.DS_Store"]
+    assert (report["splits"]["query"]["ignored_files"], report["splits"]["multi_query"]["ignored_files"]) == (1, 1)
+
+
+def test_same_name_with_two_suffixes_is_a_duplicate(tmp_path):
+    files = market_files()
+    files["query/" + format_market_name(5, 1, 1, 205, 0)[: -len(".jpg")] + ".png"] = image_bytes("PNG")
+    with pytest.raises(DatasetVerificationError, match="differ only in case or suffix"):
+        verify_dataset(write_tree(tmp_path / "ds", files), None, False)
+
+
+# ------------------------------------------------------------------ issue 11 kind 7: fail up front, report kept
+
+
+def test_no_query_with_a_true_cross_camera_match_fails_verification(tmp_path):
+    """Evaluation would fail after every model has trained: verification stops it first."""
+    files = {k: v for k, v in market_files().items()
+             if not k.startswith(("query/", "bounding_box_test/0005_c3"))}  # pid 5: gallery in camera 2 only
+    files[f"query/{format_market_name(5, 2, 1, 905, 0)}"] = jpeg_bytes(5)  # only same-camera matches
+    files[f"query/{format_market_name(9, 1, 1, 999, 0)}"] = jpeg_bytes(9)  # identity not in the gallery
+    with pytest.raises(DatasetVerificationError, match="no query has a true match") as err:
+        verify_dataset(write_tree(tmp_path / "ds", files), None, False)
+    assert err.value.report["queries_without_cross_camera_match"] == 2
+
+
+def test_a_training_split_of_one_identity_fails_verification(tmp_path):
+    files = {k: v for k, v in market_files().items()
+             if not k.startswith("bounding_box_train/") or k.startswith("bounding_box_train/0001")}
+    with pytest.raises(DatasetVerificationError, match="bounding_box_train/ has 1 identity of real persons"):
+        verify_dataset(write_tree(tmp_path / "ds", files), None, False)
+
+
+def test_failed_verification_writes_its_report_beside_the_error(tmp_path, capsys):
+    """`reid verify` on a bad dataset: exit 1, dataset.json not written (Snakemake would delete it anyway),
+    dataset.failed.json written and named, with the undecodable and malformed files readable in it."""
+    from reid.cli import main
+
+    files = market_files()
+    good = files["query/" + format_market_name(5, 1, 1, 205, 0)]
+    files["query/" + format_market_name(5, 1, 1, 205, 0)] = good[: len(good) // 2]
+    files["query/5_c1s1_000205_00.jpg"] = good
+    root = write_tree(tmp_path / "ds", files)
+    report, mean, failed = (tmp_path / "res" / n for n in ("dataset.json", "mean_image.pt", "dataset.failed.json"))
+    argv = ["verify", "--dataset", "tiny", "--spec", '{"source": "synthetic"}', "--data", str(root),
+            "--report", str(report), "--mean-image", str(mean)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"The full report (undecodable images, malformed names, ...) is in {failed}" in err
+    assert not report.exists() and not mean.exists()
+    written = json.loads(failed.read_text())
+    assert written["ok"] is False and written["dataset"] == "tiny"
+    assert [u["path"] for u in written["undecodable_images"]] == ["query/" + format_market_name(5, 1, 1, 205, 0)]
+    assert [m["path"] for m in written["malformed_names"]] == ["query/5_c1s1_000205_00.jpg"]
+    # fixed: the report and the mean image are written, the stale failure report is gone
+    (root / "query" / "5_c1s1_000205_00.jpg").unlink()
+    (root / "query" / format_market_name(5, 1, 1, 205, 0)).write_bytes(good)
+    assert main(argv) == 0
+    assert json.loads(report.read_text())["ok"] is True and mean.exists() and not failed.exists()
+
+
+def test_failed_prepare_writes_its_report(tmp_path, tiny_known, capsys):
+    from reid.cli import main
+
+    files = market_files()
+    files["query/readme.txt"] = b"hello"
+    archive = make_zip(tmp_path / "m.zip", files)
+    failed = tmp_path / "results" / "market1501" / "dataset.failed.json"
+    rc = main(["prepare", "--spec", '{"source": "archive", "kind": "market1501", "archive": "m.zip"}',
+               "--archive", str(archive), "--out", str(tmp_path / "data" / "market1501"),
+               "--failed-report", str(failed)])
+    assert rc == 1 and str(failed) in capsys.readouterr().err
+    written = json.loads(failed.read_text())
+    assert [m["path"] for m in written["malformed_names"]] == ["query/readme.txt"]
+    assert not (tmp_path / "data" / "market1501").exists()
