@@ -15,11 +15,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reid.config import ConfigError, parse_json_arg
+from reid import io
+from reid.config import ConfigError, parse_json_arg, validate_section
+from reid.io import fsync_dir
 
 
-def _json(what: str):
-    return lambda text: parse_json_arg(text, what)
+def _json(what: str, section: str | None = None):
+    """An argparse type for a JSON config section. argparse would replace a ValueError's message with
+    "invalid <lambda> value"; an ArgumentTypeError's message is shown as it is."""
+
+    def parse(text: str) -> dict:
+        try:
+            return parse_json_arg(text, what, section)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = what  # what argparse prints should it ever fall back to the type's name
+    return parse
 
 
 def cmd_init_tracking(args) -> None:
@@ -44,6 +56,7 @@ def cmd_synthesize(args) -> None:
     try:
         summary = synthesize(tmp, **params, difficulty=difficulty)
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -56,6 +69,15 @@ def cmd_fetch(args) -> None:
     from reid.data.kinds import kind_of
 
     spec = args.spec
+    if "source" in spec or "kind" in spec:  # a dataset archive: config 'dataset.<name>'
+        validate_section(spec, "$defs.dataset", "--spec (config 'dataset.<name>')")
+        if spec["source"] != "archive":
+            raise ConfigError(f"--spec (config 'dataset.<name>'): fetch needs source 'archive', got {spec['source']!r}")
+    else:  # ImageNet weights: what the fetch_weights rule passes
+        unknown = sorted(set(spec) - {"archive", "url", "sha256"})
+        if unknown or not isinstance(spec.get("archive"), str) or not spec["archive"]:
+            raise ConfigError("--spec (weights): expected keys 'archive' (a file name, required), 'url', 'sha256'; "
+                              + (f"unexpected key(s) {', '.join(unknown)}" if unknown else "'archive' is missing"))
     name = spec["archive"]
     if spec.get("source"):
         how_to_get = kind_of(spec).how_to_get
@@ -72,31 +94,64 @@ def cmd_fetch(args) -> None:
 
 def cmd_prepare(args) -> None:
     from reid.data.fetch import verify_checksum
-    from reid.data.verify import prepare_dataset
+    from reid.data.verify import DatasetVerificationError, prepare_dataset
 
     spec = args.spec
     source = Path(args.source)
     if spec["source"] == "archive":
         verify_checksum(source, md5=spec.get("md5"), sha256=spec.get("sha256"))
-    report = prepare_dataset(source, spec.get("kind"), Path(args.out), custom=bool(spec.get("custom", False)))
+    failed = Path(args.failed_report) if args.failed_report else Path(f"{args.out}.failed.json")
+    try:
+        report = prepare_dataset(source, spec.get("kind"), Path(args.out), custom=bool(spec.get("custom", False)))
+    except DatasetVerificationError as e:
+        _write_failed_report(e, failed)
+        raise
+    _remove_stale_failed_report(failed)
     print(json.dumps(report["source"], indent=2, sort_keys=True))
     print(f"{args.out}: laid out in Market-1501 layout from {source}")
+
+
+def failed_report_path(report: str | Path) -> Path:
+    """Where a failed verification writes its report: ``dataset.failed.json`` beside ``dataset.json``.
+
+    Not the rule's declared output, which Snakemake deletes when the job fails."""
+    report = Path(report)
+    return report.with_name(f"{report.stem}.failed{report.suffix or '.json'}")
+
+
+def _write_failed_report(error, path: Path) -> None:
+    """Write a DatasetVerificationError's report to ``path`` and name it in the error's message."""
+    report = {**error.report, "ok": False}
+    io.write_text(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    error.args = (f"{error.args[0]}\nThe full report (undecodable images, malformed names, ...) is in {path}",)
+
+
+def _remove_stale_failed_report(path: Path) -> None:
+    if path.exists():
+        path.unlink()  # a report of a failure this run has fixed would mislead
+        print(f"{path}: removed (the report of an earlier failed verification)")
 
 
 def cmd_verify(args) -> None:
     from reid.data.market import TRAIN_DIR, scan_split
     from reid.data.transforms import compute_mean_image, save_mean_image
-    from reid.data.verify import verify_dataset
+    from reid.data.verify import DatasetVerificationError, verify_dataset
 
     spec = args.spec
     kind = None if spec["source"] == "synthetic" else spec.get("kind")
-    report = verify_dataset(Path(args.data), kind, bool(spec.get("custom", False)))
+    failed = failed_report_path(args.report)
+    try:
+        report = verify_dataset(Path(args.data), kind, bool(spec.get("custom", False)))
+    except DatasetVerificationError as e:
+        e.report["dataset"] = args.dataset
+        _write_failed_report(e, failed)
+        raise
     report["dataset"] = args.dataset
     train = [r.path for r in scan_split(Path(args.data) / TRAIN_DIR) if r.pid > 0]
     stats = compute_mean_image(train)
-    Path(args.mean_image).parent.mkdir(parents=True, exist_ok=True)
     save_mean_image(stats, args.mean_image)
-    Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    io.write_text(args.report, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    _remove_stale_failed_report(failed)
     print(f"{args.data}: verified; report {args.report}; mean image of {len(train)} training images")
 
 
@@ -188,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_init_tracking)
 
     s = sub.add_parser("synthesize", help="write the synthetic dataset in Market-1501 layout")
-    s.add_argument("--params", type=_json("--params (config section 'synthetic')"), required=True)
+    s.add_argument("--params", type=_json("--params (config section 'synthetic')", "synthetic"), required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_synthesize)
 
@@ -198,14 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("prepare", help="lay an archive (safely extracted) or a folder out in Market-1501 layout")
-    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')"), required=True)
+    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')", "$defs.dataset"), required=True)
     s.add_argument("--source", required=True, help="the archive file, or the dataset folder (source: folder)")
     s.add_argument("--out", required=True)
+    s.add_argument("--failed-report", default=None,
+                   help="where a failed verification writes its report (default: <out>.failed.json)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("verify", help="verify a dataset, write its report and the training mean image")
     s.add_argument("--dataset", required=True)
-    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')"), required=True)
+    s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')", "$defs.dataset"), required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--report", required=True)
     s.add_argument("--mean-image", required=True)
@@ -217,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
-    s.add_argument("--model-params", type=_json("--model-params (config 'model')"), required=True)
-    s.add_argument("--train-params", type=_json("--train-params (config 'train')"), required=True)
-    s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')"), required=True)
+    s.add_argument("--model-params", type=_json("--model-params (config 'model')", "model"), required=True)
+    s.add_argument("--train-params", type=_json("--train-params (config 'train')", "train"), required=True)
+    s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')", "mlflow"), required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--checkpoint-dir", required=True)
     s.add_argument("--threads", type=int, default=1)
@@ -241,9 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", required=True)
     s.add_argument("--run-id-file", required=True)
     s.add_argument("--max-rank", type=int, default=50)
-    s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')"), required=True)
-    s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')"), required=True,
-                   help='JSON {"resamples": N, "seed": S}: the identity bootstrap behind metrics.json ci95')
+    s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), required=True)
+    s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
+                   required=True, help='JSON {"resamples": N, "seed": S}: the identity bootstrap behind metrics.json ci95')
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True, help="metrics.json")
     s.add_argument("--per-query-out", required=True, help="per_query.csv: one row per (protocol, query)")

@@ -114,12 +114,63 @@ def config_hash(*sections: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def parse_json_arg(text: str, what: str) -> dict:
-    """The JSON a rule passes on the command line (one config section)."""
+def section_schema(section: str) -> tuple[dict, dict]:
+    """(schema of one config section, root schema). ``section`` is a dotted path through the
+    schema's properties (``train``, ``evaluate.rerank``) or ``$defs.<name>`` (``$defs.dataset``)."""
+    root = load_schema()
+    parts = section.split(".")
+    if parts[0] == "$defs":
+        node = root["$defs"][parts[1]]
+        parts = parts[2:]
+    else:
+        node = root
+    for part in parts:
+        node = _resolve(node, root)["properties"][part]
+    return _resolve(node, root), root
+
+
+def validate_section(value: Any, section: str, what: str) -> dict:
+    """Check one config section (e.g. the JSON a rule passes to a stage) against the same schema as
+    config.yaml, filling its defaults in place; returns value.
+
+    Raises ConfigError naming ``what`` and every offending key, e.g. ``--train-params (config
+    'train'): invalid\n  devcie: unexpected key``, so that a stage run by hand with a misspelt or
+    missing key stops before any work instead of failing later with a KeyError.
+    """
+    import jsonschema
+
+    node, root = section_schema(section)
+    schema = {**node, "$defs": root.get("$defs", {})}  # "#/$defs/..." references resolve against this
+    validator_cls = jsonschema.validators.validator_for(root)
+    errors = sorted(validator_cls(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err.absolute_path)
+            if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+                allowed = set(_resolve(err.schema, root).get("properties", {}))
+                for key in sorted(set(err.instance) - allowed):
+                    lines.append(f"  {where + '.' if where else ''}{key}: unexpected key "
+                                 f"(allowed: {', '.join(sorted(allowed))})")
+                continue
+            lines.append(f"  {where or '<top level>'}: {err.message}")
+        raise ConfigError(f"{what}: invalid\n" + "\n".join(lines))
+    _fill_defaults(value, node, root)
+    return value
+
+
+def parse_json_arg(text: str, what: str, section: str | None = None) -> dict:
+    """The JSON a rule passes on the command line (one config section).
+
+    With ``section`` (see section_schema) the object is validated and completed with the schema's
+    defaults (validate_section). Raises ConfigError naming ``what``.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{what}: not valid JSON ({e})") from None
+        raise ConfigError(f"{what}: not valid JSON ({e}); got {text[:80]!r}") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{what}: expected a JSON object")
+        raise ConfigError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    if section is not None:
+        validate_section(value, section, what)
     return value

@@ -21,6 +21,13 @@ def _specs(text: str) -> dict:
         raise ReportInputError(f"--dataset-specs: not valid JSON ({e})") from None
     if not isinstance(value, dict):
         raise ReportInputError("--dataset-specs: expected a JSON object mapping dataset name -> config section")
+    from reid.config import ConfigError, validate_section
+
+    for name, spec in value.items():  # the same checks as config.yaml's `dataset.<name>`, before any work
+        try:
+            validate_section(spec, "$defs.dataset", f"--dataset-specs entry '{name}' (config 'dataset.{name}')")
+        except ConfigError as e:
+            raise ReportInputError(str(e)) from None
     return value
 
 

@@ -51,7 +51,8 @@ rule prepare_dataset:
     params:
         spec=lambda wc: section("dataset", wc.dataset),
     shell:
-        "python -m reid prepare --spec {params.spec:q} --source {input:q} --out {output} > {log} 2>&1"
+        "python -m reid prepare --spec {params.spec:q} --source {input:q} --out {output} "
+        "--failed-report results/{wildcards.dataset}/dataset.failed.json > {log} 2>&1"
 
 
 rule verify_dataset:
