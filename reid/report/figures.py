@@ -34,7 +34,11 @@ def _save(fig, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     width_in = fig.get_size_inches()[0]
     dpi = max(FIG_DPI, math.ceil(MIN_WIDTH_PX / width_in))
-    fig.savefig(out, dpi=dpi, facecolor="white")
+    from reid import io
+
+    # the temporary name has no image suffix: the format comes from the target's
+    io.atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=dpi, facecolor="white", format=out.suffix.lstrip(".")
+                                                 or "png"))
     plt.close(fig)
     return out
 

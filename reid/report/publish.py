@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from reid import io
 from reid.report.runs import ReportInputError
 
 
@@ -21,6 +22,6 @@ def log_report_artifacts(run_id_files: list[Path], files: list[Path], done: Path
     logged = {rid: [f"{artifact_path}/{Path(f).name}" for f in files] for rid in run_ids}
     done = Path(done)
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"tracking_uri": tracking.tracking_uri(), "artifacts": logged}, indent=2) + "\n")
+    io.write_text(done, json.dumps({"tracking_uri": tracking.tracking_uri(), "artifacts": logged}, indent=2) + "\n")
     print(f"logged {len(files)} file(s) to {len(run_ids)} run(s): {', '.join(run_ids)}")
     return logged

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from reid import io
 from reid.metrics.uncertainty import format_interval, metric_key
-
 from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
 from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary, group_runs,
                               summarise)
@@ -462,6 +462,6 @@ def write(doc: TableDoc, out_md: str | Path, out_html: str | Path | None = None)
             continue
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        io.write_text(path, text)
         written.append(path)
     return written
