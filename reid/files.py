@@ -32,7 +32,6 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 __all__ = ["DamagedFileError", "FileKind", "KINDS", "load_torch", "load_json", "load_model_file",
            "load_features", "load_mean_image", "load_run_id", "load_metrics", "load_dataset_report",
@@ -54,6 +53,8 @@ KINDS: dict[str, FileKind] = {
     "run_id": FileKind("MLflow run-id file", "train", "python -m reid train"),
     "features": FileKind("features file", "extract", "python -m reid extract"),
     "metrics": FileKind("metrics file", "evaluate", "python -m reid evaluate"),
+    # for the training stage's own reading of results/checkpoints/ (load_torch(path, "checkpoint"))
+    "checkpoint": FileKind("training checkpoint", "train", "python -m reid train"),
 }
 
 # MLflow run ids are uuid4 hex strings (32 lowercase hex digits).
@@ -304,9 +305,3 @@ def load_history(path: str | Path, columns=("epoch", "loss_id", "loss_verif")) -
         out.append(parsed)
     return out
 
-
-def loader(kind: str) -> Callable[[str | Path], Any]:
-    """The loader for a kind of file (a key of KINDS)."""
-    return {"dataset_report": load_dataset_report, "mean_image": load_mean_image, "model": load_model_file,
-            "history": load_history, "run_id": load_run_id, "features": load_features,
-            "metrics": load_metrics}[kind]
