@@ -452,7 +452,7 @@ def test_failed_prepare_writes_its_report(tmp_path, tiny_known, capsys):
     archive = make_zip(tmp_path / "m.zip", files)
     failed = tmp_path / "results" / "market1501" / "dataset.failed.json"
     rc = main(["prepare", "--spec", '{"source": "archive", "kind": "market1501", "archive": "m.zip"}',
-               "--archive", str(archive), "--out", str(tmp_path / "data" / "market1501"),
+               "--source", str(archive), "--out", str(tmp_path / "data" / "market1501"),
                "--failed-report", str(failed)])
     assert rc == 1 and str(failed) in capsys.readouterr().err
     written = json.loads(failed.read_text())
