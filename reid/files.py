@@ -17,6 +17,8 @@ kind                file                                  written by rule       
 ``run_id``          ``.../seed{seed}/mlflow_run_id``      ``train``              load_run_id
 ``features``        ``.../seed{seed}/features.pt``        ``extract``            load_features
 ``metrics``         ``.../seed{seed}/metrics.json``       ``evaluate``           load_metrics
+``per_query``       ``.../seed{seed}/per_query.csv``      ``evaluate``           load_per_query
+``comparisons``     ``results/{dataset}/comparisons.json`` ``comparisons``       load_comparisons
 ==================  ====================================  =====================  =================
 
 Torch files load with ``torch.load(..., weights_only=True)``: they hold tensors and plain Python
@@ -35,7 +37,7 @@ from pathlib import Path
 
 __all__ = ["DamagedFileError", "FileKind", "KINDS", "load_torch", "load_json", "load_model_file",
            "load_features", "load_mean_image", "load_run_id", "load_metrics", "load_dataset_report",
-           "load_history"]
+           "load_history", "load_per_query", "load_comparisons"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ KINDS: dict[str, FileKind] = {
     "run_id": FileKind("MLflow run-id file", "train", "python -m reid train"),
     "features": FileKind("features file", "extract", "python -m reid extract"),
     "metrics": FileKind("metrics file", "evaluate", "python -m reid evaluate"),
+    "per_query": FileKind("per-query results file", "evaluate", "python -m reid evaluate"),
+    "comparisons": FileKind("comparisons file", "comparisons", "python -m reid compare"),
     # for the training stage's own reading of results/checkpoints/ (load_torch(path, "checkpoint"))
     "checkpoint": FileKind("training checkpoint", "train", "python -m reid train"),
 }
@@ -305,3 +309,30 @@ def load_history(path: str | Path, columns=("epoch", "loss_id", "loss_verif")) -
         out.append(parsed)
     return out
 
+
+def load_per_query(path: str | Path):
+    """per_query.csv as written by ``reid evaluate``, parsed by reid.metrics.uncertainty.read_per_query_csv
+    (which checks its header, every row's fields and numbers). Raises as load_json."""
+    from reid.metrics.uncertainty import read_per_query_csv
+
+    path = Path(path)
+    _size(path, "per_query")
+    try:
+        return read_per_query_csv(path)
+    except ValueError as e:
+        problem = str(e)
+        for prefix in (f"{path}: ", f"{path}, "):  # the reader names the file itself; say it once
+            if problem.startswith(prefix):
+                problem = problem[len(prefix):]
+        raise DamagedFileError(path, "per_query", problem) from None
+
+
+COMPARISONS_KEYS = ("dataset", "models", "pairs", "bootstrap")
+
+
+def load_comparisons(path: str | Path) -> dict:
+    """comparisons.json as written by ``reid compare``: a JSON object with COMPARISONS_KEYS. Raises as load_json."""
+    path = Path(path)
+    value = load_json(path, "comparisons")
+    _require(value, COMPARISONS_KEYS, path, "comparisons")
+    return value

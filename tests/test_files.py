@@ -43,6 +43,17 @@ def features_blob():
             "meta": {"flip": "false"}}
 
 
+def write_per_query(path):
+    from reid.evaluate import compute_metrics, query_names
+    from reid.metrics import uncertainty
+
+    feats = features_blob()
+    metrics = compute_metrics(feats, max_rank=5, rerank={"k1": 2, "k2": 1, "lambda": 0.3})
+    table = uncertainty.per_query_table(metrics.pop("per_query"), query_names(feats["query_paths"]),
+                                        feats["query_pids"], feats["query_camids"])
+    io.write_text(path, uncertainty.per_query_csv(table))
+
+
 # kind -> (file name, writer(path), public loader(path)) -- the writers are the pipeline's own
 WRITERS = {
     "model": ("model.pt", write_model, load_trained_model),
@@ -57,9 +68,14 @@ WRITERS = {
         "train": {"images": 8}}}), files.load_dataset_report),
     "history": ("history.csv", lambda p: write_history([HISTORY_ROW, {**HISTORY_ROW, "epoch": 2}], p),
                 files.load_history),
+    "per_query": ("per_query.csv", write_per_query, files.load_per_query),
+    "comparisons": ("comparisons.json", lambda p: io.write_json(p, {"dataset": "d", "models": {}, "pairs": [],
+                                                                  "bootstrap": {"resamples": 10, "seed": 0}}),
+                    files.load_comparisons),
 }
 RULE = {"model": "train", "features": "extract", "mean_image": "verify_dataset", "run_id": "train",
-        "metrics": "evaluate", "dataset_report": "verify_dataset", "history": "train"}
+        "metrics": "evaluate", "dataset_report": "verify_dataset", "history": "train", "per_query": "evaluate",
+        "comparisons": "comparisons"}
 
 
 @pytest.fixture(scope="module", params=sorted(WRITERS))
@@ -78,10 +94,10 @@ def test_every_kind_round_trips_and_leaves_no_temporary_files(good_file):
 
 
 def _cuts(kind: str, size: int) -> list[int]:
-    if kind == "history":
+    if kind in ("history", "per_query"):
         # a CSV cut at a line end, or after a digit of its last cell, reads as a shorter history (docs/files.md):
         # cuts inside a row are what can be checked
-        return [0, 1, size // 2, size - 10]
+        return [0, 1, size // 2, size - (10 if kind == "history" else 40)]  # both inside the last row
     return [0, 1, size // 2, size - 2]  # size - 1 would only drop a JSON file's final newline
 
 
@@ -158,8 +174,9 @@ def test_evaluate_refuses_a_cut_features_file_and_keeps_the_previous_metrics(tmp
     out = tmp_path / "metrics.json"
     out.write_text('{"previous": true}\n')
     with pytest.raises(files.DamagedFileError, match="cut short or not a torch file.*rule `extract`"):
-        evaluate(features=features, out=out, max_rank=5, rerank={"k1": 2, "k2": 1, "lambda": 0.3}, inputs={})
-    assert json.loads(out.read_text()) == {"previous": True}
+        evaluate(features=features, out=out, per_query_out=tmp_path / "per_query.csv", max_rank=5,
+                 rerank={"k1": 2, "k2": 1, "lambda": 0.3}, bootstrap={"resamples": 10, "seed": 0}, inputs={})
+    assert json.loads(out.read_text()) == {"previous": True} and not (tmp_path / "per_query.csv").exists()
 
 
 def test_cli_stage_names_the_damaged_file_and_its_rule(tmp_path, capsys):
@@ -168,7 +185,8 @@ def test_cli_stage_names_the_damaged_file_and_its_rule(tmp_path, capsys):
     run_id = tmp_path / "mlflow_run_id"
     run_id.write_bytes(b"")
     rc = main(["evaluate", "--features", str(tmp_path / "features.pt"), "--run-id-file", str(run_id),
-               "--rerank", '{"k1": 2}', "--out", str(tmp_path / "metrics.json")])
+               "--rerank", '{"k1": 2}', "--bootstrap", '{"resamples": 10}', "--out", str(tmp_path / "metrics.json"),
+               "--per-query-out", str(tmp_path / "per_query.csv")])
     err = capsys.readouterr().err
     assert rc == 1 and f"{run_id}: empty file (0 bytes)" in err and "rule `train`" in err
     assert not (tmp_path / "metrics.json").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from reid import files
 from reid.metrics import uncertainty as U
 from reid.report.runs import MODEL_ORDER, ReportInputError, Run
 
@@ -37,8 +38,8 @@ def _per_query_of(runs: list[Run], per_query_paths: list[str | Path]) -> dict[tu
         if path is None:
             raise ReportInputError(f"{r.path}: no per_query.csv given from its folder {r.path.parent}")
         try:
-            tables[(r.model, r.seed)] = U.read_per_query_csv(path)
-        except ValueError as e:
+            tables[(r.model, r.seed)] = files.load_per_query(path)
+        except (ValueError, FileNotFoundError) as e:  # DamagedFileError names the file and the rule evaluate
             raise ReportInputError(str(e)) from None
     return tables
 

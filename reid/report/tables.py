@@ -262,18 +262,17 @@ def _single_comparison(comparisons: dict[str, dict] | None, dataset: str) -> dic
 
 def load_comparisons(paths) -> dict[str, dict]:
     """comparisons.json files by dataset; raises ReportInputError naming a bad file."""
-    import json
+    from reid.files import DamagedFileError
+    from reid.files import load_comparisons as load
 
     out = {}
     for path in map(Path, paths):
         try:
-            record = json.loads(path.read_text())
+            record = load(path)
         except FileNotFoundError:
             raise ReportInputError(f"{path}: comparisons file not found") from None
-        except json.JSONDecodeError as e:
-            raise ReportInputError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(record, dict) or not {"dataset", "models", "pairs", "bootstrap"} <= set(record):
-            raise ReportInputError(f"{path}: not a comparisons.json (needs dataset, models, pairs, bootstrap)")
+        except DamagedFileError as e:
+            raise ReportInputError(str(e)) from None
         if record["dataset"] in out:
             raise ReportInputError(f"{path}: a second comparisons file for dataset '{record['dataset']}'")
         out[record["dataset"]] = record
