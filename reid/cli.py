@@ -218,9 +218,9 @@ def _test_split(features: Path, dataset: str | None) -> dict:
     import hashlib
     import os.path
 
-    import torch
+    from reid.files import load_features
 
-    feats = torch.load(features, weights_only=True)
+    feats = load_features(features)  # already checked by evaluate(); one loader per kind of file
     paths = [*feats.get("query_paths", []), *feats.get("gallery_paths", [])]
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
     source = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else str(features)
