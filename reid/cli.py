@@ -172,7 +172,8 @@ def cmd_extract(args) -> None:
     from reid import tracking
     from reid.features import extract
 
-    tracking.read_run_id(args.run_id_file)  # fail before the work when training left no run
+    if args.run_id_file:
+        tracking.read_run_id(args.run_id_file)  # fail before the work when training left no run
     # the image counts reach MLflow with the evaluation run (metrics.json "counts"): logging them
     # here again at each re-extraction would give one metric two values at the same step
     extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
@@ -187,13 +188,25 @@ def cmd_evaluate(args) -> None:
     import torch
 
     torch.set_num_threads(max(1, args.threads))  # torch's default oversubscribes a shared machine
+    settings = {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}
+    if not args.run_id_file:  # a model file and a dataset folder, no MLflow: provenance from features.pt
+        from reid.files import load_features
+
+        meta = load_features(args.features).get("meta", {})
+        inputs = {"dataset": meta.get("dataset"), "model": meta.get("variant"),
+                  "seed": int(meta["seed"]) if str(meta.get("seed", "")).isdigit() else None,
+                  "config_hash": meta.get("config_hash"), "evaluate_config": settings}
+        record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
+                          max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
+        print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
+        return
     run_id = tracking.read_run_id(args.run_id_file)
     run = tracking.get_run(run_id)
     inputs = {"mlflow_run_id": run_id, "dataset": run.data.tags.get("dataset"), "model": run.data.tags.get("model"),
               "seed": int(run.data.tags.get("seed", -1)), "config_hash": run.data.tags.get("config_hash"),
               "git_commit": run.data.tags.get("git_commit"),
               "logged_model_id": run.data.tags.get("logged_model_id"),
-              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
+              "evaluate_config": settings}
     record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
                       max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
     tracking.log_evaluation(run_id, tracking.mlflow_metrics({**scalar_metrics(record), **interval_metrics(record)}),
@@ -201,6 +214,27 @@ def cmd_evaluate(args) -> None:
                             test_data=_test_split(Path(args.features), inputs["dataset"]), curves=curves(record),
                             artifacts=[Path(args.out)], data_params=_count_params(record))
     print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
+
+
+def cmd_evaluate_features(args) -> None:
+    from reid.evaluate import evaluate_loaded
+    from reid.external import load_external_features
+
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    path = Path(args.features_file)
+    feats = load_external_features(path)
+    out = Path(args.out)
+    inputs = {"dataset": None, "model": None, "seed": None, "config_hash": None,
+              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
+    record = evaluate_loaded(feats, source=str(path), out=out / "metrics.json", per_query_out=out / "per_query.csv",
+                             max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
+    keys = [k for k in ("rank1", "mAP", "rerank/rank1", "rerank/mAP", "multi_query_mean/rank1") if k in record]
+    for key in keys:
+        low, high = record["ci95"][key]
+        print(f"{key:24s} {100 * record[key]:6.2f} [{100 * low:.2f}, {100 * high:.2f}]")
+    print(f"wrote {out / 'metrics.json'} and {out / 'per_query.csv'}")
 
 
 def evaluation_settings(record: dict, args, train_run) -> dict:
@@ -286,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-file", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
-    s.add_argument("--run-id-file", required=True)
+    s.add_argument("--run-id-file", default=None,
+                   help="the training run's id file; without it nothing is checked or logged in MLflow")
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--threads", type=int, default=1)
@@ -296,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="CMC/mAP, multi-query and re-ranking -> metrics.json")
     s.add_argument("--features", required=True)
-    s.add_argument("--run-id-file", required=True)
+    s.add_argument("--run-id-file", default=None,
+                   help="the training run's id file; without it the evaluation is not logged to MLflow and "
+                        "its provenance comes from features.pt")
     s.add_argument("--max-rank", type=int, default=50)
     s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), required=True)
     s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
@@ -305,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="metrics.json")
     s.add_argument("--per-query-out", required=True, help="per_query.csv: one row per (protocol, query)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("evaluate-features",
+                       help="evaluate features made by any tool (.npz, .pt, layumi .mat) -> DIR/metrics.json, per_query.csv",
+                       description="Evaluate features made by any tool with the pipeline's protocol (single query, "
+                                   "re-ranking, multi-query when given, both AP conventions, mINP, identity-bootstrap "
+                                   "intervals). The file's keys are listed in reid/external.py and the README.")
+    s.add_argument("features_file", metavar="FILE")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for metrics.json and per_query.csv")
+    s.add_argument("--max-rank", type=int, default=50)
+    s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), default="{}",
+                   help='JSON {"k1": 20, "k2": 6, "lambda": 0.3}; missing keys take the config defaults')
+    s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
+                   default="{}", help='JSON {"resamples": 10000, "seed": 0}; missing keys take the config defaults')
+    s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(func=cmd_evaluate_features)
 
     from reid.report.cli import add_report_commands
 

@@ -69,23 +69,31 @@ def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, r
 
     bootstrap: {"resamples": int, "seed": int} (config ``evaluate.bootstrap``).
     """
+    return evaluate_loaded(load_features(features), source=str(features), out=out, per_query_out=per_query_out,
+                           max_rank=max_rank, rerank=rerank, bootstrap=bootstrap, inputs=inputs, device=device)
+
+
+def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path, max_rank: int, rerank: dict,
+                    bootstrap: dict, inputs: dict, device=None) -> dict:
+    """`evaluate` on features already in memory (the layout of features.pt; reid.external reads other
+    tools' files into it). ``source`` names them in messages and in metrics.json's "features"."""
     _check_bootstrap(bootstrap)
-    feats = load_features(features)
     metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device)
     if "query_paths" not in feats:
-        raise ValueError(f"{features}: missing 'query_paths' (per_query.csv names every query)")
+        raise ValueError(f"{source}: missing 'query_paths' (per_query.csv names every query)")
     table = uncertainty.per_query_table(metrics.pop("per_query"), query_names(feats["query_paths"]),
                                         feats["query_pids"], feats["query_camids"])
     # metrics.json's scalars are by definition the per-query rows' means; any other value is a bug
     exact = uncertainty.estimates(table)
     for key, value in exact.items():
         if key not in metrics or not math.isclose(metrics[key], value, rel_tol=1e-9, abs_tol=1e-12):
-            raise RuntimeError(f"{features}: {key} = {metrics.get(key)} but the per-query rows give {value}")
+            raise RuntimeError(f"{source}: {key} = {metrics.get(key)} but the per-query rows give {value}")
     metrics.update(exact)
     intervals = uncertainty.model_intervals(table, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
     # how the test embeddings were made travels with the numbers (the tables print it)
-    flip = feats.get("meta", {}).get("flip", "false") == "true"
-    record = {**metrics, **inputs, "features": str(features), "flip_test": flip, "ci95": intervals["ci95"],
+    flip = feats.get("meta", {}).get("flip", "false")
+    flip = {"true": True, "false": False}.get(flip)  # None (JSON null): made by another tool, not known
+    record = {**metrics, **inputs, "features": source, "flip_test": flip, "ci95": intervals["ci95"],
               "bootstrap": {"resamples": bootstrap["resamples"], "seed": bootstrap["seed"],
                             "over": "query identities", "identities": len(uncertainty.identities(table))}}
     io.write_text(per_query_out, uncertainty.per_query_csv(table))

@@ -92,3 +92,82 @@ def test_unreadable_files(tmp_path):
         load_external_features(tmp_path / "list.pt")
     with pytest.raises(FileNotFoundError):
         load_external_features(tmp_path / "absent.npz")
+
+
+# ---------------------------------------------------------------- `reid evaluate-features`
+
+def _pipeline_features(rng, n_ids=12, d=8):
+    """A features.pt as `reid extract` writes it: clustered features, junk, distractors, gt_bbox images."""
+    centres = rng.normal(size=(n_ids + 1, d))
+    def draw(pids):
+        return torch.from_numpy((centres[np.maximum(pids, 0)] + 0.9 * rng.normal(size=(len(pids), d))).astype(np.float32))
+    qp = np.repeat(np.arange(1, n_ids + 1), 2)
+    gp = np.r_[np.repeat(np.arange(1, n_ids + 1), 3), [0, 0, 0, -1, -1]]
+    mp = np.repeat(np.arange(1, n_ids + 1), 2)
+    qc, gc, mc = np.tile([1, 2], n_ids), rng.integers(1, 4, len(gp)), np.tile([1, 2], n_ids)
+    return {"query_feats": draw(qp), "gallery_feats": draw(gp), "mq_feats": draw(mp),
+            "query_pids": torch.from_numpy(qp), "gallery_pids": torch.from_numpy(gp), "mq_pids": torch.from_numpy(mp),
+            "query_camids": torch.from_numpy(qc), "gallery_camids": torch.from_numpy(gc),
+            "mq_camids": torch.from_numpy(mc),
+            "query_paths": [f"data/x/query/{p:04d}_c{c}s1_{i:06d}_00.jpg" for i, (p, c) in enumerate(zip(qp, qc))],
+            "gallery_paths": [f"data/x/bounding_box_test/{i:06d}.jpg" for i in range(len(gp))],
+            "mq_paths": [f"data/x/gt_bbox/{i:06d}.jpg" for i in range(len(mp))],
+            "meta": {"dataset": "x", "variant": "baseline", "seed": "0", "config_hash": "abc", "flip": "false"}}
+
+
+def test_evaluate_features_agrees_with_the_pipeline_evaluate_stage(tmp_path):
+    """The same features through `reid evaluate` (the pipeline's stage, no MLflow run) and through
+    `reid evaluate-features` (another tool's .npz) give the same metrics.json numbers and per_query.csv."""
+    import json
+
+    from reid.cli import main
+
+    feats = _pipeline_features(np.random.default_rng(7))
+    torch.save(feats, tmp_path / "features.pt")
+    np.savez(tmp_path / "other_tool.npz",
+             query_features=feats["query_feats"].numpy(), gallery_features=feats["gallery_feats"].numpy(),
+             query_pids=feats["query_pids"].numpy(), gallery_pids=feats["gallery_pids"].numpy(),
+             query_camids=feats["query_camids"].numpy(), gallery_camids=feats["gallery_camids"].numpy(),
+             multi_query_features=feats["mq_feats"].numpy(), multi_query_pids=feats["mq_pids"].numpy(),
+             multi_query_camids=feats["mq_camids"].numpy(), query_names=np.array(feats["query_paths"]))
+    rr, bs = '{"k1": 4, "k2": 2, "lambda": 0.3}', '{"resamples": 500, "seed": 3}'
+    assert main(["evaluate", "--features", str(tmp_path / "features.pt"), "--max-rank", "10", "--rerank", rr,
+                 "--bootstrap", bs, "--out", str(tmp_path / "stage" / "metrics.json"),
+                 "--per-query-out", str(tmp_path / "stage" / "per_query.csv")]) == 0
+    assert main(["evaluate-features", str(tmp_path / "other_tool.npz"), "--out", str(tmp_path / "any"),
+                 "--max-rank", "10", "--rerank", rr, "--bootstrap", bs]) == 0
+    stage = json.loads((tmp_path / "stage" / "metrics.json").read_text())
+    anyf = json.loads((tmp_path / "any" / "metrics.json").read_text())
+    numeric = {k for k, v in stage.items() if isinstance(v, float)}
+    assert {"rank1", "mAP", "rerank/mINP", "multi_query_max/rerank/mAP_trapezoid"} <= numeric
+    assert {k: anyf[k] for k in numeric} == {k: stage[k] for k in numeric}
+    assert anyf["ci95"] == stage["ci95"] and anyf["cmc"] == stage["cmc"]
+    assert (tmp_path / "any" / "per_query.csv").read_text() == (tmp_path / "stage" / "per_query.csv").read_text()
+    # the stage without a run id takes its provenance from features.pt
+    assert (stage["dataset"], stage["model"], stage["seed"], stage["flip_test"]) == ("x", "baseline", 0, False)
+    assert anyf["flip_test"] is None and anyf["features"].endswith("other_tool.npz")
+
+
+def test_evaluate_features_layumi_mat_defaults_and_bad_input(tmp_path, capsys):
+    from reid.cli import main
+
+    feats = _pipeline_features(np.random.default_rng(8))
+    mat = {"query_f": feats["query_feats"].numpy(), "query_label": feats["query_pids"].numpy(),
+           "query_cam": feats["query_camids"].numpy(), "gallery_f": feats["gallery_feats"].numpy(),
+           "gallery_label": feats["gallery_pids"].numpy(), "gallery_cam": feats["gallery_camids"].numpy()}
+    scipy.io.savemat(tmp_path / "pytorch_result.mat", mat)
+    assert main(["evaluate-features", str(tmp_path / "pytorch_result.mat"), "--out", str(tmp_path / "out"),
+                 "--bootstrap", '{"resamples": 200}']) == 0
+    import json
+
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert record["evaluate_config"]["rerank"] == {"k1": 20, "k2": 6, "lambda": 0.3}  # the config defaults
+    assert record["bootstrap"]["resamples"] == 200 and record["bootstrap"]["seed"] == 0
+    assert "multi_query_mean/rank1" not in record and "rerank/rank1" in record
+    assert "rank1" in capsys.readouterr().out
+
+    mat["gallery_label"] = mat["gallery_label"][:-1]
+    scipy.io.savemat(tmp_path / "bad.mat", mat)
+    assert main(["evaluate-features", str(tmp_path / "bad.mat"), "--out", str(tmp_path / "bad")]) == 1
+    assert "'gallery_label' has 40 entries but its features have 41 rows" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
