@@ -237,6 +237,27 @@ def cmd_evaluate_features(args) -> None:
     print(f"wrote {out / 'metrics.json'} and {out / 'per_query.csv'}")
 
 
+def cmd_rank(args) -> None:
+    from reid.features import rank_gallery_folder
+
+    model_file = Path(args.model_file)
+    # a pipeline model sits at results/{dataset}/{model}/seed{seed}/model.pt, its mean image at results/{dataset}/
+    mean_image = Path(args.mean_image) if args.mean_image else model_file.resolve().parents[2] / "mean_image.pt"
+    if not mean_image.is_file():
+        raise FileNotFoundError(f"{mean_image}: the training mean image the model was trained with is not there; "
+                                "give it with --mean-image (results/<dataset>/mean_image.pt)")
+    ranked = rank_gallery_folder(model_path=model_file, mean_image=mean_image, query=Path(args.query),
+                                 gallery=Path(args.gallery), top=args.top, device=args.device,
+                                 threads=args.threads, flip=args.flip)
+    for rank, (path, distance) in enumerate(ranked, start=1):
+        print(f"{rank:3d}  {distance:.4f}  {path}")
+    if args.out:
+        from reid.report.figures import query_ranking_figure
+
+        query_ranking_figure(args.query, ranked, args.out)
+        print(f"wrote {args.out}")
+
+
 def evaluation_settings(record: dict, args, train_run) -> dict:
     """What makes one evaluation of a model differ from another: the ``eval.*`` MLflow parameters."""
     variant = train_run.data.tags.get("model")
@@ -357,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
                    default="{}", help='JSON {"resamples": 10000, "seed": 0}; missing keys take the config defaults')
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(func=cmd_evaluate_features)
+
+    s = sub.add_parser("rank", help="rank a folder of gallery images for one query image (paper Fig. 5, any image)")
+    s.add_argument("--model-file", required=True, help="model.pt written by `reid train`")
+    s.add_argument("--query", required=True, help="the query image")
+    s.add_argument("--gallery", required=True, help="a folder of images (searched recursively)")
+    s.add_argument("--mean-image", default=None,
+                   help="the training mean image (default: results/<dataset>/mean_image.pt beside the model's run)")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--flip", action="store_true", help="flip test, as evaluate.flip")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", default=None, help="PNG of the query and its top matches")
+    s.set_defaults(func=cmd_rank)
 
     from reid.report.cli import add_report_commands
 

@@ -75,3 +75,57 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
 def load_features(path: str | Path) -> dict:
     """features.pt, checked (reid.files.load_features)."""
     return files.load_features(path)
+
+
+def gallery_images(folder: str | Path) -> list[str]:
+    """Every image under ``folder`` (recursively, sorted): any file Pillow can identify, whatever its
+    name or suffix; OS clutter (Thumbs.db, .DS_Store, ._*) is skipped. Raises FileNotFoundError when
+    the folder is missing, ValueError when it holds no image, naming the folder."""
+    from PIL import Image, UnidentifiedImageError
+
+    from reid.data.market import is_os_clutter
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: gallery folder not found")
+    found = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or is_os_clutter(p.name):
+            continue
+        try:
+            with Image.open(p):
+                found.append(str(p))
+        except (UnidentifiedImageError, OSError):
+            continue  # not an image: a gallery folder may hold lists, notes, ...
+    if not found:
+        raise ValueError(f"{folder}: no image that Pillow can read")
+    return found
+
+
+def rank_gallery_folder(*, model_path: Path, mean_image: Path, query: Path, gallery: Path, top: int = 10,
+                        batch_size: int = 64, device: str = "auto", threads: int = 1,
+                        flip: bool = False) -> list[tuple[str, float]]:
+    """The ``top`` gallery images nearest to one query image, nearest first: (path, distance).
+
+    Both are embedded by the trained model's test path as in ``extract`` (L2-normalised, optional
+    flip test); distance is Euclidean between the embeddings (in [0, 2]), ties broken by file name
+    order. No identity labels are needed, so nothing is left out as the evaluation protocol would
+    (same identity and camera, junk): this is the paper's Figure 5 for any image a user brings.
+    """
+    from reid.metrics import euclidean_distance
+
+    torch.set_num_threads(max(1, threads))
+    dev = select_device(device)
+    model, meta = load_trained_model(model_path, dev)
+    model.to(memory_format=torch.channels_last)
+    transform = load_eval_transform(mean_image, meta["height"], meta["width"])
+    if not Path(query).is_file():
+        raise FileNotFoundError(f"{query}: query image not found")
+    paths = gallery_images(gallery)
+    records = [Record(path=p, pid=0, camid=0) for p in [str(query), *paths]]
+    feats = embed_records(model, records, transform, batch_size, dev, flip)
+    dist = euclidean_distance(feats[:1], feats[1:])[0].double().cpu().numpy()
+    import numpy as np
+
+    order = np.argsort(dist, kind="stable")[:top]
+    return [(paths[i], float(dist[i])) for i in order]

@@ -269,6 +269,31 @@ def _draw_ranked(rows, out, root: Path, top_k: int, title: str) -> Path:
     return _save(fig, out)
 
 
+def query_ranking_figure(query: str | Path, ranked: Sequence[tuple[str, float]], out: str | Path,
+                         title: str = "") -> Path:
+    """One query image and its ranked gallery images (path, distance), nearest first, as a PNG
+    (``reid rank``). Images are shown as they are on disk; captions give the rank, distance and name."""
+    from PIL import Image
+
+    def read(path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+
+    n_cols = len(ranked) + 1
+    fig, axes = plt.subplots(1, n_cols, figsize=(1.4 * n_cols + 1.0, 4.2), squeeze=False,
+                             gridspec_kw={"wspace": 0.15})
+    _framed(axes[0, 0], read(query), QUERY, 3)
+    axes[0, 0].set_title("query", fontsize=10)
+    axes[0, 0].set_xlabel(Path(query).name, fontsize=7)
+    for c, (path, distance) in enumerate(ranked, start=1):
+        _framed(axes[0, c], read(path), "#555555", 1)
+        axes[0, c].set_title(f"{c}\nd={distance:.3f}", fontsize=9)
+        axes[0, c].set_xlabel(Path(path).name, fontsize=7)
+    fig.suptitle(title or f"Top-{len(ranked)} gallery images (Euclidean distance between embeddings)", fontsize=12)
+    fig.subplots_adjust(left=0.02, right=0.99, top=0.78, bottom=0.12)
+    return _save(fig, out)
+
+
 # ---------------------------------------------------------------- activation maps (Figure 4)
 
 def compute_activation_maps(model, transform: Callable, images: Sequence, partners: Sequence | None = None,
