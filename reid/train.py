@@ -50,6 +50,21 @@ def select_device(name: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of config ``train.precision`` on ``device``: bf16 autocast, or none for fp32.
+
+    bf16 needs no loss scaling (its exponent range is fp32's). Raises ValueError for another value.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision: {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def training_records(data_root: str | Path) -> tuple[list[Record], dict[int, int]]:
     """The training split and the map from pid to class index (junk and distractors excluded)."""
     records = [r for r in scan_split(Path(data_root) / TRAIN_DIR) if r.pid > 0]
@@ -129,6 +144,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
 
     torch.set_num_threads(max(1, threads))
     device = select_device(train_cfg["device"])
+    autocast(device, train_cfg.get("precision", "fp32"))  # a bad value fails here, before any work
     cuda = device.type == "cuda"
     records, pid_to_label = training_records(data_root)
     stats = load_mean_image(mean_image)
@@ -202,6 +218,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
             return history
         meta = {"model_kwargs": kwargs, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
+                "precision": train_cfg.get("precision", "fp32"),
                 "label_to_pid": {v: k for k, v in pid_to_label.items()}}
         io.torch_save(outputs.model, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                                       "meta": meta})
@@ -268,8 +285,7 @@ def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, dev
         la, lb, same = la.to(device), lb.to(device), same.to(device)
         xa = xa.contiguous(memory_format=torch.channels_last)
         xb = xb.contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-        with amp:
+        with autocast(device, cfg.get("precision", "fp32")):
             out = model(xa, xb)
             losses = pair_loss(out, la, lb, same, verification_weight=cfg["verification_weight"])
         optimizer.zero_grad(set_to_none=True)
