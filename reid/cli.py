@@ -159,13 +159,21 @@ def cmd_train(args) -> None:
     from reid.train import TrainOutputs, train
 
     out = Path(args.out_dir)
+    variant, model_cfg = args.model, args.model_params
+    if args.reading:  # the readings ablation: the reading says the variant and its model keys
+        from reid.readings import reading
+
+        chosen = reading(args.reading)
+        variant, model_cfg = chosen.variant, chosen.model_config(model_cfg)
+    elif variant is None:
+        raise ConfigError("train: give --model or --reading")
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
-                    variant=args.model, seed=args.seed, model_cfg=args.model_params, train_cfg=args.train_params,
+                    variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=args.train_params,
                     mlflow_cfg=args.mlflow_params,
                     outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id"),
-                    checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads)
+                    checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)
     last = history[-1] if history else {}
-    print(f"trained {args.model} seed {args.seed}: " + json.dumps(last))
+    print(f"trained {args.reading or variant} seed {args.seed}: " + json.dumps(last))
 
 
 def cmd_extract(args) -> None:
@@ -178,7 +186,7 @@ def cmd_extract(args) -> None:
     # here again at each re-extraction would give one metric two values at the same step
     extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
             out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads,
-            flip=args.flip)
+            flip=args.flip, test_embedding=args.test_embedding)
 
 
 def cmd_evaluate(args) -> None:
@@ -261,11 +269,19 @@ def cmd_rank(args) -> None:
 def evaluation_settings(record: dict, args, train_run) -> dict:
     """What makes one evaluation of a model differ from another: the ``eval.*`` MLflow parameters."""
     variant = train_run.data.tags.get("model")
-    # only the mutual model has a choice of test path (ReIDModel._single_mode)
+    # only the mutual model has a choice of test path (ReIDModel._single_mode); extraction may have
+    # chosen another one than training did (reid extract --test-embedding): features.pt says which
     test_embedding = train_run.data.params.get("model.test_embedding", "single") if variant == "mutual" else "single"
+    test_embedding = _features_meta(Path(args.features)).get("test_embedding", test_embedding)
     return {"flip": bool(record.get("flip_test")), "max_rank": args.max_rank, "test_embedding": test_embedding,
             "rerank": {"k1": args.rerank["k1"], "k2": args.rerank["k2"], "lambda": args.rerank["lambda"]},
             "bootstrap": dict(args.bootstrap)}
+
+
+def _features_meta(features: Path) -> dict:
+    import torch
+
+    return dict(torch.load(features, weights_only=True).get("meta", {}))
 
 
 def _test_split(features: Path, dataset: str | None) -> dict:
@@ -325,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train one model variant with one seed")
     s.add_argument("--dataset", required=True)
-    s.add_argument("--model", required=True, choices=["ide", "baseline", "self_attention", "mutual"])
+    s.add_argument("--model", choices=["ide", "baseline", "self_attention", "mutual"])
+    s.add_argument("--reading", default=None,
+                   help="a reading of reid.readings (replaces --model: its variant and model keys)")
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
@@ -347,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--flip", action="store_true", help="flip test: add each image's mirror image's embedding")
+    s.add_argument("--test-embedding", default=None, choices=["single", "mutual_self", "plain"],
+                   help="embed with this single-image path instead of the trained one (same weights)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_extract)
 

@@ -44,10 +44,17 @@ def embed_records(model, records: list[Record], transform, batch_size: int, devi
 
 
 def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, batch_size: int,
-            device: str = "auto", threads: int = 1, flip: bool = False) -> dict:
+            device: str = "auto", threads: int = 1, flip: bool = False, test_embedding: str | None = None) -> dict:
+    """Embed every split of ``data_root`` with the model in ``model_path``; writes ``out``, returns image counts.
+
+    ``test_embedding`` (mutual models: single | mutual_self | plain) embeds with another single-image
+    path than the one the model was trained with, from the same weights (``ReIDModel.set_test_embedding``).
+    """
     torch.set_num_threads(max(1, threads))
     dev = select_device(device)
     model, meta = load_trained_model(model_path, dev)
+    if test_embedding is not None:
+        model.set_test_embedding(test_embedding)
     model.to(memory_format=torch.channels_last)
     transform = load_eval_transform(mean_image, meta["height"], meta["width"])
     splits = scan_dataset(data_root)
@@ -69,6 +76,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     result["meta"] = {k: str(meta[k]) for k in ("dataset", "variant", "seed", "config_hash")}
     result["meta"]["flip"] = "true" if flip else "false"
     result["meta"]["precision"] = str(meta.get("precision", "fp32"))
+    result["meta"]["test_embedding"] = model.test_embedding if model.variant == "mutual" else "single"
     io.torch_save(out, result)
     return {split: n for split, (n, _) in timings.items()}
 

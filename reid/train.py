@@ -137,9 +137,10 @@ def _sigterm_to_exit(signum, frame):
 
 def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed: int,
           model_cfg: dict, train_cfg: dict, mlflow_cfg: dict, outputs: TrainOutputs,
-          checkpoint_dir: Path, threads: int = 1, max_epochs: int | None = None) -> dict:
+          checkpoint_dir: Path, threads: int = 1, max_epochs: int | None = None, reading: str | None = None) -> dict:
     """Train one model; returns the history rows. ``max_epochs`` stops early (used by tests to
-    simulate a killed job: the checkpoint is there, the outputs are not)."""
+    simulate a killed job: the checkpoint is there, the outputs are not). ``reading`` (a name of
+    reid.readings) names the MLflow run and tags it; ``model_cfg`` must already hold its overrides."""
     from reid.models import build_model, pair_loss
 
     torch.set_num_threads(max(1, threads))
@@ -186,12 +187,13 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
 
     run_id = tracking.start_run(
         tracking.experiment_name(mlflow_cfg["experiment_prefix"], dataset),
-        run_name=f"{variant}-seed{seed}-train",
+        run_name=f"{reading or variant}-seed{seed}-train",
         params={"dataset": dataset, "variant": variant, "seed": seed, "num_classes": len(pid_to_label),
                 "train_images": len(records), "model": model_cfg, "train": train_cfg},
         tags={"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash, "rule": "train",
               **({"resumed_from_epoch": start_epoch, "resumed_from_run": ckpt.get("mlflow_run_id", "unknown")}
-                 if start_epoch else {})},
+                 if start_epoch else {}),
+              **({"reading": reading} if reading else {})},
         entry_point="python -m reid train",
     )
     outputs.run_id_file.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ See docs/model.md for the map from the paper's equations to this code.
 
 from reid.models.attention import LowRankMap, MutualAttention, SelfAttention, spatial_attention
 from reid.models.backbone import BACKBONES
+from reid.models.cost import training_step_flops
 from reid.models.losses import pair_loss
 from reid.models.pretrained import PretrainedWeightsError, load_pretrained_backbone, sha256_of_file, verify_sha256
 from reid.models.siamese import TEST_EMBEDDINGS, VARIANTS, ReIDModel, build_model
@@ -23,5 +24,6 @@ __all__ = [
     "pair_loss",
     "sha256_of_file",
     "spatial_attention",
+    "training_step_flops",
     "verify_sha256",
 ]

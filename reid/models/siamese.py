@@ -176,6 +176,20 @@ class ReIDModel(nn.Module):
         with _eval_mode(self):
             return self.single_embedding(x)
 
+    def set_test_embedding(self, mode: str) -> None:
+        """Embed test images another way with the same weights (``embed``; no retraining).
+
+        ``mode`` is one of TEST_EMBEDDINGS; only the ``mutual`` variant has a choice (the others
+        accept "single", their own single-image path). ``build_kwargs`` keep the training-time value.
+        Raises ValueError for an unknown mode or a choice the variant does not have.
+        """
+        if mode not in TEST_EMBEDDINGS:
+            raise ValueError(f"test embedding {mode!r} is unknown; choose one of {', '.join(TEST_EMBEDDINGS)}")
+        if self.variant != "mutual" and mode != "single":
+            raise ValueError(f"variant {self.variant!r} embeds test images one way only ('single'), not {mode!r}")
+        if self.variant == "mutual":
+            self.test_embedding = mode
+
     def activation_maps(self, x: Tensor, partner: Tensor | None = None) -> Tensor:
         """(B, h, w) channel mean of |F| at layer4, eval mode, no gradients: for attention figures.
 

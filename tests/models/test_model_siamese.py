@@ -217,21 +217,47 @@ def test_identification_on_the_pair_path(pair):
         torch.testing.assert_close(model.embed(x), itself["pair_emb1"], rtol=1e-4, atol=1e-5)
 
 
-def test_identification_on_the_pair_path_runs_layer4_once_per_image(pair):
+def test_identification_on_the_pair_path_runs_layer4_once_per_image():
     """The cost of the two readings (docs/model.md, "Cost"): FLOPs of one training step."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from reid.models import training_step_flops
 
     def step_flops(model):
-        with FlopCounterMode(display=False) as counter:
-            out = model.train()(*pair)
-            pair_loss(out, torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False]))["total"].backward()
-        return counter.get_total_flops()
+        return training_step_flops(model, *SHAPE[1:], pairs=2)
 
     base = step_flops(make("baseline"))
     on_pair = step_flops(make("mutual", identification_path="pair", test_embedding="mutual_self"))
     on_single = step_flops(make("mutual"))
     assert on_pair / base < 1.05
     assert on_single / base > 1.15  # layer4 twice: the single-image and the pair path part after layer3
+
+
+def test_step_flops_leave_the_model_alone_and_scale_with_the_batch():
+    from reid.models import training_step_flops
+
+    model = make("mutual").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    two, four = (training_step_flops(model, *SHAPE[1:], pairs=n) for n in (2, 4))
+    assert four == 2 * two > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    # by hand: ResNet-18's stem convolution alone, forward, is 2 x (7*7*3) x 64 x (32 x 16) x 4 images
+    stem = 2 * 7 * 7 * 3 * 64 * (SHAPE[1] // 2) * (SHAPE[2] // 2) * 4
+    assert two > 3 * stem  # forward + backward of the whole net is far more than the stem's forward
+
+
+def test_set_test_embedding_equals_a_model_built_that_way(pair):
+    """Extraction with another test embedding (readings ablation): same weights, another single path."""
+    trained = make("mutual").eval()
+    for mode in ("mutual_self", "plain", "single"):
+        built = make("mutual", test_embedding=mode).eval()
+        built.load_state_dict(trained.state_dict())
+        trained.set_test_embedding(mode)
+        torch.testing.assert_close(trained.embed(pair[0]), built.embed(pair[0]))
+    assert trained.build_kwargs["test_embedding"] == "single"  # still says how it was trained
+    with pytest.raises(ValueError, match="one way only"):
+        make("baseline").set_test_embedding("plain")
+    with pytest.raises(ValueError, match="unknown"):
+        trained.set_test_embedding("pairwise")
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
