@@ -46,6 +46,7 @@ localrules:
     figure_ranked,
     figure_attention,
     report_mlflow,
+    table_readings,
 
 
 wildcard_constraints:
@@ -60,6 +61,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/readings.smk"
 
 
 rule all:

@@ -80,7 +80,7 @@ def check_references(config: dict, source: str = "config") -> None:
     named = list(config["datasets"])
     report = config.get("report", {})
     named += report.get("table1_datasets") or []
-    named += [report[k] for k in ("table2_dataset", "table3_dataset") if report.get(k) is not None]
+    named += [report[k] for k in ("table2_dataset", "table3_dataset", "readings_dataset") if report.get(k) is not None]
     for name in named:
         if name not in defined:
             raise ConfigError(f"{source}: dataset '{name}' is used but not defined under 'dataset:' "

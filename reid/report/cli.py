@@ -88,6 +88,16 @@ def _json_object(text: str, what: str) -> dict:
     return value
 
 
+def _cmd_table_readings(args: argparse.Namespace) -> int:
+    from reid.report import tables
+    from reid.report.readings import readings_table
+
+    doc = readings_table(Path(args.results), args.dataset, args.seeds, _info(_specs(args.dataset_specs), args.dataset))
+    for path in tables.write(doc, args.out, args.html_out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_figure_losses(args: argparse.Namespace) -> int:
     from reid.report import figures
 
@@ -142,7 +152,8 @@ def _pair_check(args: argparse.Namespace, a: str, b: str) -> None:
 
 
 def add_report_commands(subparsers) -> None:
-    """Register table1, table2, table3, compare, figure-losses, figure-cmc, figure-ranked, figure-attention, report-mlflow."""
+    """Register table1, table2, table3, table-readings, compare, figure-losses, figure-cmc, figure-ranked,
+    figure-attention, report-mlflow."""
     for verb, what in (("table1", "Table 1: the mutual model on each dataset, beside the paper's values"),
                        ("table2", "Table 2: Rank-1/mAP, the paper's DukeMTMC-reID rows then ours"),
                        ("table3", "Table 3: single/multi-query Rank-1/mAP, the paper's Market-1501 rows then ours")):
@@ -168,6 +179,16 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--bootstrap", required=True, help='JSON {"resamples": N, "seed": S} (config evaluate.bootstrap)')
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_compare)
+
+    what = "the readings ablation: every reading of reid/readings.py against the baseline"
+    p = subparsers.add_parser("table-readings", help=what, description=what)
+    p.add_argument("--results", default="results", help="the results folder (readings under <results>/<dataset>/readings)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, required=True)
+    p.add_argument("--dataset-specs", required=True, help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
+    p.add_argument("--out", required=True, help="the markdown table")
+    p.add_argument("--html-out", default=None)
+    p.set_defaults(func=_cmd_table_readings)
 
     p = subparsers.add_parser("figure-losses", help="Figure 6: identification and verification loss per epoch")
     p.add_argument("--history", nargs="+", required=True, help="history.csv files, one per model")

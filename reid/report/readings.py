@@ -1,0 +1,196 @@
+"""The readings ablation table (results/tables/readings.md): every reading of reid/readings.py against the baseline.
+
+Rows: each reading, and for the mutual readings each test embedding evaluated from the same weights.
+Columns: single-query Rank-1 and mAP with their 95% intervals, the paired difference from the
+baseline (interval and p-value), FLOPs of one training step and measured training time per image,
+both relative to the baseline. Inputs are the files reid.readings names under
+``results/{dataset}/readings/``: metrics.json and per_query.csv of every (reading, embedding, seed),
+model.pt and history.csv of every (reading, seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from reid import readings as R
+from reid.report.paper import DatasetInfo
+from reid.report.runs import ReportInputError, Run, fmt_diff, load_run
+from reid.report.tables import TableDoc, flip_note, run_ids_frame
+
+PAIRED = ("rank1", "mAP")
+PER_QUERY = "per_query.csv"
+
+
+@dataclass
+class Row:
+    reading: R.Reading
+    embedding: str
+    runs: list[Run]                 # one per seed
+    per_query: list | None          # uncertainty.PerQuery per seed, or None when a per_query.csv is missing
+
+
+def _uncertainty():
+    """reid.metrics.uncertainty, or None where this checkout does not have it yet."""
+    try:
+        from reid.metrics import uncertainty
+    except ImportError:
+        return None
+    return uncertainty
+
+
+def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
+    """Every (reading, test embedding) of the ablation with its metrics.json (and per_query.csv) per seed."""
+    unc = _uncertainty()
+    rows = []
+    for reading, embedding in R.entries():
+        runs, tables = [], []
+        for seed in seeds:
+            folder = results / Path(R.run_dir(dataset, reading.name, seed)).relative_to("results") / embedding
+            run = load_run(folder / "metrics.json")
+            if run.dataset != dataset or run.seed != seed or run.model != reading.variant:
+                raise ReportInputError(f"{run.path}: holds dataset={run.dataset} model={run.model} seed={run.seed}, "
+                                       f"expected {dataset}, {reading.variant}, {seed} (reading {reading.name})")
+            runs.append(run)
+            pq = folder / PER_QUERY
+            tables.append(unc.read_per_query_csv(pq) if unc is not None and pq.exists() else None)
+        rows.append(Row(reading, embedding, runs, None if any(t is None for t in tables) else tables))
+    return rows
+
+
+def step_flops(model_file: Path) -> int:
+    """FLOPs of one training step (2 pairs) of the architecture in model.pt, at its training size."""
+    import torch
+
+    from reid.models import build_model, training_step_flops
+
+    blob = torch.load(model_file, weights_only=False, map_location="cpu")
+    meta = blob["meta"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random init: the count needs the architecture only
+        model = build_model(**meta["model_kwargs"], pretrained=None)
+    return training_step_flops(model, meta["height"], meta["width"], pairs=2)
+
+
+def seconds_per_image(history: Path) -> float:
+    """Training wall-clock seconds per image over all epochs of history.csv (columns images_per_s, seconds)."""
+    try:
+        with open(history, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise ReportInputError(f"{history}: history file not found") from None
+    try:
+        seconds = sum(float(r["seconds"]) for r in rows)
+        images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in rows)
+    except (KeyError, ValueError) as e:
+        raise ReportInputError(f"{history}: needs numeric columns 'seconds' and 'images_per_s' ({e})") from None
+    if not rows or images <= 0:
+        raise ReportInputError(f"{history}: no training images recorded")
+    return seconds / images
+
+
+def _pct_cell(runs: list[Run], key: str, unc, intervals: dict | None) -> str:
+    values = [100 * r.metrics[key] for r in runs if key in r.metrics]
+    if len(values) != len(runs):
+        raise ReportInputError(f"{key} is missing from {', '.join(str(r.path) for r in runs if key not in r.metrics)}")
+    mean = statistics.fmean(values)
+    if intervals is not None:
+        lo, hi = intervals["ci95"][key]
+        return unc.format_interval(intervals["estimate"][key], lo, hi)
+    cis = [r.info.get("ci95", {}).get(key) if isinstance(r.info.get("ci95"), dict) else None for r in runs]
+    if len(runs) == 1 and cis[0]:
+        return f"{mean:.2f} [{100 * cis[0][0]:.2f}, {100 * cis[0][1]:.2f}]"
+    return f"{mean:.2f}"
+
+
+def _diff_cells(row: Row, base: Row, unc, bootstrap: dict) -> tuple[str, str, str]:
+    """(ΔRank-1, ΔmAP, p-values) of row minus baseline, in percentage points."""
+    if row is base:
+        return "(reference)", "(reference)", "–"
+    if unc is not None and row.per_query is not None and base.per_query is not None:
+        res = unc.paired_difference(base.per_query if len(base.per_query) > 1 else base.per_query[0],
+                                    row.per_query if len(row.per_query) > 1 else row.per_query[0],
+                                    resamples=bootstrap["resamples"], seed=bootstrap["seed"])
+        cells = []
+        for key in PAIRED:
+            d = res[key]
+            cell = unc.format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+            cells.append(cell + ("" if d["significant"] else " (n.s.)"))
+        p = " / ".join(f"{res[k]['p_value']:.3f}" for k in PAIRED)
+        return cells[0], cells[1], p
+    cells = []
+    for key in PAIRED:
+        d = statistics.fmean(100 * r.metrics[key] for r in row.runs) - statistics.fmean(
+            100 * r.metrics[key] for r in base.runs)
+        cells.append(fmt_diff(d))
+    return cells[0], cells[1], "–"
+
+
+def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetInfo,
+                   bootstrap: dict | None = None) -> TableDoc:
+    """The readings table of ``dataset`` from the files under ``results`` (see the module docstring)."""
+    bootstrap = {"resamples": 10_000, "seed": 0, **(bootstrap or {})}
+    unc = _uncertainty()
+    rows = load_rows(results, dataset, seeds)
+    base = next(r for r in rows if r.reading.name == R.BASELINE)
+    flops, sec = {}, {}
+    for reading in R.READINGS:
+        folders = [results / Path(R.run_dir(dataset, reading.name, s)).relative_to("results") for s in seeds]
+        flops[reading.name] = step_flops(folders[0] / "model.pt")
+        sec[reading.name] = statistics.fmean(seconds_per_image(f / "history.csv") for f in folders)
+    with_intervals = unc is not None and all(r.per_query is not None for r in rows)
+    table = []
+    for row in rows:
+        intervals = unc.model_intervals(row.per_query, resamples=bootstrap["resamples"], seed=bootstrap["seed"]) \
+            if with_intervals else None
+        d_r1, d_map, p = _diff_cells(row, base, unc, bootstrap)
+        name = row.reading.name
+        trained = row.embedding == row.reading.trained_embedding
+        embedding = "–" if row.reading.variant != "mutual" else row.embedding + (" (trained)" if trained else "")
+        table.append({
+            "Reading": f"`{name}`: {row.reading.label}",
+            "Test embedding": embedding,
+            "Rank-1 (%)": _pct_cell(row.runs, "rank1", unc, intervals),
+            "mAP (%)": _pct_cell(row.runs, "mAP", unc, intervals),
+            "Δ Rank-1 vs baseline (pp)": d_r1,
+            "Δ mAP vs baseline (pp)": d_map,
+            "p (Rank-1 / mAP)": p,
+            "FLOPs / step (× baseline)": f"{flops[name] / flops[R.BASELINE]:.3f}",
+            "time / image (× baseline)": f"{sec[name] / sec[R.BASELINE]:.2f}",
+        })
+    seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    caption = (f"**Readings of the paper** (the project's Table 4). Single-query Rank-1 and mAP (%) on {info.label}, "
+               f"each reading trained once per seed ({seeds_text}) with the configured settings and the reading's "
+               f"model keys (reid/readings.py); the mutual readings are also evaluated with every test embedding "
+               f"from the same weights (no retraining), the one they were trained for marked *(trained)*. "
+               f"Δ is the reading minus the baseline, in percentage points.")
+    notes = []
+    if with_intervals:
+        over = "query identities" if len(seeds) == 1 else "seeds, then query identities"
+        notes.append(f"Brackets: 95% percentile bootstrap intervals over {over} ({bootstrap['resamples']} resamples, "
+                     f"seed {bootstrap['seed']}); a person's queries are resampled together. Δ intervals and "
+                     f"two-sided p-values come from the same resamples for the reading and the baseline (paired); "
+                     f"*(n.s.)*: the interval contains 0, no significant difference at 95%.")
+    else:
+        notes.append("Differences are point values: no interval or p-value, because per_query.csv is missing "
+                     "for some runs. Brackets, where shown, are the 95% intervals in metrics.json (`ci95`).")
+    notes += ["FLOPs: one training step (forward and backward), counted by torch.utils.flop_counter at the "
+              "training input size; independent of the machine.",
+              "Time / image: training wall-clock seconds per image over all epochs (history.csv), relative to "
+              "the baseline. The readings train as concurrent jobs on a shared machine, so these ratios are "
+              "indicative only; the FLOPs are exact.",
+              flip_note([r for row in rows for r in row.runs])]
+    if not info.kind:
+        notes.append(f"'{info.name}' is not one of the paper's datasets: compare the rows with each other, not "
+                     f"with the paper's numbers.")
+    by = {f"{row.reading.name}/{row.embedding}": row.runs for row in rows}
+    return TableDoc("Readings of the paper", caption, pd.DataFrame(table), notes, run_ids_frame({dataset: by}))
+
+
+__all__ = ["readings_table", "load_rows", "seconds_per_image", "step_flops"]
+

@@ -1,0 +1,124 @@
+# The readings ablation, the project's own Table 4: `snakemake --cores 8 results/tables/readings.md`.
+# Which readings, their model keys and their test embeddings are defined in reid/readings.py alone;
+# these rules only route files. Not part of `all` or of the quick start.
+
+from reid import readings as READINGS_DEF
+
+READINGS_DATASET = config.get("report", {}).get("readings_dataset") or config["datasets"][0]
+
+
+wildcard_constraints:
+    reading=alternatives([r.name for r in READINGS_DEF.READINGS]),
+    embedding=alternatives(READINGS_DEF.TEST_EMBEDDINGS),
+
+
+READING_DIR = READINGS_DEF.READING_DIR
+# all readings train at once on a laptop: split the machine between them
+READING_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(READINGS_DEF.READINGS) * len(SEEDS))))
+
+
+rule train_reading:
+    input:
+        data="data/{dataset}",
+        report="results/{dataset}/dataset.json",
+        mean_image="results/{dataset}/mean_image.pt",
+        weights=[config["model"]["pretrained"]] if config["model"]["pretrained"] else [],
+    output:
+        model=f"{READING_DIR}/model.pt",
+        history=f"{READING_DIR}/history.csv",
+        run_id=f"{READING_DIR}/mlflow_run_id",
+    log:
+        "results/logs/readings/train/{dataset}/{reading}-seed{seed}.log",
+    threads: READING_THREADS
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        model=section("model"),
+        train=section("train"),
+        mlflow=section("mlflow"),
+        out_dir=READING_DIR,
+        checkpoints="results/checkpoints/{dataset}/readings/{reading}/seed{seed}",
+    shell:
+        "python -m reid train --dataset {wildcards.dataset} --reading {wildcards.reading} "
+        "--seed {wildcards.seed} --data {input.data} --mean-image {input.mean_image} "
+        "--model-params {params.model:q} --train-params {params.train:q} "
+        "--mlflow-params {params.mlflow:q} --out-dir {params.out_dir} "
+        "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
+
+
+rule extract_reading:
+    input:
+        model=f"{READING_DIR}/model.pt",
+        run_id=f"{READING_DIR}/mlflow_run_id",
+        data="data/{dataset}",
+        mean_image="results/{dataset}/mean_image.pt",
+    output:
+        f"{READING_DIR}/{{embedding}}/features.pt",
+    log:
+        "results/logs/readings/extract/{dataset}/{reading}-seed{seed}-{embedding}.log",
+    threads: READING_THREADS
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        batch_size=config["evaluate"]["batch_size"],
+        device=config["train"]["device"],
+        flip="--flip" if config["evaluate"]["flip"] else "",
+    shell:
+        "python -m reid extract --model-file {input.model} --data {input.data} "
+        "--mean-image {input.mean_image} --run-id-file {input.run_id} --test-embedding {wildcards.embedding} "
+        "--batch-size {params.batch_size} --device {params.device} --threads {threads} {params.flip} "
+        "--out {output} > {log} 2>&1"
+
+
+rule evaluate_reading:
+    input:
+        features=f"{READING_DIR}/{{embedding}}/features.pt",
+        run_id=f"{READING_DIR}/mlflow_run_id",
+    output:
+        f"{READING_DIR}/{{embedding}}/metrics.json",
+    log:
+        "results/logs/readings/evaluate/{dataset}/{reading}-seed{seed}-{embedding}.log",
+    threads: READING_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        max_rank=config["evaluate"]["max_rank"],
+        rerank=section("evaluate", "rerank"),
+    shell:
+        "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
+        "--max-rank {params.max_rank} --rerank {params.rerank:q} --threads {threads} "
+        "--metric-prefix test_embedding_{wildcards.embedding}/ --out {output} > {log} 2>&1"
+
+
+rule table_readings:
+    """The readings ablation table: every reading and test embedding against the baseline."""
+    input:
+        metrics=READINGS_DEF.evaluation_files(READINGS_DATASET, SEEDS, "metrics.json"),
+        models=READINGS_DEF.training_files(READINGS_DATASET, SEEDS, "model.pt"),
+        histories=READINGS_DEF.training_files(READINGS_DATASET, SEEDS, "history.csv"),
+    output:
+        md="results/tables/readings.md",
+        html=report("results/tables/readings.html", caption=f"{CAPTIONS}/table.rst", category="Tables",
+                    labels={"table": "readings"}),
+    log:
+        "results/logs/report/readings.log",
+    conda:
+        "../../envs/reid.yaml"
+    params:
+        dataset=READINGS_DATASET,
+        seeds=SEEDS,
+        specs=_dataset_specs([READINGS_DATASET]),
+    shell:
+        "python -m reid table-readings --results results --dataset {params.dataset} --seeds {params.seeds} "
+        "--dataset-specs {params.specs:q} --out {output.md} --html-out {output.html} > {log} 2>&1"
