@@ -1,0 +1,158 @@
+"""The readings of the paper: the one definition (reid/readings.py), the presets that pin them, the ablation table."""
+
+import copy
+import csv
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from reid import readings as R
+from reid.config import validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def merged(*presets):
+    """config.yaml with presets merged over it, section by section (as Snakemake's --configfile does)."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for preset in presets:
+        for k, v in yaml.safe_load((ROOT / "presets" / preset).read_text()).items():
+            if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+                cfg[k].update(v)
+            else:
+                cfg[k] = v
+    return validate(cfg)
+
+
+def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_test_embeddings_agree_with_the_model():
+    from reid.models import TEST_EMBEDDINGS
+
+    assert R.TEST_EMBEDDINGS == TEST_EMBEDDINGS
+    for reading in R.READINGS:
+        assert set(reading.embeddings) <= set(TEST_EMBEDDINGS)
+
+
+def test_every_reading_builds_a_valid_config_and_model():
+    from reid.models import build_model
+
+    cfg = merged()
+    names = [r.name for r in R.READINGS]
+    assert names == ["ide", "baseline", "self_attention", "mutual", "mutual_pair"]
+    for reading in R.READINGS:
+        model_cfg = reading.model_config(cfg["model"])
+        assert model_cfg is not cfg["model"]
+        checked = copy.deepcopy(cfg)
+        checked["model"], checked["models"] = model_cfg, [reading.variant]
+        validate(checked)  # the config check, e.g. pair needs mutual_self
+        kwargs = {k: model_cfg[k] for k in ("backbone", "embedding_dim", "dropout", "attention_layers",
+                                            "test_embedding", "attention_norm", "attention_init",
+                                            "identification_path", "verification_norm")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(reading.variant, 3, **kwargs)
+        for embedding in reading.embeddings:  # extraction with each test embedding is allowed
+            model.set_test_embedding(embedding)
+    mutual, pair = R.reading("mutual"), R.reading("mutual_pair")
+    assert (mutual.model_config(cfg["model"])["identification_path"], mutual.trained_embedding) == ("single", "single")
+    assert (pair.model_config(cfg["model"])["identification_path"], pair.trained_embedding) == ("pair", "mutual_self")
+    with pytest.raises(ValueError, match="unknown; choose one of ide, baseline"):
+        R.reading("mutal")
+
+
+def test_paper_preset_pins_every_reading_key_with_a_comment():
+    text = (ROOT / "presets" / "paper.yaml").read_text()
+    pinned = flat(yaml.safe_load(text))
+    for key in R.READING_KEYS:
+        assert key in pinned, f"presets/paper.yaml does not pin {key}"
+        leaf = key.split(".")[-1]
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{leaf}:"))
+        assert "#" in line and ("paper" in line or "ours" in line), f"{key}: no 'paper'/'ours' comment"
+
+
+def test_literal_preset_differs_only_where_the_paper_speaks():
+    paper = flat(yaml.safe_load((ROOT / "presets" / "paper.yaml").read_text()))
+    literal = flat(yaml.safe_load((ROOT / "presets" / "paper-literal.yaml").read_text()))
+    assert paper.keys() == literal.keys()
+    differ = {k: (paper[k], literal[k]) for k in paper if paper[k] != literal[k]}
+    assert differ == {"model.attention_norm": ("rms", "none"), "model.verification_norm": ("batchnorm", "none"),
+                      "train.precision": ("bf16", "fp32")}
+    for preset in ("paper.yaml", "paper-literal.yaml"):
+        assert merged(preset)["model"]["backbone"] == "resnet50"
+
+
+# ---------------------------------------------------------------- the table, from hand-made files
+
+RANK1 = {"ide": 0.30, "baseline": 0.40, "self_attention": 0.38, "mutual": 0.35, "mutual_pair": 0.42}
+SECONDS = {"ide": 8.0, "baseline": 10.0, "self_attention": 11.0, "mutual": 14.0, "mutual_pair": 10.5}
+
+
+def write_runs(results: Path, dataset="tiny", seed=0):
+    kwargs = dict(backbone="resnet18", embedding_dim=16, dropout=0.0, attention_layers=[3, 4],
+                  attention_norm="rms", attention_init="zero", verification_norm="batchnorm")
+    for reading in R.READINGS:
+        folder = results / dataset / "readings" / reading.name / f"seed{seed}"
+        folder.mkdir(parents=True)
+        over = {"test_embedding": "single", "identification_path": "single", **reading.model_overrides}
+        meta = {"model_kwargs": {"variant": reading.variant, "num_classes": 5, **kwargs, **over},
+                "height": 32, "width": 16}
+        torch.save({"state_dict": {}, "meta": meta}, folder / "model.pt")
+        with open(folder / "history.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["epoch", "images_per_s", "seconds"])
+            w.writeheader()
+            for epoch in (1, 2):  # 1000 images an epoch
+                w.writerow({"epoch": epoch, "images_per_s": 1000 / SECONDS[reading.name],
+                            "seconds": SECONDS[reading.name]})
+        for i, embedding in enumerate(reading.embeddings):
+            (folder / embedding).mkdir()
+            record = {"dataset": dataset, "model": reading.variant, "seed": seed, "mlflow_run_id": f"run-{reading.name}",
+                      "rank1": RANK1[reading.name] - 0.01 * i, "mAP": RANK1[reading.name] + 0.1, "flip_test": False}
+            (folder / embedding / "metrics.json").write_text(json.dumps(record))
+
+
+def test_readings_table_rows_differences_flops_and_time(tmp_path):
+    from reid.report.paper import describe_dataset
+    from reid.report.readings import readings_table
+
+    write_runs(tmp_path)
+    doc = readings_table(tmp_path, "tiny", [0], describe_dataset("tiny", {"source": "synthetic"}))
+    df = doc.table
+    assert len(df) == len(R.entries()) == 9
+    assert list(df["Test embedding"][3:6]) == ["single (trained)", "mutual_self", "plain"]
+    assert list(df["Test embedding"][6:9]) == ["mutual_self (trained)", "single", "plain"]
+    rows = {(r.split("`")[1], e.split(" ")[0]): i for i, (r, e) in enumerate(zip(df["Reading"], df["Test embedding"]))}
+    base = rows[("baseline", "–")]
+    assert df["Δ Rank-1 vs baseline (pp)"][base] == "(reference)"
+    assert df["Rank-1 (%)"][rows[("mutual", "plain")]].startswith("33.00")  # 0.35 - 2 x 0.01
+    assert df["Δ Rank-1 vs baseline (pp)"][rows[("mutual", "plain")]].startswith("−7.00")
+    assert df["Δ mAP vs baseline (pp)"][rows[("mutual_pair", "mutual_self")]].startswith("+2.00")
+    assert df["time / image (× baseline)"][rows[("mutual", "single")]] == "1.40"
+    assert df["time / image (× baseline)"][rows[("ide", "–")]] == "0.80"
+    flops = {k: float(df["FLOPs / step (× baseline)"][i]) for k, i in rows.items()}
+    assert flops[("baseline", "–")] == 1.0
+    assert flops[("mutual", "single")] > 1.15 and flops[("mutual_pair", "mutual_self")] < 1.1  # at 32 x 16
+    assert flops[("ide", "–")] <= 1.0  # no verification head (a 16 x 2 layer: invisible at 3 decimals)
+    md = doc.to_markdown()
+    assert "Readings of the paper" in md and "run-mutual_pair" in md
+
+
+def test_readings_table_names_a_missing_file(tmp_path):
+    from reid.report.paper import describe_dataset
+    from reid.report.readings import readings_table
+    from reid.report.runs import ReportInputError
+
+    write_runs(tmp_path)
+    missing = tmp_path / "tiny" / "readings" / "mutual" / "seed0" / "plain" / "metrics.json"
+    missing.unlink()
+    with pytest.raises(ReportInputError, match="mutual/seed0/plain/metrics.json"):
+        readings_table(tmp_path, "tiny", [0], describe_dataset("tiny", {"source": "synthetic"}))
