@@ -190,22 +190,31 @@ class ReIDModel(nn.Module):
         if self.variant == "mutual":
             self.test_embedding = mode
 
-    def activation_maps(self, x: Tensor, partner: Tensor | None = None) -> Tensor:
-        """(B, h, w) channel mean of |F| at layer4, eval mode, no gradients: for attention figures.
+    def activation_maps(self, x: Tensor, partner: Tensor | None = None, stage: int = 4) -> Tensor:
+        """(B, h, w) channel mean of |F| after residual stage ``stage`` (default layer4), eval mode, no gradients.
 
-        With ``partner`` (mutual only) the maps are x's features under mutual attention with partner[i].
+        F is the stage's output with the attention of that stage applied, if it has one. With
+        ``partner`` (mutual only) the maps are x's features under mutual attention with partner[i].
+        For attention figures (reid.report.figures). Raises ValueError for a stage outside 1-4.
         """
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+        if partner is not None:
+            if self.variant != "mutual":
+                raise ValueError(f"activation maps with a partner need the mutual variant, not {self.variant!r}")
+            if partner.shape != x.shape:
+                raise ValueError(f"partner shape {tuple(partner.shape)} differs from x {tuple(x.shape)}")
         with _eval_mode(self), torch.no_grad():
-            if partner is None:
+            if stage < self.split_stage:  # before any attention: the backbone alone, on x only
+                fmap = run_stem(self.backbone, x)
+                for s in range(STAGES[0], stage + 1):
+                    fmap = run_stage(self.backbone, s, fmap)
+            elif partner is None:
                 shared, first_sa = self._trunk(x)
-                fmap = self._single_tail(shared, first_sa)
+                fmap = self._single_tail(shared, first_sa, last_stage=stage)
             else:
-                if self.variant != "mutual":
-                    raise ValueError(f"activation maps with a partner need the mutual variant, not {self.variant!r}")
-                if partner.shape != x.shape:
-                    raise ValueError(f"partner shape {tuple(partner.shape)} differs from x {tuple(x.shape)}")
                 shared, first_sa = self._trunk(torch.cat([x, partner]))
-                fmap = self._pair_tail(shared, first_sa)[: x.shape[0]]
+                fmap = self._pair_tail(shared, first_sa, last_stage=stage)[: x.shape[0]]
         return fmap.abs().mean(dim=1).float()
 
     # --- the paths ----------------------------------------------------------------------------
@@ -227,9 +236,9 @@ class ReIDModel(nn.Module):
         first_sa = self.self_attention[str(self.split_stage)](f) if needs_sa else None
         return f, first_sa
 
-    def _single_tail(self, f: Tensor, first_sa: LowRankMap | None) -> Tensor:
+    def _single_tail(self, f: Tensor, first_sa: LowRankMap | None, last_stage: int = STAGES[-1]) -> Tensor:
         mode = self._single_mode()
-        for stage in range(self.split_stage, STAGES[-1] + 1):
+        for stage in range(self.split_stage, last_stage + 1):
             if stage > self.split_stage:
                 f = run_stage(self.backbone, stage, f)
             if stage not in self.attention_layers or mode == "plain":
@@ -241,10 +250,10 @@ class ReIDModel(nn.Module):
                 f = self.mutual_attention[str(stage)](sa, sa).modulate(f)
         return f
 
-    def _pair_tail(self, f: Tensor, first_sa: LowRankMap | None) -> Tensor:
+    def _pair_tail(self, f: Tensor, first_sa: LowRankMap | None, last_stage: int = STAGES[-1]) -> Tensor:
         """Eqs. 5-8 on a batch laid out as [x1; x2]: F_k = f_k * MA + f_k with MA = conv1x1(SA_1 * SA_2)."""
         b = f.shape[0] // 2
-        for stage in range(self.split_stage, STAGES[-1] + 1):
+        for stage in range(self.split_stage, last_stage + 1):
             if stage > self.split_stage:
                 f = run_stage(self.backbone, stage, f)
             if stage not in self.attention_layers:

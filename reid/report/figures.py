@@ -1,5 +1,5 @@
 """The paper's figures as PNG (matplotlib, Agg): losses (Fig. 6), CMC curves, ranked lists (Fig. 5),
-layer4 activation maps (Fig. 4).
+activation maps (Fig. 4: layer4, or a finer attention layer at small inputs, see `figure_resolution`).
 
 Each figure has a pure plotting function fed with arrays/images, and a thin loader where the
 inputs are pipeline files, so the plotting is testable without a trained model.
@@ -9,6 +9,8 @@ Figures are written at FIG_DPI with a width of at least MIN_WIDTH_PX pixels.
 from __future__ import annotations
 
 import math
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -296,9 +298,58 @@ def query_ranking_figure(query: str | Path, ranked: Sequence[tuple[str, float]],
 
 # ---------------------------------------------------------------- activation maps (Figure 4)
 
+# A map with fewer rows than this cannot show where on the body a model looks (head, torso, legs).
+FIGURE_MIN_ROWS = 8
+# Output stride of each ResNet stage (layer1 .. layer4)
+STAGE_STRIDE = {1: 4, 2: 8, 3: 16, 4: 32}
+
+
+@dataclass(frozen=True)
+class FigureResolution:
+    """Which stage the attention figure shows, and the input size of its forward pass."""
+
+    stage: int
+    height: int
+    width: int
+    train_height: int
+    train_width: int
+
+    @property
+    def cells(self) -> tuple[int, int]:
+        stride = STAGE_STRIDE[self.stage]
+        return math.ceil(self.height / stride), math.ceil(self.width / stride)
+
+    def describe(self) -> str:
+        rows, cols = self.cells
+        if (self.stage, self.height, self.width) == (4, self.train_height, self.train_width):
+            return (f"Layer4 outputs at the training input size, {self.height} x {self.width} ({rows} x {cols} "
+                    f"cells), as in the paper's Figure 4.")
+        l4 = FigureResolution(4, self.train_height, self.train_width, self.train_height, self.train_width).cells
+        return (f"Layer{self.stage} outputs (after its attention, where it has one) of a forward pass at "
+                f"{self.height} x {self.width}, {self.height // self.train_height}x the training input of "
+                f"{self.train_height} x {self.train_width}: {rows} x {cols} cells, where layer4 at the training "
+                f"size has only {l4[0]} x {l4[1]}.")
+
+
+def figure_resolution(height: int, width: int, attention_layers: Sequence[int] = (3, 4)) -> FigureResolution:
+    """The stage and input size of the attention figure for models trained at height x width.
+
+    Layer4 at the training size when its map has at least FIGURE_MIN_ROWS rows (the paper's
+    256 x 188 gives 8 x 6): faithful to the paper's Figure 4. Otherwise the first attention layer
+    (layer3 when no model has attention) with the input enlarged by the smallest integer factor that
+    gives its map at least FIGURE_MIN_ROWS rows: the CPU demo's 64 x 32 gives layer4 maps of 2 x 1
+    cells, the same vertical gradient for every model, and layer3 at 128 x 64 gives 8 x 4.
+    """
+    if math.ceil(height / STAGE_STRIDE[4]) >= FIGURE_MIN_ROWS:
+        return FigureResolution(4, height, width, height, width)
+    stage = min(attention_layers) if attention_layers else 3
+    scale = max(1, math.ceil(FIGURE_MIN_ROWS * STAGE_STRIDE[stage] / height))
+    return FigureResolution(stage, scale * height, scale * width, height, width)
+
+
 def compute_activation_maps(model, transform: Callable, images: Sequence, partners: Sequence | None = None,
-                            batch_size: int = 32) -> np.ndarray:
-    """(N, h, w) layer4 activation maps of ``model`` for PIL images, via ``model.activation_maps``.
+                            batch_size: int = 32, stage: int = 4) -> np.ndarray:
+    """(N, h, w) activation maps after residual stage ``stage`` for PIL images, via ``model.activation_maps``.
 
     With ``partners`` (mutual attention only) image i is seen under mutual attention with partners[i].
     """
@@ -311,9 +362,10 @@ def compute_activation_maps(model, transform: Callable, images: Sequence, partne
         for i in range(0, len(images), batch_size):
             batch = torch.stack([transform(im) for im in images[i:i + batch_size]])
             if partners is None:
-                out = model.activation_maps(batch)
+                out = model.activation_maps(batch, stage=stage)
             else:
-                out = model.activation_maps(batch, torch.stack([transform(im) for im in partners[i:i + batch_size]]))
+                partner_batch = torch.stack([transform(im) for im in partners[i:i + batch_size]])
+                out = model.activation_maps(batch, partner_batch, stage=stage)
             maps.append(out.float().cpu().numpy())
     return np.concatenate(maps)
 
@@ -331,8 +383,10 @@ def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
 
 
 def attention_figure(images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray], out: str | Path,
-                     title: str = "", partners: Sequence[np.ndarray] | None = None) -> Path:
-    """Row 0: the inputs; [the partner images;] then one row per label -> (N, h, w) maps, over each input."""
+                     title: str = "", partners: Sequence[np.ndarray] | None = None, note: str = "") -> Path:
+    """Row 0: the inputs; [the partner images;] then one row per label -> (N, h, w) maps, over each input.
+
+    ``note`` goes into the footer (which layer, at which input size)."""
     n = len(images)
     for label, m in maps.items():
         if len(m) != n:
@@ -350,10 +404,12 @@ def attention_figure(images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
         axes[r, 0].set_ylabel(label.replace(" (", "\n("), fontsize=11)
-    fig.suptitle(title or "Layer4 activation maps (channel mean of |features|), red = strongest", fontsize=14)
-    fig.text(0.5, 0.01, "Each map is scaled to its own range and upsampled onto the input as the model saw it.",
-             ha="center", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.suptitle(title or "Activation maps (channel mean of |features|), red = strongest", fontsize=14)
+    footer = "Each map is scaled to its own range and upsampled onto the input."
+    footer = textwrap.fill(f"{note} {footer}" if note else footer, width=int(fig.get_size_inches()[0] * 11))
+    lines = footer.count("\n") + 1
+    fig.text(0.5, 0.01, footer, ha="center", va="bottom", fontsize=10)
+    fig.tight_layout(rect=(0, 0.012 + 0.2 * lines / fig.get_size_inches()[1], 1, 1))
     return _save(fig, out)
 
 
@@ -377,6 +433,7 @@ def attention_figure_from_files(models: Mapping[str, str | Path], features_path:
 
     A mutual-attention model gets two rows: each image alone (as at test time, where it is embedded
     alone) and under mutual attention with a same-identity gallery image (as in a training pair).
+    The stage shown and the input size come from `figure_resolution`; the footer says which.
     """
     from PIL import Image
 
@@ -391,24 +448,32 @@ def attention_figure_from_files(models: Mapping[str, str | Path], features_path:
     pil = [Image.fromarray(_open_image(root, blob["query_paths"][i])) for i in idx]
     partner_idx = pick_partners(blob, idx)
     partner_pil = [Image.fromarray(_open_image(root, blob["gallery_paths"][i])) for i in partner_idx]
-    maps, size, paired = {}, None, False
+    loaded, size = {}, None
     for label, path in models.items():
         model, meta = load_trained_model(path)
         if size is not None and size != (meta["height"], meta["width"]):
             raise ReportInputError(f"{path}: input size {meta['height']}x{meta['width']} differs from the other "
                                    f"models' {size[0]}x{size[1]}")
         size = (meta["height"], meta["width"])
-        tf = load_eval_transform(mean_image, meta["height"], meta["width"])
+        loaded[label] = (model, meta)
+    layers = [k for model, _ in loaded.values() for k in getattr(model, "attention_layers", ())]
+    res = figure_resolution(size[0], size[1], layers)
+    tf = load_eval_transform(mean_image, res.height, res.width)
+    maps, paired = {}, False
+    for label, (model, meta) in loaded.items():
         if meta.get("variant") == "mutual":
-            maps[f"{label} (single image)"] = compute_activation_maps(model, tf, pil)
-            maps[f"{label} (paired with partner)"] = compute_activation_maps(model, tf, pil, partner_pil)
+            maps[f"{label} (single image)"] = compute_activation_maps(model, tf, pil, stage=res.stage)
+            maps[f"{label} (paired with partner)"] = compute_activation_maps(model, tf, pil, partner_pil,
+                                                                             stage=res.stage)
             paired = True
         else:
-            maps[label] = compute_activation_maps(model, tf, pil)
-    # show each input at the resolution the models saw it
-    shown = lambda ims: [np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)) for im in ims]  # noqa: E731
-    return attention_figure(shown(pil), maps, out, title, partners=shown(partner_pil) if paired else None)
+            maps[label] = compute_activation_maps(model, tf, pil, stage=res.stage)
+    # show each input at the resolution of the figure's forward pass
+    shown = lambda ims: [np.asarray(im.convert("RGB").resize((res.width, res.height), Image.BILINEAR)) for im in ims]  # noqa: E731
+    return attention_figure(shown(pil), maps, out, title, partners=shown(partner_pil) if paired else None,
+                            note=res.describe())
 
 
 __all__ = ["losses_figure", "cmc_figure", "ranked_figure", "ranked_gallery", "pick_queries", "attention_figure",
-           "attention_figure_from_files", "compute_activation_maps", "read_history", "pick_partners"]
+           "attention_figure_from_files", "compute_activation_maps", "figure_resolution", "read_history",
+           "pick_partners"]

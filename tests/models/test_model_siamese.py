@@ -319,6 +319,22 @@ def test_activation_maps(pair):
     alone, paired = mutual.activation_maps(x), mutual.activation_maps(x, partner)
     assert alone.shape == paired.shape == (2, 2, 1) and (alone >= 0).all()
     assert not torch.allclose(alone, paired)
+    # a finer stage: layer3 of the baseline by hand; of the mutual model, with its layer3 attention
+    with torch.no_grad():
+        f3 = run_stem(baseline.backbone, x)
+        for stage in (1, 2, 3):
+            f3 = run_stage(baseline.backbone, stage, f3)
+    torch.testing.assert_close(baseline.activation_maps(x, stage=3), f3.abs().mean(dim=1))
+    mutual.eval()
+    with torch.no_grad():
+        g = run_stem(mutual.backbone, x)
+        for stage in (1, 2, 3):
+            g = run_stage(mutual.backbone, stage, g)
+        attended = mutual.self_attention["3"](g).modulate(g)  # F = f * SA + f
+    torch.testing.assert_close(mutual.activation_maps(x, stage=3), attended.abs().mean(dim=1))
+    assert mutual.activation_maps(x, partner, stage=3).shape == (2, 4, 2)
+    with pytest.raises(ValueError, match="stage"):
+        mutual.activation_maps(x, stage=5)
 
 
 def test_channels_last_and_bf16_autocast(pair):

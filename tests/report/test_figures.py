@@ -153,7 +153,7 @@ class StandIn(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
 
-    def activation_maps(self, x, partner=None):
+    def activation_maps(self, x, partner=None, stage=4):
         maps = self.conv(x).abs().mean(dim=1)
         return maps if partner is None else maps * self.conv(partner).abs().mean(dim=1)
 
@@ -179,14 +179,14 @@ def test_attention_figure_from_files_with_stand_in_loaders(tmp_path, monkeypatch
     path, _ = fake_dataset(tmp_path)
     seen, calls = [], []
     class Recording(StandIn):
-        def activation_maps(self, x, partner=None):
-            calls.append((x.shape[0], partner is not None))
-            return super().activation_maps(x, partner)
+        def activation_maps(self, x, partner=None, stage=4):
+            calls.append((x.shape[0], partner is not None, stage, tuple(x.shape[2:])))
+            return super().activation_maps(x, partner, stage)
     def fake_load(p):
         seen.append(p)
         return Recording(), {"height": 32, "width": 16, "variant": "mutual" if p == "m.pt" else "baseline"}
     def fake_tf(mean_image, height, width):
-        assert (height, width) == (32, 16)
+        assert (height, width) == (128, 64)  # layer3 with >= 8 rows: 4x the training size of 32 x 16
         return lambda im: torch.from_numpy(np.asarray(im.resize((width, height)), dtype=np.float32) / 255).permute(2, 0, 1)
     monkeypatch.setattr(train, "load_trained_model", fake_load)
     monkeypatch.setattr(transforms, "load_eval_transform", fake_tf)
@@ -194,8 +194,19 @@ def test_attention_figure_from_files_with_stand_in_loaders(tmp_path, monkeypatch
                                               tmp_path / "attention.png", root=tmp_path, n_images=4)
     assert seen == ["b.pt", "m.pt"]
     # baseline: the images alone; mutual: alone and with their same-identity partners
-    assert calls == [(4, False), (4, False), (4, True)]
+    assert calls == [(4, False, 3, (128, 64)), (4, False, 3, (128, 64)), (4, True, 3, (128, 64))]
     assert png_size(out)[0] >= 1000
+
+
+def test_figure_resolution_faithful_at_the_papers_size_finer_at_the_demos():
+    paper = figures.figure_resolution(256, 188)
+    assert (paper.stage, paper.height, paper.width, paper.cells) == (4, 256, 188, (8, 6))
+    assert "as in the paper's Figure 4" in paper.describe()
+    demo = figures.figure_resolution(64, 32, [3, 4])
+    assert (demo.stage, demo.height, demo.width, demo.cells) == (3, 128, 64, (8, 4))
+    assert "128 x 64" in demo.describe() and "2 x 1" in demo.describe()
+    assert figures.figure_resolution(64, 32, [4]).stage == 4  # the first attention layer of the models
+    assert figures.figure_resolution(64, 32, [4]).cells[0] >= figures.FIGURE_MIN_ROWS
 
 
 def test_pick_partners_same_identity_other_camera(tmp_path):

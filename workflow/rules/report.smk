@@ -181,7 +181,7 @@ rule figure_attention:
         "../../envs/reid.yaml"
     params:
         labels=FIGURE_LABELS,
-        title=f"Layer4 activation maps ({{dataset}}, seed {FIGURE_SEED}); red = strongest",
+        title=f"Activation maps ({{dataset}}, seed {FIGURE_SEED}); red = strongest",
     shell:
         "python -m reid figure-attention --model {input.models} --labels {params.labels} "
         "--features {input.features} --mean-image {input.mean_image} --root . --images 6 "
