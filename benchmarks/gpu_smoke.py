@@ -1,7 +1,7 @@
 """The CUDA path in minutes: the paper preset's model trained in fp32 and bf16, then extraction and re-ranking.
 
     python benchmarks/gpu_smoke.py                 # on a CUDA machine: at most ~5 minutes
-    python benchmarks/gpu_smoke.py --tiny --device cpu   # the same code paths, tiny sizes, on CPU
+    python benchmarks/gpu_smoke.py --tiny --device cpu   # the same code paths, ResNet-18 at tiny sizes, on CPU
 
 What it runs, through the pipeline's own functions (reid.train.train, reid.features.extract,
 reid.evaluate.compute_metrics), on a synthetic dataset in Market-1501 layout written to a
@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cpu runs the same code paths (use with --tiny); default cuda")
     p.add_argument("--tiny", action="store_true",
-                   help="64 x 47 input, 12 training identities, 8 pairs a batch, 1 epoch: a CPU check of the script")
+                   help="ResNet-18 at 32 x 24, 8 training identities, 4 pairs a batch, 1 epoch: a CPU check of the script")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per run (default 5; --tiny: 1)")
     p.add_argument("--keep", default=None, help="write the work folder here instead of a temporary one")
     return p.parse_args(argv)
@@ -74,7 +74,7 @@ def make_dataset(work: Path, tiny: bool) -> tuple[Path, Path, int]:
     from reid.data.transforms import compute_mean_image, save_mean_image
 
     root = work / "data"
-    size = dict(train_ids=12, test_ids=6, distractors=4, junk=3) if tiny else \
+    size = dict(train_ids=8, test_ids=6, distractors=4, junk=3) if tiny else \
         dict(train_ids=300, test_ids=150, distractors=300, junk=150)
     synthesize(root, seed=1501, cameras=6, cameras_per_id=[2, 4], images_per_camera=[1, 2],
                multi_query_images=[2, 4], height=128, width=64, **size)
@@ -142,7 +142,8 @@ def run_all(args, work: Path, cuda: bool, problems: list[str]) -> None:
             train_cfg = {**cfg["train"], "precision": precision, "epochs": epochs, "lr_step": epochs + 1,
                          "device": args.device, "workers": min(cfg["train"]["workers"], os.cpu_count() or 1)}
             if args.tiny:
-                train_cfg.update(height=64, width=47, batch_pairs=8)
+                train_cfg.update(height=32, width=24, batch_pairs=4)
+                model_cfg["backbone"] = "resnet18"
             name = f"{label}-{precision}"
             out = work / name
             if cuda:
