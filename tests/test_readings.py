@@ -93,11 +93,24 @@ def test_literal_preset_differs_only_where_the_paper_speaks():
 
 # ---------------------------------------------------------------- the table, from hand-made files
 
-RANK1 = {"ide": 0.30, "baseline": 0.40, "self_attention": 0.38, "mutual": 0.35, "mutual_pair": 0.42}
+# Rank-1 hits out of 10 queries (5 identities, 2 queries each) per reading, per test embedding in order
+HITS = {"ide": [4], "baseline": [6], "self_attention": [5], "mutual": [5, 6, 4], "mutual_pair": [7, 6, 5]}
 SECONDS = {"ide": 8.0, "baseline": 10.0, "self_attention": 11.0, "mutual": 14.0, "mutual_pair": 10.5}
 
 
+def per_query(hits: int):
+    """10 queries: the first `hits` find their match at rank 1, the others at rank 3 (AP 1/3)."""
+    from reid.metrics import uncertainty as U
+
+    fmr = [1] * hits + [3] * (10 - hits)
+    ap = [1.0 / r for r in fmr]
+    return U.per_query_table({"single": {"first_match_rank": fmr, "ap": ap, "ap_trapezoid": ap, "inp": ap}},
+                             [f"query/{i:04d}.jpg" for i in range(10)], [i // 2 + 1 for i in range(10)], [1] * 10)
+
+
 def write_runs(results: Path, dataset="tiny", seed=0):
+    from reid.metrics import uncertainty as U
+
     kwargs = dict(backbone="resnet18", embedding_dim=16, dropout=0.0, attention_layers=[3, 4],
                   attention_norm="rms", attention_init="zero", verification_norm="batchnorm")
     for reading in R.READINGS:
@@ -113,10 +126,12 @@ def write_runs(results: Path, dataset="tiny", seed=0):
             for epoch in (1, 2):  # 1000 images an epoch
                 w.writerow({"epoch": epoch, "images_per_s": 1000 / SECONDS[reading.name],
                             "seconds": SECONDS[reading.name]})
-        for i, embedding in enumerate(reading.embeddings):
+        for embedding, hits in zip(reading.embeddings, HITS[reading.name], strict=True):
             (folder / embedding).mkdir()
+            table = per_query(hits)
+            (folder / embedding / "per_query.csv").write_text(U.per_query_csv(table))
             record = {"dataset": dataset, "model": reading.variant, "seed": seed, "mlflow_run_id": f"run-{reading.name}",
-                      "rank1": RANK1[reading.name] - 0.01 * i, "mAP": RANK1[reading.name] + 0.1, "flip_test": False}
+                      "flip_test": False, **U.estimates(table)}
             (folder / embedding / "metrics.json").write_text(json.dumps(record))
 
 
@@ -133,9 +148,13 @@ def test_readings_table_rows_differences_flops_and_time(tmp_path):
     rows = {(r.split("`")[1], e.split(" ")[0]): i for i, (r, e) in enumerate(zip(df["Reading"], df["Test embedding"]))}
     base = rows[("baseline", "–")]
     assert df["Δ Rank-1 vs baseline (pp)"][base] == "(reference)"
-    assert df["Rank-1 (%)"][rows[("mutual", "plain")]].startswith("33.00")  # 0.35 - 2 x 0.01
-    assert df["Δ Rank-1 vs baseline (pp)"][rows[("mutual", "plain")]].startswith("−7.00")
-    assert df["Δ mAP vs baseline (pp)"][rows[("mutual_pair", "mutual_self")]].startswith("+2.00")
+    assert df["Rank-1 (%)"][rows[("mutual", "plain")]].startswith("40.00 [")  # 4 of 10
+    assert df["Δ Rank-1 vs baseline (pp)"][rows[("mutual", "plain")]].startswith("−20.00 [")
+    # mAP: (7 x 1 + 3 x 1/3) / 10 = 0.8 against (6 + 4/3) / 10 = 0.7333
+    assert df["Δ mAP vs baseline (pp)"][rows[("mutual_pair", "mutual_self")]].startswith("+6.67 [")
+    # one hit more than the baseline (6 vs 7, 10 queries): the interval holds 0
+    assert df["Δ Rank-1 vs baseline (pp)"][rows[("mutual_pair", "mutual_self")]].endswith("n.s.")
+    assert df["p (Rank-1 / mAP)"][rows[("mutual", "plain")]].count("/") == 1
     assert df["time / image (× baseline)"][rows[("mutual", "single")]] == "1.40"
     assert df["time / image (× baseline)"][rows[("ide", "–")]] == "0.80"
     flops = {k: float(df["FLOPs / step (× baseline)"][i]) for k, i in rows.items()}
@@ -155,4 +174,18 @@ def test_readings_table_names_a_missing_file(tmp_path):
     missing = tmp_path / "tiny" / "readings" / "mutual" / "seed0" / "plain" / "metrics.json"
     missing.unlink()
     with pytest.raises(ReportInputError, match="mutual/seed0/plain/metrics.json"):
+        readings_table(tmp_path, "tiny", [0], describe_dataset("tiny", {"source": "synthetic"}))
+
+
+def test_readings_table_refuses_a_stale_per_query_file(tmp_path):
+    from reid.report.paper import describe_dataset
+    from reid.report.readings import readings_table
+    from reid.report.runs import ReportInputError
+
+    write_runs(tmp_path)
+    path = tmp_path / "tiny" / "readings" / "baseline" / "seed0" / "single" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["rank1"] = 0.9
+    path.write_text(json.dumps(record))
+    with pytest.raises(ReportInputError, match="rerun the evaluation"):
         readings_table(tmp_path, "tiny", [0], describe_dataset("tiny", {"source": "synthetic"}))

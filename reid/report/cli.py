@@ -66,16 +66,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from reid.report import comparisons
     from reid.report.runs import load_runs
 
-    bootstrap = _json_object(args.bootstrap, "--bootstrap (config 'evaluate.bootstrap')")
-    for key in ("resamples", "seed"):
-        value = bootstrap.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "resamples" else 0):
-            raise ReportInputError(f"--bootstrap: {key} = {value!r} is not a valid integer")
+    bootstrap = _bootstrap(args.bootstrap)
     record = comparisons.build(load_runs(args.metrics), args.per_query, args.dataset,
                                resamples=bootstrap["resamples"], seed=bootstrap["seed"])
     io.write_json(args.out, record)
     print(f"wrote {args.out}")
     return 0
+
+
+def _bootstrap(text: str) -> dict:
+    """--bootstrap JSON (config evaluate.bootstrap): {"resamples": N >= 1, "seed": S >= 0}."""
+    bootstrap = _json_object(text, "--bootstrap (config 'evaluate.bootstrap')")
+    for key in ("resamples", "seed"):
+        value = bootstrap.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "resamples" else 0):
+            raise ReportInputError(f"--bootstrap: {key} = {value!r} is not a valid integer")
+    return bootstrap
 
 
 def _json_object(text: str, what: str) -> dict:
@@ -92,7 +98,9 @@ def _cmd_table_readings(args: argparse.Namespace) -> int:
     from reid.report import tables
     from reid.report.readings import readings_table
 
-    doc = readings_table(Path(args.results), args.dataset, args.seeds, _info(_specs(args.dataset_specs), args.dataset))
+    bootstrap = _bootstrap(args.bootstrap)
+    doc = readings_table(Path(args.results), args.dataset, args.seeds, _info(_specs(args.dataset_specs), args.dataset),
+                         bootstrap=bootstrap)
     for path in tables.write(doc, args.out, args.html_out):
         print(f"wrote {path}")
     return 0
@@ -186,6 +194,7 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--seeds", nargs="+", type=int, required=True)
     p.add_argument("--dataset-specs", required=True, help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
+    p.add_argument("--bootstrap", required=True, help='JSON {"resamples": N, "seed": S} (config evaluate.bootstrap)')
     p.add_argument("--out", required=True, help="the markdown table")
     p.add_argument("--html-out", default=None)
     p.set_defaults(func=_cmd_table_readings)

@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from reid import readings as R
+from reid.metrics import uncertainty as U
 from reid.report.paper import DatasetInfo
-from reid.report.runs import ReportInputError, Run, fmt_diff, load_run
-from reid.report.tables import TableDoc, flip_note, run_ids_frame
+from reid.report.runs import ReportInputError, Run, load_run
+from reid.report.tables import NO_DIFFERENCE, TableDoc, _fmt_p, flip_note, run_ids_frame
 
 PAIRED = ("rank1", "mAP")
 PER_QUERY = "per_query.csv"
@@ -31,22 +32,12 @@ PER_QUERY = "per_query.csv"
 class Row:
     reading: R.Reading
     embedding: str
-    runs: list[Run]                 # one per seed
-    per_query: list | None          # uncertainty.PerQuery per seed, or None when a per_query.csv is missing
-
-
-def _uncertainty():
-    """reid.metrics.uncertainty, or None where this checkout does not have it yet."""
-    try:
-        from reid.metrics import uncertainty
-    except ImportError:
-        return None
-    return uncertainty
+    runs: list[Run]                 # metrics.json, one per seed
+    per_query: list[U.PerQuery]     # per_query.csv, one per seed
 
 
 def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
-    """Every (reading, test embedding) of the ablation with its metrics.json (and per_query.csv) per seed."""
-    unc = _uncertainty()
+    """Every (reading, test embedding) of the ablation with its metrics.json and per_query.csv per seed."""
     rows = []
     for reading, embedding in R.entries():
         runs, tables = [], []
@@ -57,9 +48,11 @@ def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
                 raise ReportInputError(f"{run.path}: holds dataset={run.dataset} model={run.model} seed={run.seed}, "
                                        f"expected {dataset}, {reading.variant}, {seed} (reading {reading.name})")
             runs.append(run)
-            pq = folder / PER_QUERY
-            tables.append(unc.read_per_query_csv(pq) if unc is not None and pq.exists() else None)
-        rows.append(Row(reading, embedding, runs, None if any(t is None for t in tables) else tables))
+            try:
+                tables.append(U.read_per_query_csv(folder / PER_QUERY))
+            except ValueError as e:  # the message names the file
+                raise ReportInputError(str(e)) from None
+        rows.append(Row(reading, embedding, runs, tables))
     return rows
 
 
@@ -94,69 +87,56 @@ def seconds_per_image(history: Path) -> float:
     return seconds / images
 
 
-def _pct_cell(runs: list[Run], key: str, unc, intervals: dict | None) -> str:
-    values = [100 * r.metrics[key] for r in runs if key in r.metrics]
-    if len(values) != len(runs):
-        raise ReportInputError(f"{key} is missing from {', '.join(str(r.path) for r in runs if key not in r.metrics)}")
-    mean = statistics.fmean(values)
-    if intervals is not None:
-        lo, hi = intervals["ci95"][key]
-        return unc.format_interval(intervals["estimate"][key], lo, hi)
-    cis = [r.info.get("ci95", {}).get(key) if isinstance(r.info.get("ci95"), dict) else None for r in runs]
-    if len(runs) == 1 and cis[0]:
-        return f"{mean:.2f} [{100 * cis[0][0]:.2f}, {100 * cis[0][1]:.2f}]"
-    return f"{mean:.2f}"
-
-
-def _diff_cells(row: Row, base: Row, unc, bootstrap: dict) -> tuple[str, str, str]:
-    """(ΔRank-1, ΔmAP, p-values) of row minus baseline, in percentage points."""
+def _diff_cells(row: Row, base: Row, bootstrap: dict) -> tuple[str, str, str]:
+    """(ΔRank-1, ΔmAP, p-values) of row minus baseline, paired over the same resamples, in percentage points."""
     if row is base:
         return "(reference)", "(reference)", "–"
-    if unc is not None and row.per_query is not None and base.per_query is not None:
-        res = unc.paired_difference(base.per_query if len(base.per_query) > 1 else base.per_query[0],
-                                    row.per_query if len(row.per_query) > 1 else row.per_query[0],
-                                    resamples=bootstrap["resamples"], seed=bootstrap["seed"])
-        cells = []
-        for key in PAIRED:
-            d = res[key]
-            cell = unc.format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
-            cells.append(cell + ("" if d["significant"] else " (n.s.)"))
-        p = " / ".join(f"{res[k]['p_value']:.3f}" for k in PAIRED)
-        return cells[0], cells[1], p
+    res = U.paired_difference(base.per_query, row.per_query, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
     cells = []
     for key in PAIRED:
-        d = statistics.fmean(100 * r.metrics[key] for r in row.runs) - statistics.fmean(
-            100 * r.metrics[key] for r in base.runs)
-        cells.append(fmt_diff(d))
-    return cells[0], cells[1], "–"
+        d = res[key]
+        cell = U.format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+        cells.append(cell + ("" if d["significant"] else " n.s."))
+    return cells[0], cells[1], " / ".join(_fmt_p(res[k]["p_value"]) for k in PAIRED)
+
+
+def _check_estimates(row: Row, intervals: dict) -> None:
+    """The per-query rows must give metrics.json's numbers (a stale per_query.csv would not)."""
+    for key in PAIRED:
+        mean = statistics.fmean(r.metrics[key] for r in row.runs)
+        if abs(intervals["estimate"][key] - mean) > 1e-9:
+            raise ReportInputError(f"{row.runs[0].path}: {key} = {mean} but its per_query.csv gives "
+                                   f"{intervals['estimate'][key]}: rerun the evaluation")
 
 
 def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetInfo,
                    bootstrap: dict | None = None) -> TableDoc:
     """The readings table of ``dataset`` from the files under ``results`` (see the module docstring)."""
-    bootstrap = {"resamples": 10_000, "seed": 0, **(bootstrap or {})}
-    unc = _uncertainty()
+    bootstrap = {"resamples": U.DEFAULT_RESAMPLES, "seed": 0, **(bootstrap or {})}
     rows = load_rows(results, dataset, seeds)
     base = next(r for r in rows if r.reading.name == R.BASELINE)
+    intervals_of = []
+    for row in rows:  # first, so that a stale file stops the table before the FLOPs are counted
+        intervals = U.model_intervals(row.per_query, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
+        _check_estimates(row, intervals)
+        intervals_of.append(intervals)
     flops, sec = {}, {}
     for reading in R.READINGS:
         folders = [results / Path(R.run_dir(dataset, reading.name, s)).relative_to("results") for s in seeds]
-        flops[reading.name] = step_flops(folders[0] / "model.pt")
         sec[reading.name] = statistics.fmean(seconds_per_image(f / "history.csv") for f in folders)
-    with_intervals = unc is not None and all(r.per_query is not None for r in rows)
+        flops[reading.name] = step_flops(folders[0] / "model.pt")
     table = []
-    for row in rows:
-        intervals = unc.model_intervals(row.per_query, resamples=bootstrap["resamples"], seed=bootstrap["seed"]) \
-            if with_intervals else None
-        d_r1, d_map, p = _diff_cells(row, base, unc, bootstrap)
+    for row, intervals in zip(rows, intervals_of):
+        d_r1, d_map, p = _diff_cells(row, base, bootstrap)
         name = row.reading.name
         trained = row.embedding == row.reading.trained_embedding
         embedding = "–" if row.reading.variant != "mutual" else row.embedding + (" (trained)" if trained else "")
+        cell = {key: U.format_interval(intervals["estimate"][key], *intervals["ci95"][key]) for key in PAIRED}
         table.append({
             "Reading": f"`{name}`: {row.reading.label}",
             "Test embedding": embedding,
-            "Rank-1 (%)": _pct_cell(row.runs, "rank1", unc, intervals),
-            "mAP (%)": _pct_cell(row.runs, "mAP", unc, intervals),
+            "Rank-1 (%)": cell["rank1"],
+            "mAP (%)": cell["mAP"],
             "Δ Rank-1 vs baseline (pp)": d_r1,
             "Δ mAP vs baseline (pp)": d_map,
             "p (Rank-1 / mAP)": p,
@@ -169,16 +149,15 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
                f"model keys (reid/readings.py); the mutual readings are also evaluated with every test embedding "
                f"from the same weights (no retraining), the one they were trained for marked *(trained)*. "
                f"Δ is the reading minus the baseline, in percentage points.")
-    notes = []
-    if with_intervals:
-        over = "query identities" if len(seeds) == 1 else "seeds, then query identities"
-        notes.append(f"Brackets: 95% percentile bootstrap intervals over {over} ({bootstrap['resamples']} resamples, "
-                     f"seed {bootstrap['seed']}); a person's queries are resampled together. Δ intervals and "
-                     f"two-sided p-values come from the same resamples for the reading and the baseline (paired); "
-                     f"*(n.s.)*: the interval contains 0, no significant difference at 95%.")
-    else:
-        notes.append("Differences are point values: no interval or p-value, because per_query.csv is missing "
-                     "for some runs. Brackets, where shown, are the 95% intervals in metrics.json (`ci95`).")
+    over = "query identities" if len(seeds) == 1 else "seeds, then query identities"
+    notes = [f"Brackets: 95% percentile bootstrap intervals over {over}, all queries of a person resampled together "
+             f"({bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}). Δ intervals and two-sided p-values "
+             f"come from the same resamples for the reading and the baseline (paired); *n.s.*: the interval contains "
+             f"0, {NO_DIFFERENCE}."]
+    if len(seeds) == 1:
+        notes.append("With one training run per reading the intervals cover the choice of test identities only, "
+                     "not the spread between training runs (about 5 Rank-1 points between seeds on the CPU demo, "
+                     "docs/model.md); configure several `seeds` to include it.")
     notes += ["FLOPs: one training step (forward and backward), counted by torch.utils.flop_counter at the "
               "training input size; independent of the machine.",
               "Time / image: training wall-clock seconds per image over all epochs (history.csv), relative to "

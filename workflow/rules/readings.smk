@@ -83,7 +83,8 @@ rule evaluate_reading:
         features=f"{READING_DIR}/{{embedding}}/features.pt",
         run_id=f"{READING_DIR}/mlflow_run_id",
     output:
-        f"{READING_DIR}/{{embedding}}/metrics.json",
+        metrics=f"{READING_DIR}/{{embedding}}/metrics.json",
+        per_query=f"{READING_DIR}/{{embedding}}/per_query.csv",
     log:
         "results/logs/readings/evaluate/{dataset}/{reading}-seed{seed}-{embedding}.log",
     threads: READING_THREADS
@@ -95,16 +96,19 @@ rule evaluate_reading:
     params:
         max_rank=config["evaluate"]["max_rank"],
         rerank=section("evaluate", "rerank"),
+        bootstrap=section("evaluate", "bootstrap"),
     shell:
         "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
-        "--max-rank {params.max_rank} --rerank {params.rerank:q} --threads {threads} "
-        "--metric-prefix test_embedding_{wildcards.embedding}/ --out {output} > {log} 2>&1"
+        "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
+        "--threads {threads} --metric-prefix test_embedding_{wildcards.embedding}/ "
+        "--out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
 
 
 rule table_readings:
     """The readings ablation table: every reading and test embedding against the baseline."""
     input:
         metrics=READINGS_DEF.evaluation_files(READINGS_DATASET, SEEDS, "metrics.json"),
+        per_query=READINGS_DEF.evaluation_files(READINGS_DATASET, SEEDS, "per_query.csv"),
         models=READINGS_DEF.training_files(READINGS_DATASET, SEEDS, "model.pt"),
         histories=READINGS_DEF.training_files(READINGS_DATASET, SEEDS, "history.csv"),
     output:
@@ -119,6 +123,8 @@ rule table_readings:
         dataset=READINGS_DATASET,
         seeds=SEEDS,
         specs=_dataset_specs([READINGS_DATASET]),
+        bootstrap=section("evaluate", "bootstrap"),
     shell:
         "python -m reid table-readings --results results --dataset {params.dataset} --seeds {params.seeds} "
-        "--dataset-specs {params.specs:q} --out {output.md} --html-out {output.html} > {log} 2>&1"
+        "--dataset-specs {params.specs:q} --bootstrap {params.bootstrap:q} "
+        "--out {output.md} --html-out {output.html} > {log} 2>&1"
