@@ -164,16 +164,22 @@ class SelfAttention(nn.Module):
 
 
 class MutualAttention(nn.Module):
-    """Eqs. 5-6: MA = conv1x1(SA_1 * SA_2). Symmetric in its two inputs because * commutes."""
+    """Eqs. 5-6: MA = conv1x1(SA_1 * SA_2). Symmetric in its two inputs because * commutes.
 
-    def __init__(self, channels: int):
+    ``zero`` starts the conv's weights at 0 (MA = 0: the pair path starts as the plain backbone).
+    """
+
+    def __init__(self, channels: int, zero: bool = False):
         super().__init__()
+        self.zero = zero
         self.conv = nn.Conv2d(channels, channels, kernel_size=1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="linear")
         nn.init.zeros_(self.conv.bias)
+        if self.zero:  # MA = 0 at the start: F = f * MA + f = f
+            nn.init.zeros_(self.conv.weight)
 
     def forward(self, sa1: LowRankMap, sa2: LowRankMap) -> LowRankMap:
         return conv1x1_lowrank(self.conv, sa1 * sa2)

@@ -90,14 +90,20 @@ class ReIDModel(nn.Module):
         )
         self.attention_layers = tuple(sorted(attention_layers)) if variant in _ATTENTION_VARIANTS else ()
         self.backbone = build_resnet(backbone)
+        # attention_init "zero" zeroes the last convolution of the path the identification loss trains, so
+        # that path starts as the plain backbone (F = f). On the pair path that is eq. 6's: zeroing eq. 4's
+        # instead would make SA = 0 a fixed point there (SA_1 * SA_2 has zero gradient at 0), and the
+        # attention would never start (docs/model.md, choice 4).
+        zero_mutual = attention_init == "zero" and self.identification_path == "pair"
+        sa_init = "kaiming" if zero_mutual else attention_init
         self.self_attention = nn.ModuleDict(
             {
-                str(k): SelfAttention(stage_channels(backbone, k), attention_norm, attention_init)
+                str(k): SelfAttention(stage_channels(backbone, k), attention_norm, sa_init)
                 for k in self.attention_layers
             }
         )
         self.mutual_attention = nn.ModuleDict(
-            {str(k): MutualAttention(stage_channels(backbone, k)) for k in self.attention_layers}
+            {str(k): MutualAttention(stage_channels(backbone, k), zero=zero_mutual) for k in self.attention_layers}
             if variant == "mutual"
             else {}
         )

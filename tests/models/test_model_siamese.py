@@ -201,6 +201,29 @@ def test_zero_attention_init_learns_from_the_second_step(pair):
     assert stuck[1] == set()
 
 
+def test_zero_attention_init_on_the_pair_path_starts_as_the_baseline_and_learns(pair):
+    """identification_path="pair": zeroing eq. 4's conv would leave SA = 0 for ever there (the gradient
+    of SA_1 * SA_2 vanishes at SA = 0: seen in a 1-epoch demo run, every fuse_conv weight still 0), so
+    "zero" zeroes eq. 6's conv instead: MA = 0, F = f at the start, and every attention parameter learns."""
+    model = make("mutual", attention_init="zero", identification_path="pair", test_embedding="mutual_self").train()
+    assert all(torch.count_nonzero(ma.conv.weight) == 0 for ma in model.mutual_attention.values())
+    assert all(torch.count_nonzero(sa.fuse_conv.weight) > 0 for sa in model.self_attention.values())
+    out = model(*pair)
+    twin = _copy_shared_weights(model, make("baseline", seed=1)).train()
+    torch.testing.assert_close(out["emb1"], twin(*pair)["emb1"])  # the pair path starts as the backbone
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    labels = torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False])
+    stuck = []
+    for _ in range(2):
+        optimizer.zero_grad()
+        pair_loss(model(*pair), *labels)["total"].backward()
+        stuck.append({n for n, p in model.named_parameters()
+                      if "attention" in n and (p.grad is None or not p.grad.abs().sum() > 0)})
+        optimizer.step()
+    assert stuck[1] == set()
+    assert all(torch.count_nonzero(sa.fuse_conv.weight) > 0 for sa in model.self_attention.values())
+
+
 def test_identification_on_the_pair_path(pair):
     """identification_path="pair": the ID logits come from the mutual-attention embeddings, whose batch
     norms now keep running statistics, and a test image is that path with itself as partner."""
