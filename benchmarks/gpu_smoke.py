@@ -108,7 +108,8 @@ def main(argv=None) -> int:
             traceback.print_exc()
             problems.append("an exception (traceback above)")
     wall = time.perf_counter() - t_start
-    print(f"\nwall clock {wall:.0f} s (budget {BUDGET_S} s)" + ("" if wall <= BUDGET_S else ": OVER BUDGET"))
+    over = cuda and wall > BUDGET_S  # the budget is the GPU's; a CPU run only checks the script
+    print(f"\nwall clock {wall:.0f} s" + (f" (budget on a GPU {BUDGET_S} s)" if cuda else "") + (": OVER BUDGET" if over else ""))
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))
         return 1
