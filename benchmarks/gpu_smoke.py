@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cpu runs the same code paths (use with --tiny); default cuda")
     p.add_argument("--tiny", action="store_true",
-                   help="ResNet-18 at 32 x 24, 8 training identities, 4 pairs a batch, 1 epoch: a CPU check of the script")
+                   help="ResNet-18 at 32 x 24, 8 training identities, 4 pairs a batch, 1 epoch: "
+                        "a CPU check of the script")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per run (default 5; --tiny: 1)")
     p.add_argument("--keep", default=None, help="write the work folder here instead of a temporary one")
     return p.parse_args(argv)
@@ -109,7 +110,8 @@ def main(argv=None) -> int:
             problems.append("an exception (traceback above)")
     wall = time.perf_counter() - t_start
     over = cuda and wall > BUDGET_S  # the budget is the GPU's; a CPU run only checks the script
-    print(f"\nwall clock {wall:.0f} s" + (f" (budget on a GPU {BUDGET_S} s)" if cuda else "") + (": OVER BUDGET" if over else ""))
+    budget = f" (budget on a GPU {BUDGET_S} s)" if cuda else ""
+    print(f"\nwall clock {wall:.0f} s{budget}" + (": OVER BUDGET" if over else ""))
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))
         return 1

@@ -130,8 +130,8 @@ def write_runs(results: Path, dataset="tiny", seed=0):
             (folder / embedding).mkdir()
             table = per_query(hits)
             (folder / embedding / "per_query.csv").write_text(U.per_query_csv(table))
-            record = {"dataset": dataset, "model": reading.variant, "seed": seed, "mlflow_run_id": f"run-{reading.name}",
-                      "flip_test": False, **U.estimates(table)}
+            record = {"dataset": dataset, "model": reading.variant, "seed": seed,
+                      "mlflow_run_id": f"run-{reading.name}", "flip_test": False, **U.estimates(table)}
             (folder / embedding / "metrics.json").write_text(json.dumps(record))
 
 

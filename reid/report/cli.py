@@ -190,10 +190,12 @@ def add_report_commands(subparsers) -> None:
 
     what = "the readings ablation: every reading of reid/readings.py against the baseline"
     p = subparsers.add_parser("table-readings", help=what, description=what)
-    p.add_argument("--results", default="results", help="the results folder (readings under <results>/<dataset>/readings)")
+    p.add_argument("--results", default="results",
+                   help="the results folder (readings under <results>/<dataset>/readings)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--seeds", nargs="+", type=int, required=True)
-    p.add_argument("--dataset-specs", required=True, help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
+    p.add_argument("--dataset-specs", required=True,
+                   help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
     p.add_argument("--bootstrap", required=True, help='JSON {"resamples": N, "seed": S} (config evaluate.bootstrap)')
     p.add_argument("--out", required=True, help="the markdown table")
     p.add_argument("--html-out", default=None)
