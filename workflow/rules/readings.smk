@@ -31,7 +31,7 @@ rule train_reading:
         "results/logs/readings/train/{dataset}/{reading}-seed{seed}.log",
     threads: READING_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
         mem_mb=16000,
         runtime=24 * 60,
     conda:
@@ -62,7 +62,7 @@ rule extract_reading:
         "results/logs/readings/extract/{dataset}/{reading}-seed{seed}-{embedding}.log",
     threads: READING_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_PER_JOB,
         mem_mb=8000,
         runtime=60,
     conda:
@@ -91,6 +91,7 @@ rule evaluate_reading:
     resources:
         mem_mb=8000,
         runtime=60,
+        heavy_memory=1,  # k-reciprocal re-ranking, as rule evaluate
     conda:
         "../../envs/reid.yaml"
     params:
@@ -100,7 +101,7 @@ rule evaluate_reading:
     shell:
         "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
         "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
-        "--threads {threads} --metric-prefix test_embedding_{wildcards.embedding}/ "
+        "--threads {threads} "
         "--out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
 
 
