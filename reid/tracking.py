@@ -428,11 +428,13 @@ def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Ma
     model_id = t.get("logged_model_id")
     shash = settings_hash(settings)
     params = {"eval": dict(settings), "training_run_id": train_run_id, **(data_params or {})}
+    reading = t.get("reading")  # the readings ablation (reid/readings.py): one more identity tag
     tags = {"dataset": t.get("dataset", ""), "model": t.get("model", ""), "seed": t.get("seed", ""),
-            "rule": "evaluate", "eval_settings": shash, "training_run_id": train_run_id,
-            **({"logged_model_id": model_id} if model_id else {})}
-    run_id = start_run(exp.name, f"{t.get('model')}-seed{t.get('seed')}-eval-{shash}", params, tags,
-                       key_tags=("dataset", "model", "seed", "rule", "eval_settings"),
+            "rule": "evaluate_reading" if reading else "evaluate", "eval_settings": shash,
+            "training_run_id": train_run_id, **({"logged_model_id": model_id} if model_id else {}),
+            **({"reading": reading} if reading else {})}
+    run_id = start_run(exp.name, f"{reading or t.get('model')}-seed{t.get('seed')}-eval-{shash}", params, tags,
+                       key_tags=("dataset", "model", "seed", "rule", "eval_settings", "reading"),
                        entry_point="python -m reid evaluate")
     status = "FAILED"
     try:

@@ -190,10 +190,13 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         run_name=f"{reading or variant}-seed{seed}-train",
         params={"dataset": dataset, "variant": variant, "seed": seed, "num_classes": len(pid_to_label),
                 "train_images": len(records), "model": model_cfg, "train": train_cfg},
-        tags={"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash, "rule": "train",
+        # a reading's runs are told apart from the main runs, and from each other, by rule and reading
+        tags={"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash,
+              "rule": "train_reading" if reading else "train",
               **({"resumed_from_epoch": start_epoch, "resumed_from_run": ckpt.get("mlflow_run_id", "unknown")}
                  if start_epoch else {}),
               **({"reading": reading} if reading else {})},
+        key_tags=("dataset", "model", "seed", "rule", "reading"),
         entry_point="python -m reid train",
     )
     outputs.run_id_file.parent.mkdir(parents=True, exist_ok=True)

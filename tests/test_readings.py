@@ -189,3 +189,32 @@ def test_readings_table_refuses_a_stale_per_query_file(tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(ReportInputError, match="rerun the evaluation"):
         readings_table(tmp_path, "tiny", [0], describe_dataset("tiny", {"source": "synthetic"}))
+
+
+def test_reading_runs_are_not_retries_of_the_main_runs_or_of_each_other(mlflow_store, tmp_path):
+    """mutual and mutual_pair share variant, dataset and seed: their runs must not count as attempts of one run."""
+    from mlflow.tracking import MlflowClient
+
+    from reid import tracking
+
+    client = MlflowClient(mlflow_store)
+    base = {"dataset": "tiny", "model": "mutual", "seed": 0}
+    keys = ("dataset", "model", "seed", "rule", "reading")  # as reid.train.train passes them
+    main = tracking.start_run("reid-tiny", "mutual-seed0-train", {}, {**base, "rule": "train"}, key_tags=keys)
+    single = tracking.start_run("reid-tiny", "mutual-seed0-train", {},
+                                {**base, "rule": "train_reading", "reading": "mutual"}, key_tags=keys)
+    pair = tracking.start_run("reid-tiny", "mutual_pair-seed0-train", {},
+                              {**base, "rule": "train_reading", "reading": "mutual_pair"}, key_tags=keys)
+    test = {"name": "tiny/test", "digest": "0123abcd", "source": str(tmp_path)}
+    settings = {"flip": False, "max_rank": 50, "test_embedding": "single"}
+    evals = {}
+    for run_id in (main, single, pair):
+        tracking.finish_run(run_id)
+        evals[run_id] = tracking.log_evaluation(run_id, {"rank1": 0.5, "mAP": 0.4}, settings, test_data=test)
+    for run_id in (main, single, pair, *evals.values()):
+        run = client.get_run(run_id)
+        assert run.info.run_name.endswith("-try1") and "retry_of" not in run.data.tags, run.info.run_name
+    tags = client.get_run(evals[pair]).data.tags
+    assert (tags["reading"], tags["rule"]) == ("mutual_pair", "evaluate_reading")
+    assert client.get_run(evals[pair]).info.run_name.startswith("mutual_pair-seed0-eval-")
+    assert client.get_run(evals[main]).data.tags["rule"] == "evaluate"
