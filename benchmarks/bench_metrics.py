@@ -33,10 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def market_like(seed=0, queries=3368, gallery=15913, dim=512, ids=751, cameras=6, distractors=2793,
-                junk=3819, signal=0.47, noise=1.0):
-    """Clustered unit-length features with Market-1501-like labels (counts scale with the gallery)."""
-    scale = gallery / 15913
-    ids, distractors, junk = (max(1, round(x * scale)) for x in (ids, distractors, junk))
+                junk=3819, signal=0.47, noise=1.0, exact_counts=False):
+    """Clustered unit-length features with Market-1501-like labels (counts scale with the gallery
+    unless exact_counts)."""
+    if not exact_counts:
+        scale = gallery / 15913
+        ids, distractors, junk = (max(1, round(x * scale)) for x in (ids, distractors, junk))
     ids = min(ids, queries, gallery - distractors - junk)
     rng = np.random.default_rng(seed)
     centre = rng.standard_normal((ids + 1, dim)).astype(np.float32)

@@ -16,43 +16,42 @@ from pathlib import Path
 
 from reid import io
 from reid.files import load_features
-from reid.metrics import evaluate_features, evaluate_multi_query
+from reid.metrics import DEFAULT_MEMORY_GB, evaluate_protocols, flat_metrics, per_query_arrays
 from reid.metrics import uncertainty
 
 MULTI_QUERY_POOLINGS = ("mean", "max")
 
 
-def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None) -> dict:
+def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None,
+                    memory_gb: float = DEFAULT_MEMORY_GB) -> dict:
     """Flat metrics of every protocol, plus "per_query": {protocol: {"first_match_rank" (int64, 1-based,
     0 = no true match), "ap", "ap_trapezoid", "inp" (float64, NaN = no true match)}} in query order, for
-    the protocols of reid.metrics.uncertainty.PROTOCOLS ("single", "rerank", "multi_query_mean", ...)."""
+    the protocols of reid.metrics.uncertainty.PROTOCOLS ("single", "rerank", "multi_query_mean", ...).
+
+    Queries are ranked in blocks within `memory_gb` GiB of working memory, and the gallery-side part
+    of re-ranking is done once for all protocols (reid.metrics.stream); the numbers do not depend on
+    the budget.
+    """
     q, g = feats["query_feats"], feats["gallery_feats"]
     qp, gp, qc, gc = feats["query_pids"], feats["gallery_pids"], feats["query_camids"], feats["gallery_camids"]
     max_rank = min(max_rank, len(gp))
     rr = {"k1": rerank["k1"], "k2": rerank["k2"], "lambda_value": rerank["lambda"]}
-    out: dict = {}
-
-    valid_queries: dict[str, int] = {}
-    per_query: dict[str, dict] = {}
-
-    def add(prefix: str, result: dict) -> None:
-        # metrics stay flat fractions; the count of queries with a true match goes to "counts"
-        valid_queries[prefix or "single_query"] = result.pop("num_valid_queries")
-        per_query[prefix.rstrip("/") or "single"] = result.pop("per_query")
-        for k, v in result.items():
-            out[f"{prefix}{k}"] = v
-
-    add("", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, device=device, per_query=True))
-    add("rerank/", evaluate_features(q, g, qp, gp, qc, gc, max_rank=max_rank, rerank=rr, device=device,
-                                     per_query=True))
+    mq = None
     if "mq_feats" in feats and len(feats["mq_feats"]):
         mq = (feats["mq_feats"], feats["mq_pids"], feats["mq_camids"])
-        for pooling in MULTI_QUERY_POOLINGS:
-            prefix = f"multi_query_{pooling}/"
-            for suffix, rerank_args in (("", None), ("rerank/", rr)):
-                add(prefix + suffix, evaluate_multi_query(q, g, qp, gp, qc, gc, *mq, pooling=pooling,
-                                                          max_rank=max_rank, rerank=rerank_args, device=device,
-                                                          per_query=True))
+    results = evaluate_protocols(q, g, qp, gp, qc, gc, max_rank=max_rank, rerank=rr, multi_query=mq,
+                                 poolings=MULTI_QUERY_POOLINGS, memory_gb=memory_gb, device=device)
+    out: dict = {}
+    valid_queries: dict[str, int] = {}
+    per_query: dict[str, dict] = {}
+    for protocol, full in results.items():
+        prefix = "" if protocol == "single" else protocol + "/"
+        flat = flat_metrics(full)
+        # metrics stay flat fractions; the count of queries with a true match goes to "counts"
+        valid_queries[prefix or "single_query"] = flat.pop("num_valid_queries")
+        for k, v in flat.items():
+            out[f"{prefix}{k}"] = v
+        per_query[protocol] = per_query_arrays(full)
     out["counts"] = {"query": len(qp), "gallery": len(gp), "valid_queries": valid_queries}
     out["per_query"] = per_query
     return out

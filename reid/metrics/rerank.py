@@ -164,6 +164,14 @@ class _RunningNearest:
         self.idx = torch.zeros((n, kk), dtype=torch.int64, device=dev)
         self.top = torch.full((n,), -float("inf"), device=dev)
 
+    @classmethod
+    def from_state(cls, vals, idx, top):
+        """Continue from lists made earlier (rows n x kk, as `vals`, `idx`, `top` of another)."""
+        self = cls.__new__(cls)
+        self.kk, self.dev = vals.shape[1], vals.device
+        self.vals, self.idx, self.top = vals, idx, top
+        return self
+
     def absorb(self, r0: int, c0: int, p: torch.Tensor):
         nr, w = p.shape
         rows = slice(r0, r0 + nr)
@@ -330,9 +338,24 @@ def _stable_from_candidates(vals, idx, k, full_rows):
     if vals.shape[1] > k:
         ties = torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten()
         if ties.numel():
-            full_v, full_i = torch.sort(full_rows(ties), dim=1, stable=True)
-            idx[ties, :k], vals[ties, :k] = full_i[:, :k], full_v[:, :k]
+            vals[ties, :k], idx[ties, :k] = _first_k_stable(full_rows(ties), k)
     return idx[:, :k].contiguous(), vals[:, :k].contiguous()
+
+
+def _first_k_stable(rows: torch.Tensor, k: int):
+    """(values, indices) of the first k entries of each row's stable sort (by value, then index),
+    in that order, without sorting whole rows: everything below the k-th smallest value, plus as
+    many entries equal to it as are needed, the lowest indices first."""
+    w = torch.kthvalue(rows, k, dim=1).values[:, None]
+    below = rows < w
+    equal = rows == w
+    need = k - below.sum(1, keepdim=True)
+    keep = below | (equal & (torch.cumsum(equal, dim=1) <= need))
+    r, c = torch.nonzero(keep, as_tuple=True)  # row-major: k per row, in index order
+    c = c.view(-1, k)
+    v = rows[r, c.flatten()].view(-1, k)
+    order = torch.sort(v, dim=1, stable=True).indices
+    return v.gather(1, order), c.gather(1, order)
 
 
 def _reciprocal(nn: torch.Tensor, k: int) -> torch.Tensor:
@@ -417,28 +440,47 @@ def _segment_positions(starts: torch.Tensor, lens: torch.Tensor) -> torch.Tensor
     return torch.arange(total, device=lens.device) - torch.repeat_interleave(offs - starts, lens)
 
 
+class _InvertedGallery:
+    """Inverted index over the gallery rows of V: for each column j, the gallery rows g with
+    V[g, j] != 0 (`rows`, gallery indices, ascending) and those values (`vals`)."""
+
+    def __init__(self, v, num_q, n):
+        crow, col, val = v
+        dev = crow.device
+        self.num_g = n - num_q
+        g_start = int(crow[num_q])
+        g_rows = torch.repeat_interleave(torch.arange(self.num_g, device=dev), crow[num_q + 1:] - crow[num_q:-1])
+        g_cols, g_vals = col[g_start:], val[g_start:]
+        by_col = torch.sort(g_cols, stable=True).indices
+        self.rows, self.vals = g_rows[by_col], g_vals[by_col]
+        self.col_len = torch.bincount(g_cols, minlength=n)
+        self.col_start = torch.cumsum(self.col_len, 0) - self.col_len
+
+
 def _jaccard_into(out, v, num_q, n, lambda_value, chunk=256):
     """out[q, g] <- (1 - lambda) * Jaccard(q, g) + lambda * out[q, g] (out holds d(q, g))."""
+    _jaccard_rows(out, v, 0, _InvertedGallery(v, num_q, n), lambda_value, chunk)
+
+
+def _jaccard_rows(out, v, q0, inv, lambda_value, chunk=256):
+    """The same for the query rows q0 .. q0 + len(out) - 1 (out holds their d(q, g)).
+
+    Each (q, g) sum runs over q's entries of V in column order whatever the chunking, so a block
+    of queries gets exactly the values it gets among all queries.
+    """
     crow, col, val = v
     dev = crow.device
-    num_g = n - num_q
-    # inverted index over gallery rows: for each column j, the gallery rows with V[g, j] != 0
-    g_start = int(crow[num_q])
-    g_rows = torch.repeat_interleave(torch.arange(num_g, device=dev), crow[num_q + 1:] - crow[num_q:-1])
-    g_cols, g_vals = col[g_start:], val[g_start:]
-    by_col = torch.sort(g_cols, stable=True).indices
-    inv_rows, inv_vals = g_rows[by_col], g_vals[by_col]
-    col_len = torch.bincount(g_cols, minlength=n)
-    col_start = torch.cumsum(col_len, 0) - col_len
-    for s in range(0, num_q, chunk):
-        e = min(s + chunk, num_q)
-        a, b = int(crow[s]), int(crow[e])
-        q_local = torch.repeat_interleave(torch.arange(e - s, device=dev), crow[s + 1:e + 1] - crow[s:e])
+    num_g = inv.num_g
+    for s in range(0, out.shape[0], chunk):
+        e = min(s + chunk, out.shape[0])
+        qs, qe = q0 + s, q0 + e
+        a, b = int(crow[qs]), int(crow[qe])
+        q_local = torch.repeat_interleave(torch.arange(e - s, device=dev), crow[qs + 1:qe + 1] - crow[qs:qe])
         j, vq = col[a:b], val[a:b]
-        seg = col_len[j]
-        pos = _segment_positions(col_start[j], seg)
-        target = q_local.repeat_interleave(seg) * num_g + inv_rows[pos]
-        contrib = torch.minimum(vq.repeat_interleave(seg), inv_vals[pos])
+        seg = inv.col_len[j]
+        pos = _segment_positions(inv.col_start[j], seg)
+        target = q_local.repeat_interleave(seg) * num_g + inv.rows[pos]
+        contrib = torch.minimum(vq.repeat_interleave(seg), inv.vals[pos])
         t = torch.zeros((e - s) * num_g, dtype=torch.float32, device=dev).index_add_(0, target, contrib)
         t = t.view(e - s, num_g)
         jaccard = 1 - t / (2.0 - t)

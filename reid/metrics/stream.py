@@ -1,0 +1,375 @@
+"""Every evaluation protocol in bounded memory: queries streamed in blocks, gallery work shared.
+
+`evaluate_protocols` runs single-query and multi-query (mean and max pooling) evaluation, each
+plain and k-reciprocal re-ranked, and returns per protocol what `reid.metrics.evaluate` returns,
+without ever holding a queries x gallery matrix when the memory budget does not allow it:
+
+* Queries are processed in blocks of whole *tiles* (`tile_rows` rows, default 256). A block's
+  distances (plain Euclidean, or re-ranked) are made, reduced to the positions of its true matches
+  (everything CMC, AP, INP and the per-query results need), then freed. The block size follows
+  from `memory_gb` (and, on CUDA, from the free device memory).
+* Re-ranking (Zhong et al., CVPR 2017; `rerank.py` states the algorithm) needs, for every one of
+  the N = queries + gallery images, its nearest neighbours among all N and its largest distance.
+  The gallery-to-gallery part of that search depends on the gallery alone: it is done once per
+  gallery (`GallerySide`) and shared by every block and every protocol that ranks that gallery.
+  Each protocol then merges its query columns into a copy of the gallery's neighbour lists (a
+  gallery image's neighbours can be queries), which is exact: a list keeps the k + 1 smallest
+  values of its row, and the k + 1 smallest of a union are the k + 1 smallest of the merged lists.
+  Pass 1 goes over the query tiles once (their rows and, transposed, their columns); pass 2 goes
+  over the query blocks again for the Jaccard distances, recomputing the block's distances unless
+  the budget allows keeping all of them from pass 1.
+
+Exactly the same numbers as the unstreamed path (`euclidean_distance` or `re_ranking_features`,
+then `evaluate`): every entry is computed with the same arithmetic as there (the same matrix
+products, the same direct or transposed formula for each query pair, the same sums), and what is
+merged across blocks (neighbour selection, row maxima, match positions) does not depend on the
+order of the blocks. One caveat, measured rather than guaranteed: BLAS libraries compute an entry
+of a matrix product the same way whatever the shape of the call only above a few rows or columns
+(MKL on AVX-512: from 12), so tiles are never cut below `tile_rows // 4` rows; and whatever the
+BLAS, a run with many blocks makes the very same calls as a run with one block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _inputs
+from .distance import l2_normalize
+from .multi_query import POOLINGS, pool_multi_query
+from .rank import _match_ranks_counting, _match_ranks_sorted, summarise
+from .rerank import (_RunningNearest, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
+                     _jaccard_rows, _stable_from_candidates)
+
+DEFAULT_MEMORY_GB = 2.0
+SPAN_ROWS = 2048  # the unstreamed re_ranking_features' default block_rows: which query pairs are
+#                   computed directly and which transposed is decided by these spans, as there
+TILE_ROWS = 256
+
+PROTOCOLS = ("single", "rerank", "multi_query_mean", "multi_query_mean/rerank", "multi_query_max",
+             "multi_query_max/rerank")
+
+
+def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, rerank=None,
+                       multi_query=None, poolings=POOLINGS, single=True, memory_gb=DEFAULT_MEMORY_GB,
+                       device=None, tile_rows=TILE_ROWS) -> dict:
+    """Every protocol's metrics, streaming queries in blocks and sharing the gallery-side work.
+
+    q_feats (Q x D), g_feats (G x D): features, numpy or torch, any float dtype (computed in
+        float32). Single-query protocols rank g_feats as given; multi-query protocols rank the
+        L2-normalised gallery (as `evaluate_multi_query`).
+    q_pids, g_pids, q_camids, g_camids: integer labels (pid -1 junk, 0 distractor).
+    rerank: None, or {"k1", "k2", "lambda_value"} (or "lambda"): also run the re-ranked protocols.
+    multi_query: None, or (mq_feats, mq_pids, mq_camids), the gt_bbox images: also run
+        "multi_query_<pooling>" (and "multi_query_<pooling>/rerank") for each of `poolings`.
+    single: run the single-query protocols ("single" and "rerank").
+    memory_gb: working-memory budget in GiB beyond the inputs (not counting the few fixed
+        per-gallery arrays); sets the number of queries per block, never fewer than one tile.
+    device: where to compute ("cuda", ...); default: where q_feats lives, else CPU.
+    tile_rows: queries per matrix-product call (a block is a whole number of tiles); results do
+        not depend on it on MKL for tiles of 12 rows or more (see the module docstring).
+
+    Returns {protocol: dict} with protocol names from PROTOCOLS (only those run) and the keys of
+    `reid.metrics.evaluate` (cmc of length max_rank, mAP, mAP_trapezoid, mINP, num_valid_queries,
+    per-query AP, AP_trapezoid, INP, first_match_rank, num_matches), queries in input order.
+    Raises ValueError on malformed input, non-finite features or distances, and a protocol in
+    which no query has a true match.
+    """
+    from .api import _rerank_args
+
+    rr = None if rerank is None else _rerank_args(rerank)
+    if rr is not None:
+        _check_params(rr.get("k1", 20), rr.get("k2", 6), rr.get("lambda_value", 0.3), SPAN_ROWS)
+    if isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer)) or tile_rows < 1:
+        raise ValueError(f"tile_rows={tile_rows!r}: expected a positive integer")
+    if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
+        raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
+    for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
+        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"{name}: expected a non-empty 2-D (images x dims) matrix, got shape {shape}")
+    dev = _inputs.resolve_device(device, q_feats, g_feats)
+    q = _inputs.float_tensor(q_feats, "q_feats", dev).contiguous()
+    g = _inputs.float_tensor(g_feats, "g_feats", dev).contiguous()
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"features: dimension mismatch, q_feats {q.shape[1]} vs g_feats {g.shape[1]}")
+    _inputs.matrix(q, "q_feats")
+    _inputs.matrix(g, "g_feats")
+    num_q, num_g = q.shape[0], g.shape[0]
+    labels = (_inputs.labels(q_pids, "q_pids", num_q), _inputs.labels(g_pids, "g_pids", num_g),
+              _inputs.labels(q_camids, "q_camids", num_q), _inputs.labels(g_camids, "g_camids", num_g))
+    max_rank = max(1, min(int(max_rank), num_g))
+    budget = _budget_bytes(memory_gb, dev)
+
+    runs = []  # (protocol, queries, gallery key)
+    if single:
+        runs.append(("single", q, "raw"))
+    if multi_query is not None:
+        mq_feats, mq_pids, mq_camids = multi_query
+        for pooling in poolings:
+            pooled = pool_multi_query(labels[0], labels[2], _inputs.float_tensor(mq_feats, "mq_feats", dev),
+                                      mq_pids, mq_camids, pooling=pooling, q_feats=q)
+            runs.append((f"multi_query_{pooling}", pooled.contiguous(), "normalised"))
+    galleries = {"raw": _Gallery(g)}
+    if multi_query is not None:
+        gn = l2_normalize(g).contiguous()
+        # features written by `reid extract` are already unit length; when normalising changes no
+        # bit, both kinds of protocol share one gallery (and one neighbour search)
+        galleries["normalised"] = galleries["raw"] if torch.equal(gn, g) else _Gallery(gn)
+
+    results = {}
+    with torch.inference_mode():
+        for name, queries, gkey in runs:
+            gal = galleries[gkey]
+            results[name] = _plain(queries, gal, labels, max_rank, budget, tile_rows)
+            if rr is not None:
+                results[f"{name}/rerank" if name != "single" else "rerank"] = _reranked(
+                    queries, gal, labels, max_rank, budget, tile_rows, **rr)
+    return {p: results[p] for p in PROTOCOLS if p in results}
+
+
+# ----------------------------------------------------------------------------------------------
+# blocks
+
+
+def _budget_bytes(memory_gb, dev) -> int:
+    budget = int(memory_gb * 2**30)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        budget = min(budget, int(0.8 * free))
+    return budget
+
+
+def _spans(n: int, size: int) -> list[tuple[int, int]]:
+    edges = list(range(0, n, size)) + [n]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _tiles(n: int, tile_rows: int) -> list[tuple[int, int, int]]:
+    """(start, end, start of its span) of the query tiles: each span of SPAN_ROWS cut into tiles
+    of tile_rows, a remainder shorter than tile_rows // 4 joined to the tile before it."""
+    tiles = []
+    for sa, sb in _spans(n, SPAN_ROWS):
+        cuts = list(range(sa, sb, tile_rows)) + [sb]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] < max(1, tile_rows // 4):
+            del cuts[-2]
+        tiles += [(a, b, sa) for a, b in zip(cuts[:-1], cuts[1:])]
+    return tiles
+
+
+def _blocks(tiles, bytes_per_query: int, fixed: int, budget: int):
+    """Consecutive runs of whole tiles, each within budget (at least one tile each)."""
+    rows = max(1, (budget - fixed) // max(1, bytes_per_query))
+    blocks, cur = [], []
+    for t in tiles:
+        if cur and t[1] - cur[0][0] > rows:
+            blocks.append(cur)
+            cur = []
+        cur.append(t)
+    if cur:
+        blocks.append(cur)
+    return blocks
+
+
+class _Ranks:
+    """The (query, 0-based rank) pairs of the true matches, collected block by block."""
+
+    def __init__(self, labels):
+        self.qp, self.gp, self.qc, self.gc = labels
+        self.qidx, self.ranks = [], []
+
+    def add(self, s: int, dist: torch.Tensor, what: str) -> None:
+        # distances are >= 0 here, and the maximum is NaN or inf as soon as one entry is
+        if not bool(torch.isfinite(dist.amax())):
+            bad = int(torch.nonzero(~torch.isfinite(dist))[0, 0]) + s
+            raise ValueError(f"{what}: non-finite distance for query {bad}")
+        e = s + dist.shape[0]
+        if dist.device.type != "cpu":
+            qi, r = _match_ranks_sorted(dist, self.qp[s:e], self.gp, self.qc[s:e], self.gc)
+        else:
+            qi, r = _match_ranks_counting(dist.numpy(), self.qp[s:e], self.gp, self.qc[s:e], self.gc)
+        self.qidx.append(qi + s)
+        self.ranks.append(r)
+
+    def summary(self, max_rank: int) -> dict:
+        return summarise(np.concatenate(self.qidx), np.concatenate(self.ranks), self.qp.size, max_rank)
+
+
+class _Gallery:
+    """Gallery features with their squared norms, and (computed on first use, then shared) the
+    gallery-to-gallery part of re-ranking's neighbour search."""
+
+    def __init__(self, feats: torch.Tensor):
+        self.f = feats
+        self.sq = (feats * feats).sum(1)
+        self.n = feats.shape[0]
+        self.spans = _spans(self.n, SPAN_ROWS)
+        self._lists: dict[int, tuple] = {}
+
+    def lists(self, kk: int):
+        """For every gallery image, the kk smallest of p_ij = |g_j|^2 - 2 g_i.g_j over gallery
+        images j (self at -|g_i|^2; gallery indices) and the largest, as `re_ranking_features`
+        computes them: the products of span pairs on and above the diagonal, the others transposed."""
+        if kk not in self._lists:
+            f, sq = self.f, self.sq
+            best = _RunningNearest(self.n, kk, f.device)
+            for bi, (a, b) in enumerate(self.spans):
+                for c, d in self.spans[bi:]:
+                    p = torch.addmm(sq[None, c:d], f[a:b], f[c:d].T, alpha=-2.0)
+                    if a == c:
+                        ar = torch.arange(b - a, device=f.device)
+                        p[ar, ar] = -sq[a:b]
+                    best.absorb(a, c, p)
+                    if a != c:
+                        best.absorb(c, a, _transposed(p, sq[c:d], sq[a:b]))
+            self._lists[kk] = (best.vals, best.idx, best.top)
+        return self._lists[kk]
+
+
+def _transposed(p, sq_rows, sq_cols):
+    """The p-values of the transposed block, as re_ranking_features makes them:
+    p^T - |rows|^2 + |cols|^2 (p holds |rows|^2 - 2 S for the other orientation)."""
+    pt = torch.sub(p.T, sq_rows[:, None])
+    pt = pt.contiguous() if not pt.is_contiguous() else pt
+    return pt.add_(sq_cols[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# plain Euclidean distances
+
+
+def _plain(q, gal: _Gallery, labels, max_rank, budget, tile_rows) -> dict:
+    """As `evaluate(euclidean_distance(q, g), ...)`, a block of queries at a time."""
+    sq_q = (q * q).sum(1)
+    ranks = _Ranks(labels)
+    # a block's distances (4 bytes each) and the ranking's per-row temporaries
+    for block in _blocks(_tiles(q.shape[0], tile_rows), 8 * gal.n, 0, budget):
+        s, e = block[0][0], block[-1][1]
+        dist = torch.empty((e - s, gal.n), dtype=torch.float32, device=q.device)
+        for t0, t1, _ in block:
+            torch.addmm(sq_q[t0:t1, None] + gal.sq[None, :], q[t0:t1], gal.f.T, alpha=-2.0,
+                        out=dist[t0 - s:t1 - s])
+        ranks.add(s, dist.clamp_(min=0).sqrt_(), "Euclidean distances")
+        del dist
+    return ranks.summary(max_rank)
+
+
+# ----------------------------------------------------------------------------------------------
+# k-reciprocal re-ranking
+
+
+def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1=20, k2=6, lambda_value=0.3) -> dict:
+    """As `evaluate(re_ranking_features(q, g, k1, k2, lambda_value), ...)`, a block of queries at a time."""
+    num_q, num_g = q.shape[0], gal.n
+    n = num_q + num_g
+    dev = q.device
+    k_fwd = min(k1 + 1, n)
+    k_half = min(int(round(k1 / 2)) + 1, n)  # Python's round, like np.around: halves to even
+    k_qe = min(k2, n)
+    k_all = max(k_fwd, k_qe)
+    kk = min(k_all + 1, n)  # one more than needed, to see ties across the k-th place
+    sq_q = (q * q).sum(1)
+    tiles = _tiles(num_q, tile_rows)
+    # keep pass 1's queries x gallery distances for pass 2 when they take at most half the budget
+    keep = torch.empty((num_q, num_g), dtype=torch.float32, device=dev) if 8 * num_q * num_g <= budget else None
+
+    # pass 1: the nearest neighbours and the largest distance of every row
+    g_vals, g_idx, g_top = gal.lists(kk)
+    g_best = _RunningNearest.from_state(g_vals.clone(), g_idx + num_q, g_top.clone())
+    q_vals = torch.empty((num_q, kk), dtype=torch.float32, device=dev)
+    q_idx = torch.empty((num_q, kk), dtype=torch.int64, device=dev)
+    q_top = torch.empty(num_q, dtype=torch.float32, device=dev)
+    q_spans = _spans(num_q, SPAN_ROWS)
+    for t0, t1, sa in tiles:
+        best = _RunningNearest(t1 - t0, kk, dev)
+        for c, d in q_spans:
+            if c >= sa:  # the unstreamed path's products on and above the diagonal
+                p = torch.addmm(sq_q[None, c:d], q[t0:t1], q[c:d].T, alpha=-2.0)
+                if c == sa:
+                    ar = torch.arange(t1 - t0, device=dev)
+                    p[ar, ar + (t0 - sa)] = -sq_q[t0:t1]  # self distance exactly zero
+            else:  # ... and below it, transposed
+                p = _transposed(torch.addmm(sq_q[None, t0:t1], q[c:d], q[t0:t1].T, alpha=-2.0),
+                                sq_q[t0:t1], sq_q[c:d])
+            best.absorb(0, c, p)
+        for c, d in gal.spans:
+            p = torch.addmm(gal.sq[None, c:d], q[t0:t1], gal.f[c:d].T, alpha=-2.0)
+            best.absorb(0, num_q + c, p)
+            if keep is not None:
+                keep[t0:t1, c:d] = p + sq_q[t0:t1, None]
+            g_best.absorb(c, t0, _transposed(p, gal.sq[c:d], sq_q[t0:t1]))
+        q_vals[t0:t1], q_idx[t0:t1], q_top[t0:t1] = best.vals, best.idx, best.top
+        del best, p
+
+    sq = torch.cat([sq_q, gal.sq])
+    rowmax = (torch.cat([q_top, g_best.top]) + sq).clamp_(min=0)
+    _check_rowmax(rowmax)
+    vals = (torch.cat([q_vals, g_best.vals]) + sq[:, None]).clamp_(min=0) / rowmax[:, None]
+    idx = torch.cat([q_idx, g_best.idx])
+    del q_vals, q_idx, q_top, g_best
+    src = _QueryGalleryPairs(q, sq_q, gal)
+    nn, nn_d = _stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
+    del vals, idx
+    v = _encode(src, nn, nn_d, rowmax, k_fwd, k_half)
+    if k2 != 1:
+        v = _expand(v, nn[:, :k_qe], n)
+    del nn, nn_d
+    inverted = _InvertedGallery(v, num_q, n)
+
+    # pass 2: Jaccard distances and the final ranking, a block of queries at a time
+    ranks = _Ranks(labels)
+    fixed = 4 * 256 * num_g * 4  # the Jaccard's working rows (see _jaccard_rows)
+    per_query = (0 if keep is not None else 4 * num_g) + 4 * num_g
+    for block in _blocks(tiles, per_query, fixed, budget):
+        s, e = block[0][0], block[-1][1]
+        if keep is not None:
+            out = keep[s:e]
+        else:
+            out = torch.empty((e - s, num_g), dtype=torch.float32, device=dev)
+            for t0, t1, _ in block:
+                for c, d in gal.spans:
+                    p = torch.addmm(gal.sq[None, c:d], q[t0:t1], gal.f[c:d].T, alpha=-2.0)
+                    out[t0 - s:t1 - s, c:d] = p + sq_q[t0:t1, None]
+        out.clamp_(min=0).div_(rowmax[s:e, None])
+        _jaccard_rows(out, v, s, inverted, lambda_value)
+        ranks.add(s, out, "re-ranked distances")
+        del out
+    return ranks.summary(max_rank)
+
+
+class _QueryGalleryPairs:
+    """Squared distances between any two of the N = queries + gallery images (queries first), as
+    re_ranking_features' _FeatureRows computes them, without concatenating the features."""
+
+    def __init__(self, q, sq_q, gal: _Gallery):
+        self.q, self.g = q, gal.f
+        self.nq = q.shape[0]
+        self.sq = torch.cat([sq_q, gal.sq])
+
+    def _rows(self, idx):
+        out = torch.empty((idx.numel(), self.q.shape[1]), dtype=self.q.dtype, device=self.q.device)
+        is_q = idx < self.nq
+        out[is_q] = self.q[idx[is_q]]
+        out[~is_q] = self.g[idx[~is_q] - self.nq]
+        return out
+
+    def pairs(self, i, j, chunk=1 << 13):
+        out = torch.empty(i.numel(), dtype=torch.float32, device=self.q.device)
+        for s in range(0, i.numel(), chunk):
+            a, b = i[s:s + chunk], j[s:s + chunk]
+            dot = (self._rows(a) * self._rows(b)).sum(1)
+            out[s:s + chunk] = (self.sq[a] + self.sq[b] - 2.0 * dot).clamp_(min=0)
+        out[i == j] = 0.0
+        return out
+
+    def full_rows(self, rows):
+        """Whole rows, for the rare rows tied at the k-th place (one product with all N columns,
+        as the unstreamed path)."""
+        f = torch.cat([self.q, self.g])
+        blk = torch.addmm(self.sq[rows, None] + self.sq[None, :], f[rows], f.T, alpha=-2.0)
+        blk.clamp_(min=0)
+        blk[torch.arange(rows.numel(), device=blk.device), rows] = 0.0
+        return blk
+
+
+__all__ = ["DEFAULT_MEMORY_GB", "PROTOCOLS", "evaluate_protocols"]
