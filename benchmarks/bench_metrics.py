@@ -61,53 +61,6 @@ def market_like(seed=0, queries=3368, gallery=15913, dim=512, ids=751, cameras=6
 
 
 # ----------------------------------------------------------------------------------------------
-# the dense reference: the authors' numpy algorithm (N x N float32 matrices, argsort of every row,
-# per-row loops), restated here to measure its time and memory on this machine.
-
-
-def dense_reference_rerank(q_g, q_q, g_g, k1=20, k2=6, lambda_value=0.3, argsort_kind="quicksort"):
-    nq = q_g.shape[0]
-    d = np.concatenate([np.concatenate([q_q, q_g], 1), np.concatenate([q_g.T, g_g], 1)], 0)
-    d = np.power(d, 2).astype(np.float32)
-    d = np.transpose(d / np.max(d, axis=0))
-    n = d.shape[0]
-    v = np.zeros_like(d, dtype=np.float32)
-    rank = np.argsort(d, kind=argsort_kind).astype(np.int32)
-    half = int(np.around(k1 / 2.0))
-
-    def recip(i, k):
-        fwd = rank[i, : k + 1]
-        return fwd[np.nonzero(rank[fwd, : k + 1] == i)[0]]
-
-    for i in range(n):
-        r = recip(i, k1)
-        exp = r
-        for c in r:
-            rc = recip(c, half)
-            if len(np.intersect1d(rc, r)) > 2.0 / 3.0 * len(rc):
-                exp = np.append(exp, rc)
-        exp = np.unique(exp)
-        w = np.exp(-d[i, exp])
-        v[i, exp] = w / np.sum(w)
-    d = d[:nq]
-    if k2 != 1:
-        vq = np.zeros_like(v)
-        for i in range(n):
-            vq[i] = np.mean(v[rank[i, :k2]], axis=0)
-        v = vq
-        del vq
-    del rank
-    inv = [np.nonzero(v[:, j])[0] for j in range(n)]
-    jac = np.zeros_like(d)
-    for i in range(nq):
-        t = np.zeros(n, dtype=np.float32)
-        for j in np.nonzero(v[i])[0]:
-            t[inv[j]] += np.minimum(v[i, j], v[inv[j], j])
-        jac[i] = 1 - t / (2.0 - t)
-    return (jac * (1 - lambda_value) + d * lambda_value)[:, nq:]
-
-
-# ----------------------------------------------------------------------------------------------
 # stages (each in its own process)
 
 
@@ -125,6 +78,7 @@ def stage(name, args):
     import torch
 
     from reid.metrics import euclidean_distance, evaluate, re_ranking, re_ranking_features
+    from reid.metrics.reference import dense_re_ranking
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,7 +101,8 @@ def stage(name, args):
     elif name == "reference":
         qg, qq, gg = (euclidean_distance(a, b) for a, b in ((qf, gf), (qf, qf), (gf, gf)))
         kind = "stable" if args.stable_reference else "quicksort"
-        ref, wall, cpu = _measure(lambda: dense_reference_rerank(qg, qq, gg, argsort_kind=kind))
+        # the authors' numpy algorithm (N x N float32 matrices, argsort of every row, per-row loops)
+        ref, wall, cpu = _measure(lambda: dense_re_ranking(qg, qq, gg, dtype=np.float32, argsort_kind=kind))
         report["reference_argsort"] = kind
         report["dense_reference"] = dict(wall_s=wall, cpu_s=cpu)
         m = evaluate(ref, qp, gp, qc, gc, max_rank=50)

@@ -2,6 +2,12 @@
 
 Everything here raises ValueError naming the argument and the value at fault, so that a caller
 three layers up (the pipeline's evaluate stage) can tell which array was wrong.
+
+Precision: every metric computes in at least float32 whatever the input's dtype. Half-precision
+input (float16, bfloat16) is widened to float32 before any arithmetic: squaring a float16
+distance above 255.9 overflows, and numpy cannot even hold a bfloat16 tensor. float64 input keeps
+float64 where a function documents it (ranking a distance matrix, re_ranking's squaring), and is
+otherwise narrowed to float32 like everything else.
 """
 
 from __future__ import annotations
@@ -14,14 +20,37 @@ def is_tensor(x) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+HALF = (torch.float16, torch.bfloat16)
+
+
 def to_numpy(x, name: str) -> np.ndarray:
-    """A numpy view/copy of an array-like (a torch tensor is moved to the CPU)."""
+    """A numpy view/copy of an array-like (a torch tensor is moved to the CPU; half precision,
+    float16 or bfloat16, comes back as float32)."""
     if is_tensor(x):
-        return x.detach().cpu().numpy()
+        x = x.detach()
+        return (x.float() if x.dtype in HALF else x).cpu().numpy()
     try:
-        return np.asarray(x)
+        arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - numpy's own message is kept
         raise ValueError(f"{name}: cannot be read as an array ({exc})") from exc
+    return arr.astype(np.float32) if arr.dtype == np.float16 else arr
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """`t` widened to float32 if it is half precision (or an integer type); float32/64 unchanged."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float32)
+
+
+def finite_result(x, what: str):
+    """`x` (an array, a tensor or a number), after checking that it holds no NaN or inf."""
+    if is_tensor(x):
+        ok = bool(torch.isfinite(x).all())
+    else:
+        ok = bool(np.all(np.isfinite(np.asarray(x, dtype=np.float64))))
+    if not ok:
+        raise ValueError(f"{what}: the result is not finite (NaN or inf); the input's values are too "
+                         f"large for float32 arithmetic, or degenerate")
+    return x
 
 
 def labels(x, name: str, length: int | None = None) -> np.ndarray:
@@ -60,7 +89,8 @@ def matrix(x, name: str, rows: int | None = None, cols: int | None = None) -> No
 
 
 def float_tensor(x, name: str, device=None) -> torch.Tensor:
-    """A float32 torch tensor on `device` (default: where it already is; CPU for numpy)."""
+    """A float32 torch tensor on `device` (default: where it already is; CPU for numpy), whatever
+    the input's float dtype (float16, bfloat16, float32, float64)."""
     if is_tensor(x):
         t = x.detach()
     else:

@@ -9,7 +9,7 @@ from . import _inputs
 
 
 def euclidean_distance(a, b, *, device=None, block_rows=4096):
-    """Plain (not squared) Euclidean distances, len(a) x len(b), float32.
+    """Plain (not squared) Euclidean distances, len(a) x len(b), float32 (any float input dtype).
 
     Computed as sqrt(|a|^2 + |b|^2 - 2 a.b) clamped at zero, by blocks of rows; numpy in gives
     numpy out, torch in gives a tensor on the working device (`device`, else where `a` lives).
@@ -27,13 +27,15 @@ def squared_euclidean_distance(a, b, *, device=None, block_rows=4096):
         e = min(s + block_rows, ta.shape[0])
         torch.addmm(sa[s:e, None] + sb[None, :], ta[s:e], tb.T, alpha=-2.0, out=out[s:e])
     out.clamp_(min=0)
+    _inputs.finite_result(out.amax() if out.numel() else out, "squared_euclidean_distance")
     return out if _inputs.is_tensor(a) else out.cpu().numpy()
 
 
 def l2_normalize(x, eps: float = 1e-12):
-    """Rows scaled to unit L2 norm (rows of zeros stay zero). Same type as `x`."""
+    """Rows scaled to unit L2 norm (rows of zeros stay zero). Same type as `x`, float32."""
     t = _inputs.float_tensor(x, "features")
     t = t / t.norm(dim=1, keepdim=True).clamp_min(eps)
+    _inputs.finite_result(t, "l2_normalize")
     return t if _inputs.is_tensor(x) else t.numpy()
 
 

@@ -75,4 +75,5 @@ def pool_multi_query(q_pids, q_camids, mq_feats, mq_pids, mq_camids, pooling="me
         if tuple(own.shape) != (n_q, mqf.shape[1]):
             raise ValueError(f"q_feats: shape {tuple(own.shape)}, expected {(n_q, mqf.shape[1])}")
         out[missing] = l2_normalize(own[missing])
+    _inputs.finite_result(out, "pool_multi_query")
     return out if _inputs.is_tensor(mq_feats) else out.cpu().numpy()

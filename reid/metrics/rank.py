@@ -41,7 +41,8 @@ DISTRACTOR_PID = 0
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, ap="step"):
     """(cmc, mAP): cmc[k-1] is the fraction of valid queries with a true match within the first k.
 
-    `distmat` is queries x gallery (numpy or torch; smaller = more similar). `ap` picks the mAP
+    `distmat` is queries x gallery (numpy or torch, any float dtype: half precision is ranked in
+    float32, float64 in float64; smaller = more similar). `ap` picks the mAP
     convention: "step" (torchreid / fast-reid) or "trapezoid" (official Market-1501 code).
     Raises ValueError on malformed input, on max_rank larger than the gallery, and when no query
     has a true match in the gallery.
@@ -61,6 +62,8 @@ def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
     A CUDA `distmat` is ranked on the GPU.
     """
     num_q, num_g = _check(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
+    if _inputs.is_tensor(distmat):
+        distmat = _inputs.at_least_float32(distmat.detach())
     qp = _inputs.labels(q_pids, "q_pids", num_q)
     gp = _inputs.labels(g_pids, "g_pids", num_g)
     qc = _inputs.labels(q_camids, "q_camids", num_q)
@@ -218,6 +221,8 @@ def summarise(qidx: np.ndarray, ranks: np.ndarray, num_q: int, max_rank: int) ->
     inp = m / (last + 1.0)
 
     cmc = np.cumsum(np.bincount(first[first < max_rank], minlength=max_rank)[:max_rank]) / num_valid
+    for what, x in (("mAP", ap_step), ("mAP_trapezoid", ap_trap), ("mINP", inp), ("cmc", cmc)):
+        _inputs.finite_result(x, what)
 
     def per_query(values, fill=np.nan):
         out = np.full(num_q, fill, dtype=np.float64)

@@ -46,7 +46,8 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3, *, d
     """Re-ranked queries x gallery distances from plain (not squared) Euclidean distance matrices.
 
     q_g_dist (Q x G), q_q_dist (Q x Q), g_g_dist (G x G); k1, k2 >= 1; 0 <= lambda_value <= 1.
-    Numpy in, numpy out (float32); torch in, torch out on the working device. `device` (or CUDA
+    Any float dtype: float64 is squared in float64 (as the reference), float16 and bfloat16 are
+    widened to float32 first. Numpy in, numpy out (float32); torch in, torch out on the working device. `device` (or CUDA
     input) runs it on that device. As the reference's slicing does, k1 + 1, round(k1 / 2) + 1 and
     k2 are clamped to N = Q + G. Raises ValueError on shape mismatches, NaN/inf, bad parameters,
     and an image whose distances are all zero (its row cannot be normalised).
@@ -61,6 +62,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3, *, d
     rows = _DenseRows(*(_as_float(x, name, dev) for x, name in (
         (q_g_dist, "q_g_dist"), (q_q_dist, "q_q_dist"), (g_g_dist, "g_g_dist"))))
     out = _rerank(rows, num_q, num_q + num_g, k1, k2, lambda_value, dev, block_rows)
+    _inputs.finite_result(out, "re_ranking")
     return out if _inputs.is_tensor(q_g_dist) else out.cpu().numpy()
 
 
@@ -81,6 +83,7 @@ def re_ranking_features(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3, *, devi
     feats = torch.cat([_inputs.float_tensor(q_feats, "q_feats", dev),
                        _inputs.float_tensor(g_feats, "g_feats", dev)])
     out = _rerank(_FeatureRows(feats), num_q, num_q + num_g, k1, k2, lambda_value, dev, block_rows)
+    _inputs.finite_result(out, "re_ranking_features")
     return out if _inputs.is_tensor(q_feats) else out.cpu().numpy()
 
 
@@ -501,11 +504,11 @@ def _shape2(x, name):
 
 
 def _as_float(x, name, dev):
-    """A torch tensor on `dev`, float64 kept as float64 (squared before the cast, as the reference)."""
+    """A torch tensor on `dev`: float64 kept as float64 (squared before the cast, as the reference),
+    anything else (float16, bfloat16, integers) as float32: a float16 distance above 255.9 would
+    overflow when squared."""
     if _inputs.is_tensor(x):
         t = x.detach()
     else:
         t = torch.from_numpy(np.ascontiguousarray(_inputs.to_numpy(x, name)))
-    if not t.is_floating_point():
-        t = t.to(torch.float32)
-    return t.to(dev)
+    return _inputs.at_least_float32(t).to(dev)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from reid.metrics import euclidean_distance, re_ranking, re_ranking_features
-
-sys.path.insert(0, str(Path(__file__).parent))
-from metrics_dense_rerank import dense_rerank  # noqa: E402
+from reid.metrics.reference import dense_re_ranking as dense_rerank
 
 # The dense restatement runs in float64, the implementation in float32 (as the authors' code):
 # differences are rounding only, a few 1e-7 on values in [0, 1].
@@ -53,7 +48,7 @@ def test_half_precision_port_differs_by_about_1e_3():
     # float32, which is what we match (TOL above). Against the float16 port only ~1e-3 holds.
     q, g = clustered(np.random.default_rng(9), 8, 40)
     qg, qq, gg = dists(q, g)
-    half = dense_rerank(qg, qq, gg, 20, 6, 0.3, storage=np.float16)
+    half = dense_rerank(qg, qq, gg, 20, 6, 0.3, v_dtype=np.float16)
     diff = np.abs(re_ranking(qg, qq, gg, 20, 6, 0.3) - half).max()
     assert 1e-5 < diff < 5e-3
 
