@@ -25,8 +25,9 @@ products, the same direct or transposed formula for each query pair, the same su
 merged across blocks (neighbour selection, row maxima, match positions) does not depend on the
 order of the blocks. One caveat, measured rather than guaranteed: BLAS libraries compute an entry
 of a matrix product the same way whatever the shape of the call only above a few rows or columns
-(MKL on AVX-512: from 12), so tiles are never cut below `tile_rows // 4` rows; and whatever the
-BLAS, a run with many blocks makes the very same calls as a run with one block.
+(MKL on AVX-512: from 12), so no tile is cut below MIN_TILE_ROWS rows (a shorter remainder joins
+the tile before it); and whatever the BLAS, a run with many blocks makes the very same calls as
+a run with one block.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ DEFAULT_MEMORY_GB = 2.0
 SPAN_ROWS = 2048  # the unstreamed re_ranking_features' default block_rows: which query pairs are
 #                   computed directly and which transposed is decided by these spans, as there
 TILE_ROWS = 256
+MIN_TILE_ROWS = 16  # MKL computes a product's entries alike from 12 rows/columns up (see above)
 
 PROTOCOLS = ("single", "rerank", "multi_query_mean", "multi_query_mean/rerank", "multi_query_max",
              "multi_query_max/rerank")
@@ -66,8 +68,8 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
     memory_gb: working-memory budget in GiB beyond the inputs (not counting the few fixed
         per-gallery arrays); sets the number of queries per block, never fewer than one tile.
     device: where to compute ("cuda", ...); default: where q_feats lives, else CPU.
-    tile_rows: queries per matrix-product call (a block is a whole number of tiles); results do
-        not depend on it on MKL for tiles of 12 rows or more (see the module docstring).
+    tile_rows: queries per matrix-product call (>= MIN_TILE_ROWS; a block is a whole number of
+        tiles); results do not depend on it (see the module docstring).
 
     Returns {protocol: dict} with protocol names from PROTOCOLS (only those run) and the keys of
     `reid.metrics.evaluate` (cmc of length max_rank, mAP, mAP_trapezoid, mINP, num_valid_queries,
@@ -80,8 +82,8 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
     rr = None if rerank is None else _rerank_args(rerank)
     if rr is not None:
         _check_params(rr.get("k1", 20), rr.get("k2", 6), rr.get("lambda_value", 0.3), SPAN_ROWS)
-    if isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer)) or tile_rows < 1:
-        raise ValueError(f"tile_rows={tile_rows!r}: expected a positive integer")
+    if isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer)) or tile_rows < MIN_TILE_ROWS:
+        raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
     if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
         raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
     for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
@@ -147,11 +149,12 @@ def _spans(n: int, size: int) -> list[tuple[int, int]]:
 
 def _tiles(n: int, tile_rows: int) -> list[tuple[int, int, int]]:
     """(start, end, start of its span) of the query tiles: each span of SPAN_ROWS cut into tiles
-    of tile_rows, a remainder shorter than tile_rows // 4 joined to the tile before it."""
+    of tile_rows, a remainder shorter than MIN_TILE_ROWS joined to the tile before it (a span
+    shorter than that is one tile, as it is one product in the unstreamed path)."""
     tiles = []
     for sa, sb in _spans(n, SPAN_ROWS):
         cuts = list(range(sa, sb, tile_rows)) + [sb]
-        if len(cuts) > 2 and cuts[-1] - cuts[-2] < max(1, tile_rows // 4):
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] < MIN_TILE_ROWS:
             del cuts[-2]
         tiles += [(a, b, sa) for a, b in zip(cuts[:-1], cuts[1:])]
     return tiles
