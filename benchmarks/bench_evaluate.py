@@ -12,7 +12,8 @@ parent process writes them once as a features.pt file; every measurement runs in
 subprocess that loads that file as the pipeline's evaluate stage does, then resets the kernel's
 peak-RSS counter, so "peak RSS beyond the features" is the stage's own working memory. Wall time,
 CPU time (user + sys, all threads) and a digest of the metrics (to compare code versions) are
-printed. Run it with PYTHONPATH pointing at another checkout to measure that version.
+printed. `--reid-from DIR` measures the `reid` package of another checkout (e.g. an older commit
+made with `git worktree add`), to compare versions on the same features.
 """
 
 from __future__ import annotations
@@ -76,10 +77,14 @@ def _rss_kib(field: str) -> int:
 
 def measure(args) -> None:
     """Child process: load the features file, run the evaluate stage, print one JSON line."""
+    sys.path.insert(0, str(Path(args.reid_from).resolve()))
     import torch
 
+    import reid
     from reid.evaluate import compute_metrics
     from reid.features import load_features
+
+    print(f"reid from {Path(reid.__file__).parent}", file=sys.stderr)
 
     torch.set_num_threads(args.threads)
     feats = load_features(args.features)
@@ -115,6 +120,7 @@ def main() -> None:
                     help="compute_metrics' working-memory budget (default: the stage's default)")
     ap.add_argument("--repeat", type=int, default=1, help="measurements (fresh processes)")
     ap.add_argument("--metrics-out", help="write the metrics of the last run here (JSON)")
+    ap.add_argument("--reid-from", default=str(ROOT.parent), help="checkout whose reid package to measure")
     ap.add_argument("--features", help=argparse.SUPPRESS)
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -133,7 +139,7 @@ def main() -> None:
               f"gallery, {args.dim}-d, {n_mq if args.protocols == 'all' else 0} gt_bbox; protocols "
               f"{args.protocols}; {args.threads} threads; features file {path.stat().st_size / 2**20:.0f} MiB")
         cmd = [sys.executable, __file__, "--measure", "--features", str(path), "--protocols", args.protocols,
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--reid-from", args.reid_from]
         cmd += [] if args.memory_gb is None else ["--memory-gb", str(args.memory_gb)]
         cmd += [] if not args.metrics_out else ["--metrics-out", args.metrics_out]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -143,6 +149,7 @@ def main() -> None:
                 print(f"FAILED\n{res.stderr[-3000:]}")
                 sys.exit(1)
             rep = json.loads(res.stdout.strip().splitlines()[-1])
+            print(res.stderr.strip().splitlines()[-1])
             print(f"wall {rep['wall_s']:7.2f} s   cpu {rep['cpu_s']:7.2f} s   peak RSS beyond the loaded "
                   f"features {rep['peak_beyond_loaded_mib']:7.0f} MiB (features loaded: "
                   f"{rep['rss_loaded_mib']:.0f} MiB)   metrics {rep['metrics_sha256']}  "

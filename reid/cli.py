@@ -34,6 +34,19 @@ def _json(what: str, section: str | None = None):
     return parse
 
 
+def _positive_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({what})") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number ({what})")
+        return value
+
+    return parse
+
+
 def cmd_init_tracking(args) -> None:
     from reid import tracking
 
@@ -216,7 +229,8 @@ def cmd_evaluate(args) -> None:
               "logged_model_id": run.data.tags.get("logged_model_id"),
               "evaluate_config": settings}
     record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
-                      max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
+                      max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs,
+                      memory_gb=args.memory_gb)
     tracking.log_evaluation(run_id, tracking.mlflow_metrics({**scalar_metrics(record), **interval_metrics(record)}),
                             evaluation_settings(record, args, run),
                             test_data=_test_split(Path(args.features), inputs["dataset"]), curves=curves(record),
@@ -377,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "its provenance comes from features.pt")
     s.add_argument("--max-rank", type=int, default=50)
     s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), required=True)
+    s.add_argument("--memory-gb", type=_positive_float("config 'evaluate.memory_gb'"), default=None,
+                   help="working memory (GiB) beyond the features, default 2; queries are ranked in blocks "
+                        "that fit (config 'evaluate.memory_gb'; the numbers do not depend on it)")
     s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
                    required=True, help='JSON {"resamples": N, "seed": S}: the identity bootstrap behind metrics.json ci95')
     s.add_argument("--threads", type=int, default=1)

@@ -63,10 +63,11 @@ def query_names(paths) -> list[str]:
 
 
 def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, rerank: dict, bootstrap: dict,
-             inputs: dict, device=None) -> dict:
+             inputs: dict, device=None, memory_gb: float | None = None) -> dict:
     """Write per_query.csv, then metrics.json (with ``ci95``); returns the metrics.json record.
 
     bootstrap: {"resamples": int, "seed": int} (config ``evaluate.bootstrap``).
+    memory_gb: the working-memory budget of the evaluation (config ``evaluate.memory_gb``).
     """
     return evaluate_loaded(load_features(features), source=str(features), out=out, per_query_out=per_query_out,
                            max_rank=max_rank, rerank=rerank, bootstrap=bootstrap, inputs=inputs, device=device)

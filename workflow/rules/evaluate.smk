@@ -40,10 +40,13 @@ rule evaluate:
         "results/logs/evaluate/{dataset}/{model}-seed{seed}.log",
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
-        # k-reciprocal re-ranking holds ~24 bytes x N^2 (8.2 GiB for Market-1501): profiles/default
-        # lets only so many evaluations run at once (`resources: heavy_memory:`)
+        mem_mb=evaluate_mem_mb,
+        runtime=evaluate_runtime,
+        # the budget travels as a resource, not a param: it changes no number, so it must not
+        # make Snakemake rerun the job
+        evaluate_memory_gb=lambda wildcards: str(config["evaluate"]["memory_gb"]),
+        # each evaluation holds mem_mb (features and evaluate.memory_gb): profiles/default lets
+        # only so many run at once (`resources: heavy_memory:`)
         heavy_memory=1,
     conda:
         "../../envs/reid.yaml"
@@ -54,4 +57,5 @@ rule evaluate:
     shell:
         "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
         "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
+        "--memory-gb {resources.evaluate_memory_gb} "
         "--threads {threads} --out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
