@@ -7,7 +7,8 @@ Market-1501 scale: 3,368 queries x 15,913 gallery images, 512-d, about 17,000 gt
 images, every protocol (single query, multi-query mean and max, each plain and re-ranked).
 MSMT17 scale: 11,659 queries x 82,161 gallery images, no gt_bbox images.
 
-The features are random but clustered like a re-ID test set (see bench_metrics.market_like). The
+The features are random but clustered like a re-ID test set (see bench_metrics.market_like), with
+one query per identity and camera as in Market-1501's protocol. The
 parent process writes them once as a features.pt file; every measurement runs in a fresh
 subprocess that loads that file as the pipeline's evaluate stage does, then resets the kernel's
 peak-RSS counter, so "peak RSS beyond the features" is the stage's own working memory. Wall time,
@@ -51,7 +52,8 @@ def make_features(scale: dict, dim: int, seed: int) -> dict:
     n_mq = s.pop("multi_query")
     s["distractors"] = s["distractors"] or 0
     qf, gf, qp, gp, qc, gc = market_like(seed, s["queries"], s["gallery"], dim, s["ids"], s["cameras"],
-                                         s["distractors"], s["junk"], exact_counts=True)
+                                         s["distractors"], s["junk"], exact_counts=True,
+                                         one_query_per_camera=True)
     feats = {"query_feats": torch.from_numpy(qf), "gallery_feats": torch.from_numpy(gf),
              "query_pids": torch.from_numpy(qp), "gallery_pids": torch.from_numpy(gp),
              "query_camids": torch.from_numpy(qc), "gallery_camids": torch.from_numpy(gc),

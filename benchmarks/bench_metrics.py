@@ -33,9 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def market_like(seed=0, queries=3368, gallery=15913, dim=512, ids=751, cameras=6, distractors=2793,
-                junk=3819, signal=0.47, noise=1.0, exact_counts=False):
+                junk=3819, signal=0.47, noise=1.0, exact_counts=False, one_query_per_camera=False):
     """Clustered unit-length features with Market-1501-like labels (counts scale with the gallery
-    unless exact_counts)."""
+    unless exact_counts). one_query_per_camera: at most one query per identity and camera, as in
+    Market-1501's protocol (needs queries <= ids x cameras)."""
     if not exact_counts:
         scale = gallery / 15913
         ids, distractors, junk = (max(1, round(x * scale)) for x in (ids, distractors, junk))
@@ -49,6 +50,12 @@ def market_like(seed=0, queries=3368, gallery=15913, dim=512, ids=751, cameras=6
     q_pids = np.concatenate([np.arange(1, ids + 1), rng.integers(1, ids + 1, queries - ids)])
     g_cams = rng.integers(1, cameras + 1, gallery)
     q_cams = rng.integers(1, cameras + 1, queries)
+    if one_query_per_camera:  # identity i's queries take distinct cameras: slots of a permutation
+        perm = np.argsort(rng.random((ids, cameras)), axis=1) + 1
+        extra = rng.permutation(ids * (cameras - 1))[: queries - ids]
+        slot_pid, slot = np.concatenate([np.arange(ids), extra // (cameras - 1)]), np.concatenate(
+            [np.zeros(ids, int), extra % (cameras - 1) + 1])
+        q_pids, q_cams = slot_pid + 1, perm[slot_pid, slot]
 
     def feats(pids, cams):
         base = signal * centre[np.maximum(pids, 0)]

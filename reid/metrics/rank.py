@@ -21,9 +21,8 @@ removed) of the m true matches of a query:
         (precision just before the k-th hit + precision at it) / 2,
     precision just before = (k - 1) / r_k, or 1 when r_k = 0;
   * INP (fast-reid's mINP): m / (r_m + 1).
-So the CPU path never sorts a whole gallery row: it keeps only the images no farther than the
-query's farthest true match, and stable-sorts those (or, when there are many, counts with one
-binary search each how many negatives precede every match).
+So no whole gallery row is ever sorted: only the kept images no farther than the query's farthest
+true match are, by two stable sorts over all the rows of a block at once (see `match_ranks`).
 """
 
 from __future__ import annotations
@@ -68,10 +67,8 @@ def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
     gp = _inputs.labels(g_pids, "g_pids", num_g)
     qc = _inputs.labels(q_camids, "q_camids", num_q)
     gc = _inputs.labels(g_camids, "g_camids", num_g)
-    if _inputs.is_tensor(distmat) and distmat.device.type != "cpu":
-        qidx, ranks = _match_ranks_sorted(distmat, qp, gp, qc, gc)
-    else:
-        qidx, ranks = _match_ranks_counting(_inputs.to_numpy(distmat, "distmat"), qp, gp, qc, gc)
+    dist = distmat if _inputs.is_tensor(distmat) else torch.from_numpy(_inputs.to_numpy(distmat, "distmat"))
+    qidx, ranks = match_ranks(dist, qp, gp, qc, gc)
     return summarise(qidx, ranks, num_q, max_rank)
 
 
@@ -94,109 +91,51 @@ def _check(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
     return num_q, num_g
 
 
-def _match_ranks_counting(dist: np.ndarray, qp, gp, qc, gc):
-    """CPU path: (query index, rank) of every true match, without sorting whole gallery rows.
+def match_ranks(dist: torch.Tensor, qp, gp, qc, gc, *, max_entries: int = 1 << 22):
+    """(query index, 0-based rank) of every true match, sorted by query then rank (numpy int64).
 
-    Only gallery images no farther than the query's farthest true match can precede a match, so
-    each row is first cut to those candidates (few for a useful model) and only they are ranked.
+    dist: queries x gallery distances (a torch tensor on any device); qp, qc (length of dist) and
+    gp, gc: int64 label arrays. Each row is cut to the kept (not junk, not same-pid-same-camera)
+    images no farther than the query's farthest true match: only they can precede a match. Those
+    are ranked with two stable sorts (by distance, then by query), so ties go to the lower gallery
+    index. Rows are taken in groups of at most `max_entries` gallery entries, which bounds memory.
     """
-    num_g = gp.size
-    # kind of each gallery column for the current query: 0 negative, 1 true match, 2 removed
-    kind = np.where(gp == JUNK_PID, 2, 0).astype(np.int8)
-    by_pid = np.argsort(gp, kind="stable")  # columns of each pid, ascending
-    pids, starts = np.unique(gp[by_pid], return_index=True)
-    ends = np.append(starts[1:], num_g)
-    cols_of = {int(p): by_pid[s:e] for p, s, e in zip(pids, starts, ends)}
-
-    qidx, ranks = [], []
-    for i in range(dist.shape[0]):
-        pid = int(qp[i])
-        same = cols_of.get(pid)
-        if same is None or pid in (JUNK_PID, DISTRACTOR_PID):
-            continue
-        other_cam = gc[same] != qc[i]
-        good = same[other_cam]
-        if good.size == 0:
-            continue
-        row = dist[i]
-        kind[good] = 1
-        kind[same[~other_cam]] = 2
-        cand = np.flatnonzero(row <= row[good].max())
-        r = _ranks_in_candidates(row[cand], kind[cand])
-        kind[same] = 0
-        qidx.append(np.full(r.size, i, dtype=np.int64))
-        ranks.append(r)
-    if not ranks:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(qidx), np.concatenate(ranks)
-
-
-_SORT_MAX = 2048  # below this many candidates a stable sort is cheaper than counting
-
-
-def _ranks_in_candidates(v: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """Sorted 0-based positions of the true matches (kind 1) among the kept (kind != 2) entries.
-
-    `v` holds distances in gallery-index order, so a stable sort breaks ties by gallery index.
-    """
-    if v.size <= _SORT_MAX:
-        ks = kind[np.argsort(v, kind="stable")]
-        return np.flatnonzero(ks[ks != 2] == 1)
-    return _ranks_by_counting(v, np.flatnonzero(kind == 1), np.flatnonzero(kind == 2))
-
-
-def _ranks_by_counting(d: np.ndarray, good: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The same positions by counting: one binary search per entry among the m match distances."""
-    gvals = d[good]
-    order = np.lexsort((good, gvals))  # by distance, ties by index
-    gs = gvals[order]
-    m = gs.size
-    # b[j] = number of true matches whose distance is <= d[j]; entry j lies strictly before the
-    # k-th match (k = 1..m) exactly when b[j] <= k - 1.
-    b = np.searchsorted(gs, d, side="right")
-    lt_all = np.cumsum(np.bincount(b, minlength=m + 1))[:m]
-    goods_lt = np.searchsorted(gs, gs, side="left")
-    rv = np.sort(d[removed])
-    neg_lt = lt_all - goods_lt - np.searchsorted(rv, gs, side="left")
-    # A negative at exactly a match's distance would need the index tie-break: detect, then fall
-    # back. d[j] equals some match distance iff it equals the largest match distance <= d[j].
-    prev = np.concatenate(([-np.inf], gs))[b]
-    n_equal = np.count_nonzero(d == prev)
-    expected = m + np.count_nonzero(np.isin(rv, gs))
-    if n_equal != expected:
-        return _ranks_by_sorting(d, good, removed)
-    return neg_lt + np.arange(m)
-
-
-def _ranks_by_sorting(d: np.ndarray, good: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The same positions by a stable sort of all entries (used when distances tie)."""
-    keep = np.ones(d.size, dtype=bool)
-    keep[removed] = False
-    is_good = np.zeros(d.size, dtype=bool)
-    is_good[good] = True
-    cols = np.flatnonzero(keep)
-    order = np.argsort(d[cols], kind="stable")
-    return np.flatnonzero(is_good[cols][order])
-
-
-def _match_ranks_sorted(distmat: torch.Tensor, qp, gp, qc, gc, chunk: int = 2048):
-    """Device path (GPU): stable-sort every row, then read the match positions off the masks."""
-    dev = distmat.device
+    dev = dist.device
+    num_q = dist.shape[0]
     gp_t, gc_t = torch.as_tensor(gp, device=dev), torch.as_tensor(gc, device=dev)
+    qp_t, qc_t = torch.as_tensor(qp, device=dev), torch.as_tensor(qc, device=dev)
+    # the gallery images of each query's pid, through the gallery sorted by pid
+    by_pid = torch.sort(gp_t, stable=True).indices
+    pids = gp_t[by_pid]
+    lo = torch.searchsorted(pids, qp_t)
+    n_same = torch.searchsorted(pids, qp_t, right=True) - lo
+    rows = torch.repeat_interleave(torch.arange(num_q, device=dev), n_same)
+    cols = by_pid[torch.arange(rows.numel(), device=dev) - torch.repeat_interleave(
+        torch.cumsum(n_same, 0) - n_same - lo, n_same)]
+    good = (gc_t[cols] != qc_t[rows]) & (qp_t[rows] > DISTRACTOR_PID)  # junk and distractors never match
+    rows, cols = rows[good], cols[good]
+    far = torch.full((num_q,), -float("inf"), dtype=dist.dtype, device=dev)
+    far.scatter_reduce_(0, rows, dist[rows, cols], reduce="amax")  # -inf: no true match, no candidate
     qidx, ranks = [], []
-    for s in range(0, distmat.shape[0], chunk):
-        d = distmat[s:s + chunk]
-        order = torch.sort(d, dim=1, stable=True).indices
-        sp, sc = gp_t[order], gc_t[order]
-        qpc = torch.as_tensor(qp[s:s + chunk], device=dev)[:, None]
-        qcc = torch.as_tensor(qc[s:s + chunk], device=dev)[:, None]
-        same = sp == qpc
-        keep = (sp != JUNK_PID) & ~(same & (sc == qcc))
-        good = same & keep & (qpc > DISTRACTOR_PID)
-        pos = torch.cumsum(keep, dim=1) - 1  # position among kept columns
-        rows, cols = torch.nonzero(good, as_tuple=True)  # row-major: sorted by query, then rank
-        qidx.append((rows + s).cpu().numpy())
-        ranks.append(pos[rows, cols].cpu().numpy())
+    step = max(1, max_entries // max(1, dist.shape[1]))  # rows whose candidates fit in max_entries
+    for a in range(0, num_q, step):
+        b = min(a + step, num_q)
+        # row-major: gallery index order within a row
+        r, c = torch.nonzero(dist[a:b] <= far[a:b, None], as_tuple=True)
+        r += a
+        g_pid = gp_t[c]
+        same = g_pid == qp_t[r]
+        keep = (g_pid != JUNK_PID) & ~(same & (gc_t[c] == qc_t[r]))
+        r, c, same = r[keep], c[keep], same[keep]
+        order = torch.sort(dist[r, c], stable=True).indices
+        order = order[torch.sort(r[order], stable=True).indices]
+        r, is_good = r[order], same[order]
+        per_row = torch.bincount(r - a, minlength=b - a)
+        pos = torch.arange(r.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[r - a]
+        qidx.append(r[is_good].cpu().numpy())
+        ranks.append(pos[is_good].cpu().numpy())
+    if not qidx:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(qidx).astype(np.int64), np.concatenate(ranks).astype(np.int64)
 
 

@@ -38,7 +38,7 @@ import torch
 from . import _inputs
 from .distance import l2_normalize
 from .multi_query import POOLINGS, pool_multi_query
-from .rank import _match_ranks_counting, _match_ranks_sorted, summarise
+from .rank import match_ranks, summarise
 from .rerank import (_RunningNearest, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
                      _jaccard_rows, _stable_from_candidates)
 
@@ -187,10 +187,7 @@ class _Ranks:
             bad = int(torch.nonzero(~torch.isfinite(dist))[0, 0]) + s
             raise ValueError(f"{what}: non-finite distance for query {bad}")
         e = s + dist.shape[0]
-        if dist.device.type != "cpu":
-            qi, r = _match_ranks_sorted(dist, self.qp[s:e], self.gp, self.qc[s:e], self.gc)
-        else:
-            qi, r = _match_ranks_counting(dist.numpy(), self.qp[s:e], self.gp, self.qc[s:e], self.gc)
+        qi, r = match_ranks(dist, self.qp[s:e], self.gp, self.qc[s:e], self.gc)
         self.qidx.append(qi + s)
         self.ranks.append(r)
 

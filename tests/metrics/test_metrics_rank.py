@@ -77,9 +77,10 @@ def test_hand_worked_step_and_trapezoid():
 
 
 @pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("sort_max", [0, 10_000])  # force the counting path / the sorting path
-def test_matches_brute_force(ties, sort_max, monkeypatch):
-    monkeypatch.setattr(rank_mod, "_SORT_MAX", sort_max)
+@pytest.mark.parametrize("max_entries", [1, 50, 1 << 22])  # rows ranked one by one / in groups / at once
+def test_matches_brute_force(ties, max_entries, monkeypatch):
+    real = rank_mod.match_ranks
+    monkeypatch.setattr(rank_mod, "match_ranks", lambda *a, **k: real(*a, **k, max_entries=max_entries))
     rng = np.random.default_rng(3 + ties)
     for _ in range(3):
         d, qp, gp, qc, gc = random_case(rng, ties=ties)
@@ -93,14 +94,15 @@ def test_matches_brute_force(ties, sort_max, monkeypatch):
 
 
 @pytest.mark.parametrize("ties", [False, True])
-def test_device_sort_path_matches_counting_path(ties):
+def test_device_path_matches_cpu(ties):
+    # a CUDA distmat is ranked on the GPU by the same code; without CUDA this checks float64 input
     rng = np.random.default_rng(11)
     d, qp, gp, qc, gc = random_case(rng, ties=ties)
-    qi, r = rank_mod._match_ranks_sorted(torch.from_numpy(d), qp, gp, qc, gc, chunk=7)
-    a = rank_mod.summarise(qi, r, len(qp), 20)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a = evaluate(torch.from_numpy(d.astype(np.float64)).to(dev), qp, gp, qc, gc, max_rank=20)
     b = evaluate(d, qp, gp, qc, gc, max_rank=20)
-    for key in ("cmc", "AP", "AP_trapezoid", "INP"):
-        np.testing.assert_allclose(a[key], b[key])
+    for key in ("cmc", "AP", "AP_trapezoid", "INP", "first_match_rank"):
+        np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_torch_and_numpy_inputs_agree():
