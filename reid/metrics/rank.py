@@ -127,8 +127,7 @@ def match_ranks(dist: torch.Tensor, qp, gp, qc, gc, *, max_entries: int = 1 << 2
         same = g_pid == qp_t[r]
         keep = (g_pid != JUNK_PID) & ~(same & (gc_t[c] == qc_t[r]))
         r, c, same = r[keep], c[keep], same[keep]
-        order = torch.sort(dist[r, c], stable=True).indices
-        order = order[torch.sort(r[order], stable=True).indices]
+        order = _order_within_rows(dist[r, c], r - a)
         r, is_good = r[order], same[order]
         per_row = torch.bincount(r - a, minlength=b - a)
         pos = torch.arange(r.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[r - a]
@@ -137,6 +136,18 @@ def match_ranks(dist: torch.Tensor, qp, gp, qc, gc, *, max_entries: int = 1 << 2
     if not qidx:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(qidx).astype(np.int64), np.concatenate(ranks).astype(np.int64)
+
+
+def _order_within_rows(v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The permutation that sorts entries by row, then value, then position (entries come in
+    row-major, gallery-index order): one stable sort of a 64-bit key for float32 values (row in
+    the high half, the value's bits made order-preserving in the low half), two otherwise."""
+    if v.dtype == torch.float32:
+        bits = (v + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0, which it equals
+        bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64) + (1 << 31)
+        return torch.sort((r << 32) | bits, stable=True).indices
+    order = torch.sort(v, stable=True).indices
+    return order[torch.sort(r[order], stable=True).indices]
 
 
 def summarise(qidx: np.ndarray, ranks: np.ndarray, num_q: int, max_rank: int) -> dict:

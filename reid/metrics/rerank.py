@@ -178,6 +178,12 @@ class _RunningNearest:
     def absorb(self, r0: int, c0: int, p: torch.Tensor):
         nr, w = p.shape
         rows = slice(r0, r0 + nr)
+        thr = self.vals[rows, -1]
+        if bool(torch.isinf(thr).any()):  # a row's first block: nothing to prune with yet
+            self.top[rows] = torch.maximum(self.top[rows], p.amax(1))
+            v, ix = torch.topk(p, min(self.kk, w), dim=1, largest=False)
+            self._merge(r0, torch.arange(nr, device=self.dev), v, ix + c0)
+            return
         g = _GROUP
         ng = w // g  # group t holds columns t, t + ng, t + 2 ng, ... (reduced across contiguous rows
         full = ng * g  # of the (g, ng) view: vectorises far better than contiguous groups)
@@ -186,12 +192,6 @@ class _RunningNearest:
             mins.append(p[:, full:].amin(1, keepdim=True))
         gmin = torch.cat(mins, 1) if len(mins) > 1 else mins[0]
         self.top[rows] = torch.maximum(self.top[rows], p.amax(1))
-
-        thr = self.vals[rows, -1]
-        if bool(torch.isinf(thr).any()):  # a row's first block: nothing to prune with yet
-            v, ix = torch.topk(p, min(self.kk, w), dim=1, largest=False)
-            self._merge(r0, torch.arange(nr, device=self.dev), v, ix + c0)
-            return
         r, grp = torch.nonzero(gmin < thr[:, None], as_tuple=True)
         if r.numel() == 0:
             return
