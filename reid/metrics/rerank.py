@@ -20,7 +20,8 @@ N x N matrix when starting from features: d is made by blocks of the symmetric G
 blocks on and above the diagonal, each used for its rows and, transposed, its columns) and only the
 nearest neighbours of every row are kept; V is sparse (a few dozen entries a row); Jaccard is
 computed through an inverted index restricted to gallery rows. Memory is dominated by the queries x
-gallery result. `re_ranking` (given the three distance matrices) takes rows of those matrices by
+gallery result; `stream.py` computes the same numbers for the evaluate stage without ever holding
+it, a block of queries at a time, sharing the gallery-to-gallery work across blocks and protocols. `re_ranking` (given the three distance matrices) takes rows of those matrices by
 blocks instead, and shares everything after the neighbour lists.
 
 Numerics: everything is float32 like the authors' current code (their repository replaced the

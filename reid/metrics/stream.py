@@ -4,7 +4,7 @@
 plain and k-reciprocal re-ranked, and returns per protocol what `reid.metrics.evaluate` returns,
 without ever holding a queries x gallery matrix when the memory budget does not allow it:
 
-* Queries are processed in blocks of whole *tiles* (`tile_rows` rows, default 256). A block's
+* Queries are processed in blocks of whole *tiles* (`tile_rows` rows, at most 2048). A block's
   distances (plain Euclidean, or re-ranked) are made, reduced to the positions of its true matches
   (everything CMC, AP, INP and the per-query results need), then freed. The block size follows
   from `memory_gb` (and, on CUDA, from the free device memory).
@@ -45,7 +45,6 @@ from .rerank import (_RunningNearest, _check_params, _check_rowmax, _encode, _ex
 DEFAULT_MEMORY_GB = 2.0
 SPAN_ROWS = 2048  # the unstreamed re_ranking_features' default block_rows: which query pairs are
 #                   computed directly and which transposed is decided by these spans, as there
-TILE_ROWS = 256
 MIN_TILE_ROWS = 16  # MKL computes a product's entries alike from 12 rows/columns up (see above)
 
 PROTOCOLS = ("single", "rerank", "multi_query_mean", "multi_query_mean/rerank", "multi_query_max",
@@ -54,7 +53,7 @@ PROTOCOLS = ("single", "rerank", "multi_query_mean", "multi_query_mean/rerank", 
 
 def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, rerank=None,
                        multi_query=None, poolings=POOLINGS, single=True, memory_gb=DEFAULT_MEMORY_GB,
-                       device=None, tile_rows=TILE_ROWS) -> dict:
+                       device=None, tile_rows=None) -> dict:
     """Every protocol's metrics, streaming queries in blocks and sharing the gallery-side work.
 
     q_feats (Q x D), g_feats (G x D): features, numpy or torch, any float dtype (computed in
@@ -69,7 +68,8 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
         per-gallery arrays); sets the number of queries per block, never fewer than one tile.
     device: where to compute ("cuda", ...); default: where q_feats lives, else CPU.
     tile_rows: queries per matrix-product call (>= MIN_TILE_ROWS; a block is a whole number of
-        tiles); results do not depend on it (see the module docstring).
+        tiles); default: SPAN_ROWS, halved until one tile's distances fit in the budget. Results
+        do not depend on it (see the module docstring).
 
     Returns {protocol: dict} with protocol names from PROTOCOLS (only those run) and the keys of
     `reid.metrics.evaluate` (cmc of length max_rank, mAP, mAP_trapezoid, mINP, num_valid_queries,
@@ -82,7 +82,8 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
     rr = None if rerank is None else _rerank_args(rerank)
     if rr is not None:
         _check_params(rr.get("k1", 20), rr.get("k2", 6), rr.get("lambda_value", 0.3), SPAN_ROWS)
-    if isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer)) or tile_rows < MIN_TILE_ROWS:
+    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
+                                  or tile_rows < MIN_TILE_ROWS):
         raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
     if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
         raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
@@ -102,6 +103,10 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
               _inputs.labels(q_camids, "q_camids", num_q), _inputs.labels(g_camids, "g_camids", num_g))
     max_rank = max(1, min(int(max_rank), num_g))
     budget = _budget_bytes(memory_gb, dev)
+    if tile_rows is None:
+        tile_rows = SPAN_ROWS
+        while tile_rows > MIN_TILE_ROWS and tile_rows * 8 * num_g > budget:
+            tile_rows //= 2
 
     runs = []  # (protocol, queries, gallery key)
     if single:
