@@ -113,12 +113,17 @@ def test_paper_preset_slurm_profile_and_cluster_doc_agree():
         sizes = {tuple(map(int, m)) for m in re.findall(r"(\d{2,3}) ?x ?(\d{2,3})", text)}
         assert sizes == {(h, w)}, f"{where} names input sizes {sizes}, presets/paper.yaml trains at {h} x {w}"
     # the doc's table of what each heavy rule asks SLURM for is the profile's
-    for rule in ("train", "extract", "evaluate"):
+    for rule in ("train", "extract"):
         row = re.search(rf"^\| `{rule}` \|[^\n]*", doc, re.M).group(0)
         res, threads = profile["set-resources"][rule], profile["set-threads"][rule]
         assert f"{threads} CPUs" in row and f"{res['mem_mb'] // 1000} GB" in row, row
         assert f"{res['runtime'] // 60} h" in row, row
         assert ("1 GPU" in row) == (res.get("gpu") == 1), row
+    # evaluate's memory and time follow its features (the rule's resource callables): the profile
+    # must not pin them, and the doc says what they follow
+    row = re.search(r"^\| `evaluate` \|[^\n]*", doc, re.M).group(0)
+    assert f"{profile['set-threads']['evaluate']} CPUs" in row and "evaluate.memory_gb" in row, row
+    assert not {"mem_mb", "runtime"} & set((profile["set-resources"].get("evaluate") or {})), "profile pins evaluate"
     # what the doc says runs on the submit host does, and the GPU rules do not
     local = _localrules()
     rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk")), re.M))
