@@ -70,15 +70,17 @@ def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, r
     memory_gb: the working-memory budget of the evaluation (config ``evaluate.memory_gb``).
     """
     return evaluate_loaded(load_features(features), source=str(features), out=out, per_query_out=per_query_out,
-                           max_rank=max_rank, rerank=rerank, bootstrap=bootstrap, inputs=inputs, device=device)
+                           max_rank=max_rank, rerank=rerank, bootstrap=bootstrap, inputs=inputs, device=device,
+                           memory_gb=memory_gb)
 
 
 def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path, max_rank: int, rerank: dict,
-                    bootstrap: dict, inputs: dict, device=None) -> dict:
+                    bootstrap: dict, inputs: dict, device=None, memory_gb: float | None = None) -> dict:
     """`evaluate` on features already in memory (the layout of features.pt; reid.external reads other
     tools' files into it). ``source`` names them in messages and in metrics.json's "features"."""
     _check_bootstrap(bootstrap)
-    metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device)
+    metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device,
+                              memory_gb=DEFAULT_MEMORY_GB if memory_gb is None else memory_gb)
     if "query_paths" not in feats:
         raise ValueError(f"{source}: missing 'query_paths' (per_query.csv names every query)")
     table = uncertainty.per_query_table(metrics.pop("per_query"), query_names(feats["query_paths"]),
