@@ -251,7 +251,8 @@ def cmd_evaluate_features(args) -> None:
     inputs = {"dataset": None, "model": None, "seed": None, "config_hash": None,
               "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
     record = evaluate_loaded(feats, source=str(path), out=out / "metrics.json", per_query_out=out / "per_query.csv",
-                             max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
+                             max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs,
+                             memory_gb=args.memory_gb)
     keys = [k for k in ("rank1", "mAP", "rerank/rank1", "rerank/mAP", "multi_query_mean/rank1") if k in record]
     for key in keys:
         low, high = record["ci95"][key]
@@ -413,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSON {"k1": 20, "k2": 6, "lambda": 0.3}; missing keys take the config defaults')
     s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
                    default="{}", help='JSON {"resamples": 10000, "seed": 0}; missing keys take the config defaults')
+    s.add_argument("--memory-gb", type=_positive_float("--memory-gb"), default=None,
+                   help="working memory (GiB) beyond the features, default 2 (the numbers do not depend on it)")
     s.add_argument("--threads", type=int, default=2)
     s.set_defaults(func=cmd_evaluate_features)
 
