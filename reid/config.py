@@ -47,6 +47,15 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
+def schema_default(path: str) -> Any:
+    """The schema's default for the dotted key ``path`` (e.g. ``train.workers``); KeyError if it has none."""
+    schema = load_schema()
+    node = schema
+    for part in path.split("."):
+        node = _resolve(node, schema)["properties"][part]
+    return _resolve(node, schema)["default"]
+
+
 def _resolve(node: dict, root: dict) -> dict:
     ref = node.get("$ref")
     if ref and ref.startswith("#/"):
@@ -106,6 +115,56 @@ def load(path: str | Path) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return validate(config, source=str(path))
+
+
+# ---------------------------------------------------------------- what changes results (docs/reruns.md)
+# The one list of configuration keys that change how a job runs, never the numbers it produces:
+# Snakemake's rule params, the MLflow `config_hash` tag and the training checkpoint's key leave
+# them out, so changing one of them neither reruns a job nor invalidates a checkpoint. Every other
+# key is a result key. `*` stands for any dataset name.
+RUNTIME_KEYS = frozenset({
+    "train.workers",        # DataLoader processes: each sample's randomness comes from (seed, epoch, index)
+    "train.device",         # where the same experiment runs (CUDA trains in bfloat16 autocast: not bit-identical to CPU)
+    "evaluate.batch_size",  # images per forward pass in feature extraction (eval mode: per-image)
+    "model.pretrained_url", # where missing weights are downloaded from; their sha256 is a result key
+    "dataset.*.url",        # where a missing archive is downloaded from; md5/sha256 are result keys
+    "mlflow",               # where runs are recorded
+})
+# Result keys a training checkpoint stays valid across: the step schedule and the per-epoch pair
+# sampling depend on the epoch index only, so N epochs continued to N + k equal N + k straight
+# (tests/test_train.py proves it bit for bit). Lowering it below a checkpoint's epoch starts afresh.
+CONTINUABLE_KEYS = frozenset({"train.epochs"})
+
+
+def _matches(path: str, patterns: frozenset) -> bool:
+    parts = path.split(".")
+    for pattern in patterns:
+        pat = pattern.split(".")
+        if len(pat) <= len(parts) and all(p in ("*", q) for p, q in zip(pat, parts)):
+            return True
+    return False
+
+
+def _without(value: Any, path: str, patterns: frozenset) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {k: _without(v, f"{path}.{k}" if path else str(k), patterns) for k, v in value.items()
+            if not _matches(f"{path}.{k}" if path else str(k), patterns)}
+
+
+def result_keys(value: Any, path: str = "") -> Any:
+    """``value`` (the config, or the section at dotted ``path``) without its RUNTIME_KEYS."""
+    return _without(value, path, RUNTIME_KEYS)
+
+
+def is_result_key(path: str) -> bool:
+    """Whether the dotted config key ``path`` (e.g. ``train.lr``) changes results (docs/reruns.md)."""
+    return not _matches(path, RUNTIME_KEYS)
+
+
+def checkpoint_keys(value: Any, path: str = "") -> Any:
+    """``value`` without RUNTIME_KEYS and CONTINUABLE_KEYS: what a training checkpoint must match."""
+    return _without(value, path, RUNTIME_KEYS | CONTINUABLE_KEYS)
 
 
 def config_hash(*sections: Any) -> str:
