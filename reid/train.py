@@ -1,9 +1,11 @@
 """The training stage: Siamese pair training with checkpoint/resume, seeding and MLflow logging.
 
 A checkpoint is written after every epoch to a folder outside the rule's declared outputs (Snakemake
-deletes the outputs of a failed job, not this folder). A re-run of a killed job resumes from it;
-on CPU the final weights are bit-identical to an uninterrupted run with the same seed, because all
-randomness is either derived from (seed, epoch, sample) or saved in the checkpoint.
+deletes the outputs of a failed job, not this folder; reid.checkpoint keeps the last two and sets
+damaged ones aside). A re-run of a killed job resumes from it, and so does a run whose only change is
+a larger ``train.epochs``: on CPU the final weights are bit-identical to an uninterrupted run with the
+same seed, because all randomness is either derived from (seed, epoch, sample) or saved in the
+checkpoint, and the learning rate depends on the epoch index only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from reid import io, tracking
-from reid.config import config_hash
+from reid.checkpoint import Checkpointer
+from reid.config import checkpoint_keys, config_hash, result_keys
 from reid.data.market import JUNK_PID, Record, scan_split, TRAIN_DIR
 from reid.data.pairs import sample_pairs
 from reid.data.transforms import TrainAugment, load_image, load_mean_image
@@ -33,11 +36,6 @@ log = logging.getLogger("reid.train")
 
 HISTORY_COLUMNS = ["epoch", "lr", "loss_total", "loss_id", "loss_verif", "acc_id", "acc_verif",
                    "images_per_s", "seconds"]
-CHECKPOINT_NAME = "last.pt"
-
-
-class InjectedFailure(RuntimeError):
-    """Raised once when REID_FAIL_ONCE names a marker file that does not exist yet (retry tests)."""
 
 
 def select_device(name: str) -> torch.device:
@@ -137,10 +135,14 @@ def _sigterm_to_exit(signum, frame):
 
 def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed: int,
           model_cfg: dict, train_cfg: dict, mlflow_cfg: dict, outputs: TrainOutputs,
-          checkpoint_dir: Path, threads: int = 1, max_epochs: int | None = None, reading: str | None = None) -> dict:
-    """Train one model; returns the history rows. ``max_epochs`` stops early (used by tests to
-    simulate a killed job: the checkpoint is there, the outputs are not). ``reading`` (a name of
-    reid.readings) names the MLflow run and tags it; ``model_cfg`` must already hold its overrides."""
+          checkpoint_dir: Path, threads: int = 1, reading: str | None = None) -> dict:
+    """Train one model, resuming from ``checkpoint_dir`` (see reid.checkpoint); returns the history rows.
+
+    ``train_cfg`` is the config's ``train`` section (runtime keys ``workers`` and ``device``
+    included), ``model_cfg`` its ``model`` section, ``mlflow_cfg`` its ``mlflow`` section.
+    ``reading`` (a name of reid.readings) names the MLflow run and tags it; ``model_cfg`` must
+    already hold its overrides.
+    """
     from reid.models import build_model, pair_loss
 
     torch.set_num_threads(max(1, threads))
@@ -152,18 +154,12 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     augment = TrainAugment(stats, train_cfg["height"], train_cfg["width"],
                            train_cfg["horizontal_flip"], train_cfg["random_erasing"])
     data = PairDataset(records, pid_to_label, augment, seed)
-    chash = config_hash(dataset, variant, seed, model_cfg, train_cfg)
-
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = checkpoint_dir / CHECKPOINT_NAME
-    ckpt = None
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-        if ckpt.get("config_hash") != chash:
-            log.warning("checkpoint %s was made with another configuration (%s != %s): starting afresh",
-                        ckpt_path, ckpt.get("config_hash"), chash)
-            os.replace(ckpt_path, ckpt_path.with_name(f"stale-{ckpt.get('config_hash')}.pt"))
-            ckpt = None
+    data_digest = training_data_digest(records, data_root)
+    chash = config_hash(dataset, variant, seed, result_keys(model_cfg, "model"), result_keys(train_cfg, "train"))
+    checkpoints = Checkpointer(checkpoint_dir, config_hash(dataset, variant, seed, checkpoint_keys(model_cfg, "model"),
+                                                           checkpoint_keys(train_cfg, "train"), data_digest),
+                               train_cfg["epochs"])
+    resume = checkpoints.load()
 
     torch.manual_seed(seed)
     kwargs = _model_kwargs(variant, len(pid_to_label), model_cfg)
@@ -173,17 +169,9 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     model.to(memory_format=torch.channels_last)  # faster on CUDA and, measured here, ~1.7x on CPU
     optimizer = torch.optim.SGD(model.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
                                 weight_decay=train_cfg["weight_decay"])
-    history: list[dict] = []
-    start_epoch = 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if cuda and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"])
-        history = ckpt["history"]
-        start_epoch = ckpt["epoch"] + 1
-        log.info("resuming from %s at epoch %d/%d", ckpt_path, start_epoch + 1, train_cfg["epochs"])
+    history = _restore(resume.state, model, optimizer, cuda)
+    log.info("%s %s seed %d: checkpoint %s; %d of %d epochs to train", dataset, variant, seed, resume.summary,
+             train_cfg["epochs"] - resume.epochs_done, train_cfg["epochs"])
 
     run_id = tracking.start_run(
         tracking.experiment_name(mlflow_cfg["experiment_prefix"], dataset),
@@ -192,15 +180,16 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
                 "train_images": len(records), "model": model_cfg, "train": train_cfg},
         # a reading's runs are told apart from the main runs, and from each other, by rule and reading
         tags={"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash,
-              "rule": "train_reading" if reading else "train",
-              **({"resumed_from_epoch": start_epoch, "resumed_from_run": ckpt.get("mlflow_run_id", "unknown")}
-                 if start_epoch else {}),
+              "rule": "train_reading" if reading else "train", "checkpoint": resume.summary,
+              **({"resumed_from_epoch": resume.epochs_done,
+                  "resumed_from_run": resume.state.get("mlflow_run_id", "unknown")} if resume.epochs_done else {}),
               **({"reading": reading} if reading else {})},
         key_tags=("dataset", "model", "seed", "rule", "reading"),
         entry_point="python -m reid train",
+        uri=tracking.tracking_uri(mlflow_cfg.get("tracking_uri")),
     )
     outputs.run_id_file.parent.mkdir(parents=True, exist_ok=True)
-    tracking.log_input_dataset(run_id, f"{dataset}/train", config_hash([r.path for r in records]),
+    tracking.log_input_dataset(run_id, f"{dataset}/train", data_digest,
                                str(Path(data_root) / TRAIN_DIR), "training")
     for row in history:  # a resumed run replays the earlier epochs so the run is complete on its own
         tracking.log_metrics(run_id, _epoch_metrics(row), step=row["epoch"])
@@ -208,19 +197,14 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     old_handler = signal.signal(signal.SIGTERM, _sigterm_to_exit)
     status = "FAILED"
     try:
-        epochs = train_cfg["epochs"] if max_epochs is None else min(max_epochs, train_cfg["epochs"])
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(resume.epochs_done, train_cfg["epochs"]):
             row = _train_epoch(model, optimizer, data, epoch, train_cfg, device, pair_loss)
             history.append(row)
             tracking.log_metrics(run_id, _epoch_metrics(row), step=row["epoch"])
-            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                          "rng_cpu": torch.get_rng_state(),
-                          "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
-                          "history": history, "config_hash": chash, "mlflow_run_id": run_id}, ckpt_path)
-            _maybe_inject_failure()
-        if max_epochs is not None and epochs < train_cfg["epochs"]:
-            status = "KILLED"
-            return history
+            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                              "rng_cpu": torch.get_rng_state(),
+                              "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
+                              "history": history, "config_hash": chash, "mlflow_run_id": run_id})
         meta = {"model_kwargs": kwargs, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
                 "precision": train_cfg.get("precision", "fp32"),
@@ -242,12 +226,26 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         tracking.finish_run(run_id, status)
 
 
-def _maybe_inject_failure() -> None:
-    marker = os.environ.get("REID_FAIL_ONCE")
-    if marker and not Path(marker).exists():
-        Path(marker).parent.mkdir(parents=True, exist_ok=True)
-        Path(marker).write_text("failure injected once by REID_FAIL_ONCE\n")
-        raise InjectedFailure(f"REID_FAIL_ONCE: injected failure (marker {marker} written; a retry passes)")
+def training_data_digest(records: list[Record], data_root: str | Path) -> str:
+    """Short hash of the training split: each image's path below ``data_root`` and its size in bytes.
+
+    Part of the checkpoint key (a re-prepared dataset with the same files keeps its checkpoints, one
+    with other files does not) and the digest of MLflow's training input dataset.
+    """
+    root = Path(data_root)
+    return config_hash([(Path(r.path).relative_to(root).as_posix(), os.path.getsize(r.path)) for r in records])
+
+
+def _restore(state: dict | None, model, optimizer, cuda: bool) -> list[dict]:
+    """Load a checkpoint's weights, optimizer and RNG state; returns its history (empty: no checkpoint)."""
+    if state is None:
+        return []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_cpu"])
+    if cuda and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    return list(state["history"])
 
 
 def _epoch_metrics(row: dict) -> dict:

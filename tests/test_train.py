@@ -1,13 +1,15 @@
 """The training stage: outputs, MLflow run, bit-identical resume, failure marking."""
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from reid import tracking
-from reid.train import InjectedFailure, TrainOutputs, load_trained_model, lr_at, train
+from reid.checkpoint import Checkpointer
+from reid.train import TrainOutputs, load_trained_model, lr_at, train
 
 MODEL = dict(backbone="resnet18", pretrained=None, pretrained_sha256=None, pretrained_url=None, embedding_dim=32,
              dropout=0.5, attention_layers=[3, 4], test_embedding="single")
@@ -17,14 +19,65 @@ TRAIN = dict(height=32, width=16, epochs=2, batch_pairs=8, lr=0.01, lr_step=1, l
 MLFLOW = dict(tracking_uri=None, experiment_prefix="reid")
 
 
-def run(tmp_path, tiny_dataset, name, variant="mutual", max_epochs=None, train_cfg=TRAIN):
+def run(tmp_path, tiny_dataset, name, variant="mutual", train_cfg=TRAIN, mlflow_cfg=MLFLOW):
     root, mean = tiny_dataset
     out = tmp_path / name
     outputs = TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id")
     history = train(data_root=root, mean_image=mean, dataset="tiny", variant=variant, seed=3, model_cfg=MODEL,
-                    train_cfg=train_cfg, mlflow_cfg=MLFLOW, outputs=outputs, checkpoint_dir=out / "ckpt",
-                    max_epochs=max_epochs)
+                    train_cfg=train_cfg, mlflow_cfg=mlflow_cfg, outputs=outputs, checkpoint_dir=out / "ckpt")
     return outputs, history
+
+
+class Killed(SystemExit):
+    """What a SIGTERM from Snakemake or SLURM becomes inside train()."""
+
+
+@pytest.fixture
+def kill_after_epochs(monkeypatch):
+    """kill_after_epochs(n): the training job is killed right after its n-th checkpoint is written."""
+    def arm(n):
+        saved = []
+        original = Checkpointer.save
+
+        def save(self, state):
+            path = original(self, state)
+            saved.append(state["epoch"])
+            if len(saved) == n:
+                raise Killed(f"killed after epoch {state['epoch'] + 1}")
+            return path
+
+        monkeypatch.setattr(Checkpointer, "save", save)
+        return lambda: monkeypatch.setattr(Checkpointer, "save", original)
+    return arm
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny_dataset):
+    """The reference: the mutual model trained TRAIN["epochs"] epochs in one uninterrupted job."""
+    from reid import tracking as tr
+
+    tmp = tmp_path_factory.mktemp("straight")
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        tr.init_store(uri, ["reid-tiny"])
+        outputs, _ = run(tmp, tiny_dataset, "straight")
+        return outputs, dict(run_tags(outputs))
+
+
+def weights(outputs):
+    return torch.load(outputs.model, weights_only=False)["state_dict"]
+
+
+def assert_same_weights(a, b):
+    a, b = weights(a), weights(b)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def run_tags(outputs):
+    return tracking.get_run(outputs.run_id_file.read_text().strip()).data.tags
 
 
 def test_lr_schedule_steps_at_lr_step():
@@ -76,20 +129,20 @@ def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, ml
     assert "torch==2.14.1" in reqs.read_text().split()  # this project's pins (pyproject.toml)
 
 
-def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store):
-    full, _ = run(tmp_path, tiny_dataset, "full")
+def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store, kill_after_epochs, straight):
+    full, _ = straight
     # a job killed after its first epoch: the checkpoint is there, the outputs are not
-    partial, hist = run(tmp_path, tiny_dataset, "resumed", max_epochs=1)
-    assert len(hist) == 1 and not partial.model.exists()
+    disarm = kill_after_epochs(1)
+    with pytest.raises(Killed):
+        run(tmp_path, tiny_dataset, "resumed")
+    disarm()
     assert (tmp_path / "resumed" / "ckpt" / "last.pt").exists()
-    partial_id = torch.load(tmp_path / "resumed" / "ckpt" / "last.pt", weights_only=False)["mlflow_run_id"]
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    partial_id = torch.load(tmp_path / "resumed" / "ckpt" / "last.pt", weights_only=True)["mlflow_run_id"]
     resumed, hist = run(tmp_path, tiny_dataset, "resumed")
     assert [r["epoch"] for r in hist] == [1, 2]
-    a = torch.load(full.model, weights_only=False)["state_dict"]
-    b = torch.load(resumed.model, weights_only=False)["state_dict"]
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_weights(full, resumed)
+    assert run_tags(resumed)["checkpoint"] == "resumed from last.pt after epoch 1"
     # the resumed run replays the first epoch, so it is complete on its own
     from mlflow.tracking import MlflowClient
 
@@ -97,27 +150,96 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store):
     client = MlflowClient(mlflow_store)
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss_total")]
     assert steps == [1, 2]
-    # the third attempt of (mutual, seed 3): it says it resumed, from which run, and which it retries
+    # the second attempt of (mutual, seed 3) in this store: it says it resumed, from which run, and which it retries
     tags = client.get_run(run_id).data.tags
-    assert tags["mlflow.runName"] == "mutual-seed3-train-try3" and tags["attempt"] == "3"
+    assert tags["mlflow.runName"] == "mutual-seed3-train-try2" and tags["attempt"] == "2"
     assert tags["resumed_from_epoch"] == "1" and tags["resumed_from_run"] == partial_id
     assert tags["retry_of"] == partial_id
 
 
-def test_injected_failure_marks_the_run_failed_and_a_retry_completes(tmp_path, tiny_dataset, mlflow_store,
-                                                                     monkeypatch):
-    marker = tmp_path / "failed-once"
-    monkeypatch.setenv("REID_FAIL_ONCE", str(marker))
+def test_raising_epochs_continues_the_run_bit_identically(tmp_path, tiny_dataset, mlflow_store, caplog, straight):
+    """N epochs, then train.epochs raised to N + 1: the same weights as N + 1 epochs straight. Runtime
+    keys (device, workers, the MLflow section) change on the way and do not invalidate the checkpoint."""
+    straight, straight_tags = straight
+    short, hist = run(tmp_path, tiny_dataset, "continued", train_cfg={**TRAIN, "epochs": 1})
+    assert [r["epoch"] for r in hist] == [1]
+    short_tags = run_tags(short)
+    caplog.set_level("INFO")
+    longer, hist = run(tmp_path, tiny_dataset, "continued", train_cfg={**TRAIN, "epochs": 2, "device": "auto"},
+                       mlflow_cfg={**MLFLOW, "experiment_prefix": "elsewhere"})
+    assert [r["epoch"] for r in hist] == [1, 2]
+    assert_same_weights(straight, longer)
+    assert run_tags(longer)["checkpoint"] == "resumed from last.pt after epoch 1"
+    assert "resumed from last.pt after epoch 1" in caplog.text
+    # the recorded config hash leaves runtime keys out, and tells the two lengths apart
+    assert run_tags(longer)["config_hash"] == straight_tags["config_hash"] != short_tags["config_hash"]
+
+
+def test_a_result_key_change_sets_the_checkpoint_aside_and_starts_afresh(tmp_path, tiny_dataset, mlflow_store):
+    run(tmp_path, tiny_dataset, "x", train_cfg={**TRAIN, "epochs": 1})
+    outputs, hist = run(tmp_path, tiny_dataset, "x", train_cfg={**TRAIN, "epochs": 1, "lr": 0.02})
+    tag = run_tags(outputs)["checkpoint"]
+    assert tag.startswith("started afresh (last.pt made with other settings"), tag
+    stale = sorted(p.name for p in (tmp_path / "x" / "ckpt").glob("stale-*"))
+    assert len(stale) == 1 and stale[0].endswith("-last.pt-1.pt")  # kept, not deleted
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_last_checkpoint_is_set_aside_and_training_resumes_from_the_previous_one(
+        tmp_path, tiny_dataset, mlflow_store, damage, caplog, straight):
+    ckpt = tmp_path / "full" / "ckpt"
+    shutil.copytree(straight[0].model.parent / "ckpt", ckpt)  # the checkpoints of a finished 2-epoch job
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt", "previous.pt"]  # the last two epochs
+    last = (ckpt / "last.pt").read_bytes()
+    (ckpt / "last.pt").write_bytes(b"" if damage == "empty" else last[: len(last) // 2])  # a node died mid-write
+    caplog.set_level("INFO")
+    retried, hist = run(tmp_path, tiny_dataset, "full")
+    assert [r["epoch"] for r in hist] == [1, 2]
+    tag = run_tags(retried)["checkpoint"]
+    assert tag.startswith("resumed from previous.pt after epoch 1 (last.pt damaged: "), tag
+    assert str(ckpt / "last.pt") in tag and "moved to damaged-last.pt-1.pt" in tag
+    assert "resumed from previous.pt after epoch 1" in caplog.text
+    damaged = ckpt / "damaged-last.pt-1.pt"
+    assert damaged.read_bytes() == (b"" if damage == "empty" else last[: len(last) // 2])  # kept as it was
+    assert_same_weights(straight[0], retried)
+
+
+def test_with_both_checkpoints_damaged_training_starts_afresh(tmp_path, tiny_dataset, mlflow_store):
+    first, _ = run(tmp_path, tiny_dataset, "a", variant="baseline", train_cfg={**TRAIN, "epochs": 1})
+    ckpt = tmp_path / "a" / "ckpt"
+    (ckpt / "previous.pt").write_bytes(b"PK\x03\x04 not a zip")
+    (ckpt / "last.pt").write_bytes(b"")
+    again, hist = run(tmp_path, tiny_dataset, "a", variant="baseline", train_cfg={**TRAIN, "epochs": 1})
+    assert [r["epoch"] for r in hist] == [1]
+    tag = run_tags(again)["checkpoint"]
+    assert tag.startswith("started afresh (last.pt damaged: ") and "; previous.pt damaged: " in tag, tag
+    assert sorted(p.name for p in ckpt.glob("damaged-*")) == ["damaged-last.pt-1.pt", "damaged-previous.pt-1.pt"]
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, tiny_dataset, mlflow_store):
+    run(tmp_path, tiny_dataset, "w", variant="baseline", train_cfg={**TRAIN, "epochs": 1})
+    state = torch.load(tmp_path / "w" / "ckpt" / "last.pt", weights_only=True)
+    assert state["epoch"] == 0 and isinstance(state["rng_cpu"], torch.Tensor)
+    assert all(isinstance(v, (int, float)) for row in state["history"] for v in row.values())
+
+
+def test_a_failed_job_marks_the_run_failed_and_a_retry_completes(tmp_path, tiny_dataset, mlflow_store,
+                                                                 monkeypatch):
+    def fail(self, state):
+        raise RuntimeError("disk full")
+
+    original = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", fail)
     cfg = {**TRAIN, "epochs": 1}
-    with pytest.raises(InjectedFailure):
+    with pytest.raises(RuntimeError, match="disk full"):
         run(tmp_path, tiny_dataset, "f", variant="baseline", train_cfg=cfg)
-    assert marker.exists()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_store)
     exp = client.get_experiment_by_name("reid-tiny")
     statuses = [r.info.status for r in client.search_runs([exp.experiment_id])]
     assert statuses == ["FAILED"]
+    monkeypatch.setattr(Checkpointer, "save", original)
     outputs, _ = run(tmp_path, tiny_dataset, "f", variant="baseline", train_cfg=cfg)
     statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
     assert statuses == ["FAILED", "FINISHED"]
