@@ -164,6 +164,9 @@ rm -rf .snakemake results
 # ------------------------------------------------------------- the real run
 export MLFLOW_TRACKING_URI=$URI
 export REID_FAIL_ONCE=$WORK/fail-once.marker # the first training job fails once, after opening its run
+# ... through tests/cluster/faults/sitecustomize.py, which the jobs import from PYTHONPATH (sbatch
+# --export=ALL): the fault injection lives with this test, not in the package
+export PYTHONPATH=$WORK/repo/tests/cluster/faults${PYTHONPATH:+:$PYTHONPATH}
 log "snakemake ${TARGETS:-(the default target)} through SLURM; logs in $WORK"
 t0=$(date +%s)
 # -k: a Snakemake stuck polling SLURM may ignore SIGTERM

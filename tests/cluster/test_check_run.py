@@ -33,7 +33,7 @@ SNAKEMAKE_LOG = "\n".join([
     submitted(5, 13, "train", "synthetic_mutual_0"),
     "Error in rule train:",
     "Logfile results/logs/train/synthetic/baseline-seed0.log:", RULER,
-    "reid.train.InjectedFailure: REID_FAIL_ONCE: injected failure", RULER,
+    "sitecustomize.InjectedFailure: REID_FAIL_ONCE: injected failure", RULER,
     "Logfile /w/repo/.snakemake/slurm_logs/rule_train/synthetic_baseline_0/12.log:", RULER,
     "SNAKEMAKE", "=========",
     "rule train:", "localrule train:", "Error in rule train:", RULER,
