@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from reid import io
-from reid.config import ConfigError, parse_json_arg, validate_section
+from reid.config import ConfigError, parse_json_arg, schema_default, validate_section
 from reid.io import fsync_dir
 
 
@@ -180,9 +180,18 @@ def cmd_train(args) -> None:
         variant, model_cfg = chosen.variant, chosen.model_config(model_cfg)
     elif variant is None:
         raise ConfigError("train: give --model or --reading")
+    # workers and device change how training runs, not its numbers: the workflow passes them apart
+    # from the JSON section (which the schema completed with their defaults), so that changing them
+    # reruns nothing (reid.config.RUNTIME_KEYS)
+    train_cfg = {**args.train_params, **{k: v for k, v in (("workers", args.workers), ("device", args.device))
+                                         if v is not None}}
+    # the workflow sets these for every job from config `mlflow:` (Snakefile)
+    mlflow_cfg = args.mlflow_params or {
+        "experiment_prefix": os.environ.get("REID_EXPERIMENT_PREFIX") or schema_default("mlflow.experiment_prefix"),
+        "tracking_uri": None}
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
-                    variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=args.train_params,
-                    mlflow_cfg=args.mlflow_params,
+                    variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=train_cfg,
+                    mlflow_cfg=mlflow_cfg,
                     outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id"),
                     checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)
     last = history[-1] if history else {}
@@ -364,7 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mean-image", required=True)
     s.add_argument("--model-params", type=_json("--model-params (config 'model')", "model"), required=True)
     s.add_argument("--train-params", type=_json("--train-params (config 'train')", "train"), required=True)
-    s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')", "mlflow"), required=True)
+    s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')", "mlflow"), default=None,
+                   help="default: experiment prefix from REID_EXPERIMENT_PREFIX, tracking URI from MLFLOW_TRACKING_URI")
+    s.add_argument("--workers", type=int, default=None, help="train.workers (overrides --train-params)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="train.device (overrides --train-params)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--checkpoint-dir", required=True)
     s.add_argument("--threads", type=int, default=1)

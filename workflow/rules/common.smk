@@ -1,6 +1,9 @@
 # Helpers shared by the rule files (kept apart from the rules, as `snakemake --lint` asks).
+import json
 import re
 import subprocess
+
+from reid.config import result_keys
 
 SYNTHETIC = [n for n, d in config["dataset"].items() if d["source"] == "synthetic"]
 ARCHIVES = [n for n, d in config["dataset"].items() if d["source"] == "archive"]
@@ -14,11 +17,17 @@ def dataset_source(name):
 
 
 def section(*keys):
-    """A config section as compact JSON, passed to the package on the command line."""
+    """A config section's result keys as compact JSON, passed to the package on the command line.
+
+    Rules pass these as `params:`, so that changing a result key reruns the rule. Runtime keys
+    (reid.config.RUNTIME_KEYS: workers, device, batch size, MLflow, download URLs) are left out: they
+    reach the jobs as `resources:` or environment variables, which Snakemake does not compare, so
+    changing them reruns nothing (docs/reruns.md).
+    """
     value = config
     for key in keys:
         value = value[key]
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(result_keys(value, ".".join(keys)), sort_keys=True, separators=(",", ":"))
 
 
 def alternatives(names):

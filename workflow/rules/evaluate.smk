@@ -16,16 +16,17 @@ rule extract:
         gpu=GPU_PER_JOB,
         mem_mb=8000,
         runtime=60,
+        # how extraction runs, not what it computes: resources, not params (docs/reruns.md)
+        batch_size=config["evaluate"]["batch_size"],
+        device=config["train"]["device"],
     conda:
         "../../envs/reid.yaml"
     params:
-        batch_size=config["evaluate"]["batch_size"],
-        device=config["train"]["device"],
         flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
         "python -m reid extract --model-file {input.model} --data {input.data} "
         "--mean-image {input.mean_image} --run-id-file {input.run_id} "
-        "--batch-size {params.batch_size} --device {params.device} --threads {threads} {params.flip} "
+        "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
 

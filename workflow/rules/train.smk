@@ -1,5 +1,8 @@
 # Training (a GPU job on a cluster). The checkpoint folder is not a declared output, so Snakemake
-# keeps it when the job fails and a re-run resumes from the last epoch.
+# keeps it when the job fails and a re-run resumes from the last epoch (reid/checkpoint.py).
+# params hold the result keys only: changing one reruns the job. Workers and device change how it
+# runs, not its numbers: they are resources (which Snakemake does not compare), and the MLflow
+# settings reach every job through the environment the Snakefile sets (docs/reruns.md).
 
 
 rule train:
@@ -19,17 +22,18 @@ rule train:
         gpu=GPU_PER_JOB,
         mem_mb=16000,
         runtime=24 * 60,
+        workers=config["train"]["workers"],
+        device=config["train"]["device"],
     conda:
         "../../envs/reid.yaml"
     params:
         model=section("model"),
         train=section("train"),
-        mlflow=section("mlflow"),
         out_dir=RUN_DIR,
         checkpoints="results/checkpoints/{dataset}/{model}/seed{seed}",
     shell:
         "python -m reid train --dataset {wildcards.dataset} --model {wildcards.model} "
         "--seed {wildcards.seed} --data {input.data} --mean-image {input.mean_image} "
         "--model-params {params.model:q} --train-params {params.train:q} "
-        "--mlflow-params {params.mlflow:q} --out-dir {params.out_dir} "
+        "--workers {resources.workers} --device {resources.device} --out-dir {params.out_dir} "
         "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
