@@ -3,23 +3,28 @@
 import json
 import os
 import sys
-import uuid
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version, update_config, validate
 
 min_version("9.0")
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
-validate(config, schema="workflow/schemas/config.schema.yaml")
-
 sys.path.insert(0, workflow.basedir)
-from reid.config import check_references  # noqa: E402
+from reid import tracking  # noqa: E402
+from reid.config import check_references, typed_overrides  # noqa: E402
 
+# `--config key=value` values reach here as Snakemake parses them (in lists and mappings every item
+# is a string: seeds=[0,1] gives ['0', '1']); read them as YAML, as the config file is, first.
+update_config(config, typed_overrides(workflow.config_settings.config))
+validate(config, schema="workflow/schemas/config.schema.yaml")
 check_references(config, "config")
 
-# Groups every MLflow run of one workflow invocation (jobs inherit it; on SLURM through sbatch).
-os.environ.setdefault("REID_INVOCATION_ID", uuid.uuid4().hex)
+# Every job sees what this Snakemake sees, through the environment it inherits (on SLURM through
+# sbatch, and the job re-reads this file on its node): this interpreter first on PATH (a rule's
+# conda environment, under --sdm conda, is put before it when the job starts), the MLflow store and
+# experiment prefix, and one id per workflow invocation. See reid.tracking.job_environment.
+os.environ.update(tracking.job_environment(config["mlflow"], sys.executable, os.environ))
 
 DATASETS = config["datasets"]
 MODELS = config["models"]
@@ -74,6 +79,5 @@ rule all:
 onstart:
     shell(
         f"{sys.executable} -m reid init-tracking --prefix {config['mlflow']['experiment_prefix']} "
-        f"--datasets {' '.join(DATASETS)}"
-        + (f" --uri {config['mlflow']['tracking_uri']}" if config["mlflow"]["tracking_uri"] else "")
+        f"--datasets {' '.join(DATASETS)} --uri {tracking.tracking_uri()}"
     )

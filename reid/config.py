@@ -167,6 +167,29 @@ def checkpoint_keys(value: Any, path: str = "") -> Any:
     return _without(value, path, RUNTIME_KEYS | CONTINUABLE_KEYS)
 
 
+def typed_overrides(overrides: Any) -> Any:
+    """``--config key=value`` values read as YAML, the way the config file is read.
+
+    Snakemake parses a top-level value as int, float or bool when it can, and everything else with
+    YAML's BaseLoader, which leaves every scalar inside a list or mapping a string
+    (``seeds=[0,1,2]`` gives ``['0', '1', '2']``, which the schema rejects). Each string is read
+    again with ``yaml.safe_load`` (``'0'`` -> 0, ``'null'`` -> None, ``'0.5'`` -> 0.5, ``'abc'`` -> 'abc');
+    values that are not strings are kept. A string that only YAML quoting kept a string in the
+    command (``"['7']"``) cannot be told apart and is read as a number: quote-free names are fine.
+    """
+    if isinstance(overrides, dict):
+        return {k: typed_overrides(v) for k, v in overrides.items()}
+    if isinstance(overrides, list):
+        return [typed_overrides(v) for v in overrides]
+    if isinstance(overrides, str):
+        try:
+            value = yaml.safe_load(overrides)
+        except yaml.YAMLError:
+            return overrides
+        return value if value is None or isinstance(value, (bool, int, float, str)) else overrides
+    return overrides
+
+
 def config_hash(*sections: Any) -> str:
     """Short stable hash of the config sections that determine a result (for MLflow tags, metrics.json)."""
     blob = json.dumps(sections, sort_keys=True, separators=(",", ":"), default=str)

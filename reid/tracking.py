@@ -53,7 +53,11 @@ class TrackingError(RuntimeError):
 
 def tracking_uri(configured: str | None = None) -> str:
     """MLFLOW_TRACKING_URI, else the configured URI, else the project's SQLite store (absolute path)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    return _uri(os.environ.get("MLFLOW_TRACKING_URI"), configured)
+
+
+def _uri(from_environment: str | None, configured: str | None) -> str:
+    uri = from_environment or configured
     if not uri:
         return f"sqlite:///{DEFAULT_STORE}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -78,6 +82,29 @@ def _create_experiment(client, name: str, uri: str) -> str:
     root = artifact_root(uri)
     location = (root / name).as_uri() if root is not None else None
     return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+
+
+def job_environment(mlflow_cfg: Mapping[str, object], python: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables the Snakefile sets for every job it launches, from config ``mlflow:``.
+
+    - ``PATH``: the folder of ``python`` (the interpreter running Snakemake) first, so that a job's
+      ``python -m reid`` runs in the same environment, venv activated or not;
+    - ``MLFLOW_TRACKING_URI``: :func:`tracking_uri` of ``mlflow_cfg['tracking_uri']`` (the variable
+      already set wins, then the configured URI, then results/mlflow.db), absolute;
+    - ``REID_EXPERIMENT_PREFIX``: ``mlflow_cfg['experiment_prefix']``;
+    - ``REID_INVOCATION_ID``: kept when set (a job re-reading the Snakefile), else a new random id,
+      grouping the MLflow runs of one workflow invocation.
+    """
+    import uuid
+
+    path = environ.get("PATH", "")
+    first = os.path.dirname(python)
+    return {
+        "PATH": path if path.split(os.pathsep)[0] == first else first + os.pathsep + path,
+        "MLFLOW_TRACKING_URI": _uri(environ.get("MLFLOW_TRACKING_URI"), mlflow_cfg.get("tracking_uri")),
+        "REID_EXPERIMENT_PREFIX": str(mlflow_cfg["experiment_prefix"]),
+        "REID_INVOCATION_ID": environ.get("REID_INVOCATION_ID") or uuid.uuid4().hex,
+    }
 
 
 def _client(uri: str | None = None):
