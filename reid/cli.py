@@ -12,12 +12,10 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from reid import io
 from reid.config import ConfigError, parse_json_arg, schema_default, validate_section
-from reid.io import fsync_dir
 
 
 def _json(what: str, section: str | None = None):
@@ -56,23 +54,27 @@ def cmd_init_tracking(args) -> None:
 
 
 def cmd_synthesize(args) -> None:
+    from reid.data.install import install_failed_note, replace_dir, work_dir, write_manifest
     from reid.data.synthetic import Difficulty, synthesize
 
     params = dict(args.params)
     knobs = params.pop("difficulty", {}) or {}
     difficulty = Difficulty(**{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()})
     out = Path(args.out)
-    if out.exists():
-        raise SystemExit(f"{out}: already exists; remove it first to regenerate")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if out.exists() and not args.manifest:
+        raise SystemExit(f"{out}: already exists; remove it first to regenerate (or give --manifest)")
+    existed = out.is_dir()
+    work = work_dir(out, "synthesize")
     try:
-        summary = synthesize(tmp, **params, difficulty=difficulty)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
+        summary = synthesize(work / "staged", **params, difficulty=difficulty)
+        replace_dir(work / "staged", out, work)  # the previous dataset stays until this one is complete
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        print(install_failed_note(out, existed), file=sys.stderr)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.manifest:
+        write_manifest(out, args.manifest, {"synthetic": args.params})
     print(json.dumps(summary, indent=2))
 
 
@@ -107,19 +109,29 @@ def cmd_fetch(args) -> None:
 
 def cmd_prepare(args) -> None:
     from reid.data.fetch import verify_checksum
+    from reid.data.install import install_failed_note, write_manifest
     from reid.data.verify import DatasetVerificationError, prepare_dataset
 
     spec = args.spec
-    source = Path(args.source)
-    if spec["source"] == "archive":
-        verify_checksum(source, md5=spec.get("md5"), sha256=spec.get("sha256"))
+    source, out = Path(args.source), Path(args.out)
+    existed = out.is_dir()
     failed = Path(args.failed_report) if args.failed_report else Path(f"{args.out}.failed.json")
     try:
-        report = prepare_dataset(source, spec.get("kind"), Path(args.out), custom=bool(spec.get("custom", False)))
-    except DatasetVerificationError as e:
-        _write_failed_report(e, failed)
+        sums = None
+        if spec["source"] == "archive":
+            sums = verify_checksum(source, md5=spec.get("md5"), sha256=spec.get("sha256"))
+        try:
+            report = prepare_dataset(source, spec.get("kind"), out, custom=bool(spec.get("custom", False)))
+        except DatasetVerificationError as e:
+            _write_failed_report(e, failed)
+            raise
+    except BaseException:
+        print(install_failed_note(out, existed), file=sys.stderr)
         raise
     _remove_stale_failed_report(failed)
+    if args.manifest:
+        write_manifest(out, args.manifest, {**report["source"], **(sums or {}),
+                                            "custom": bool(spec.get("custom", False))})
     print(json.dumps(report["source"], indent=2, sort_keys=True))
     print(f"{args.out}: laid out in Market-1501 layout from {source}")
 
@@ -151,6 +163,10 @@ def cmd_verify(args) -> None:
     from reid.data.verify import DatasetVerificationError, verify_dataset
 
     spec = args.spec
+    if args.manifest:
+        from reid.data.install import check_manifest
+
+        check_manifest(args.data, args.manifest)  # the folder is what its rule installed
     kind = None if spec["source"] == "synthetic" else spec.get("kind")
     failed = failed_report_path(args.report)
     try:
@@ -340,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synthesize", help="write the synthetic dataset in Market-1501 layout")
     s.add_argument("--params", type=_json("--params (config section 'synthetic')", "synthetic"), required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--manifest", help="write this manifest once --out is in place; an existing --out is "
+                                      "then replaced (only once the new dataset is complete)")
     s.set_defaults(func=cmd_synthesize)
 
     s = sub.add_parser("fetch", help="download or find a dataset archive under resources/, checksum verified")
@@ -353,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--failed-report", default=None,
                    help="where a failed verification writes its report (default: <out>.failed.json)")
+    s.add_argument("--manifest", help="write this manifest once --out is in place (data/<dataset>.manifest.json)")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("verify", help="verify a dataset, write its report and the training mean image")
     s.add_argument("--dataset", required=True)
     s.add_argument("--spec", type=_json("--spec (config 'dataset.<name>')", "$defs.dataset"), required=True)
     s.add_argument("--data", required=True)
+    s.add_argument("--manifest", help="data/<dataset>.manifest.json: check the folder against it first")
     s.add_argument("--report", required=True)
     s.add_argument("--mean-image", required=True)
     s.set_defaults(func=cmd_verify)

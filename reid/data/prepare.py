@@ -10,15 +10,14 @@ into a staged Market-1501 layout, the staged layout is verified, and only then d
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from reid.data.extract import safe_extract
+from reid.data.install import replace_dir
 from reid.data.kinds import DatasetLayoutError, Transfer, get_kind
 from reid.data.verify import DatasetVerificationError, verify_dataset
-from reid.io import fsync_dir
 
 __all__ = ["DatasetLayoutError", "prepare_dataset"]
 
@@ -28,21 +27,6 @@ def _reject_links(staged: Path, archive: Path) -> None:
     links = [p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_symlink()]
     if links:
         raise DatasetLayoutError(f"{archive}: symbolic links inside the split folders are not supported: {links[:10]}")
-
-
-def _replace_dir(staged: Path, target: Path, work: Path) -> None:
-    """Put ``staged`` at ``target``; an existing ``target`` is kept until the new one is in place."""
-    if target.exists():
-        previous = work / "previous"
-        os.rename(target, previous)
-        try:
-            os.rename(staged, target)
-        except BaseException:
-            os.rename(previous, target)
-            raise
-    else:
-        os.rename(staged, target)
-    fsync_dir(target.parent)
 
 
 def _check_apart(source: Path, target: Path) -> None:
@@ -110,7 +94,7 @@ def prepare_dataset(
         if not from_folder:  # what stayed behind in the extraction (e.g. Market-1501's gt_query/, readme.txt)
             report["source"]["not_copied"] = sorted(
                 p.name for p in source.iterdir() if not p.is_dir() or any(q.is_file() for q in p.rglob("*")))
-        _replace_dir(staged, target, work)
+        replace_dir(staged, target, work)
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,16 @@ def section(*keys):
     return json.dumps(result_keys(value, ".".join(keys)), sort_keys=True, separators=(",", ":"))
 
 
+# What each dataset-making step declares as its output, see data.smk; the folder data/{dataset}/
+# itself is installed by the package and never declared, so Snakemake cannot delete it.
+DATASET = "data/{dataset}.manifest.json"
+
+
+def _missing(paths):
+    """The files among ``paths`` (None allowed) that do not exist yet: the only ones fetching may make."""
+    return [p for p in paths if p and not os.path.exists(p)]
+
+
 def alternatives(names):
     """A wildcard regex matching exactly these names (nothing when there are none)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!x)x"

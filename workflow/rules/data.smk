@@ -1,11 +1,22 @@
 # Datasets: the synthetic default is generated; real archives are fetched (or placed by the user),
 # checksum-verified and safely extracted; an already-extracted folder is linked or copied, never
 # modified. Whatever the kind's native layout, data/{dataset}/ is Market-1501 layout.
+#
+# Output contract of every rule that makes a dataset (a new source adds a rule of this shape):
+# - its one declared output is the manifest DATASET ("data/{dataset}.manifest.json"); rules that
+#   read the dataset take DATASET as input and pass the folder data/{dataset} on the command line;
+# - the folder data/{dataset}/ is NOT a declared output: the package builds the new dataset beside
+#   it and swaps it in by renames (reid.data.install.replace_dir), then writes the manifest. Snakemake
+#   deletes a job's outputs before running it, so a failing re-run (a damaged re-placed archive)
+#   costs the manifest only, never the last good dataset.
+# Files under resources/ that are present (placed by hand, or downloaded by an earlier run) are
+# source files: the fetch rules below only exist for missing ones, so that no rerun trigger (a
+# changed md5, a code change, --forceall) can make Snakemake delete an archive before re-fetching it.
 
 
 rule synthesize:
     output:
-        directory("data/{dataset}"),
+        DATASET,
     log:
         "results/logs/synthesize/{dataset}.log",
     wildcard_constraints:
@@ -15,7 +26,8 @@ rule synthesize:
     params:
         synthetic=section("synthetic"),
     shell:
-        "python -m reid synthesize --params {params.synthetic:q} --out {output} > {log} 2>&1"
+        "python -m reid synthesize --params {params.synthetic:q} --out data/{wildcards.dataset} "
+        "--manifest {output} > {log} 2>&1"
 
 
 rule fetch_dataset:
@@ -24,7 +36,8 @@ rule fetch_dataset:
     log:
         "results/logs/fetch/{archive}.log",
     wildcard_constraints:
-        archive=alternatives([config["dataset"][n]["archive"] for n in ARCHIVES]),
+        archive=alternatives([config["dataset"][n]["archive"] for n in ARCHIVES
+                              if _missing([f"resources/{config['dataset'][n]['archive']}"])]),
     conda:
         "../../envs/reid.yaml"
     params:
@@ -41,7 +54,7 @@ rule prepare_dataset:
     input:
         lambda wc: dataset_source(wc.dataset),
     output:
-        directory("data/{dataset}"),
+        DATASET,
     log:
         "results/logs/prepare/{dataset}.log",
     wildcard_constraints:
@@ -51,13 +64,13 @@ rule prepare_dataset:
     params:
         spec=lambda wc: section("dataset", wc.dataset),
     shell:
-        "python -m reid prepare --spec {params.spec:q} --source {input:q} --out {output} "
-        "--failed-report results/{wildcards.dataset}/dataset.failed.json > {log} 2>&1"
+        "python -m reid prepare --spec {params.spec:q} --source {input:q} --out data/{wildcards.dataset} "
+        "--manifest {output} --failed-report results/{wildcards.dataset}/dataset.failed.json > {log} 2>&1"
 
 
 rule verify_dataset:
     input:
-        "data/{dataset}",
+        DATASET,
     output:
         report="results/{dataset}/dataset.json",
         mean_image="results/{dataset}/mean_image.pt",
@@ -68,13 +81,14 @@ rule verify_dataset:
     params:
         spec=lambda wc: section("dataset", wc.dataset),
     shell:
-        "python -m reid verify --dataset {wildcards.dataset} --spec {params.spec:q} --data {input} "
+        "python -m reid verify --dataset {wildcards.dataset} --spec {params.spec:q} "
+        "--data data/{wildcards.dataset} --manifest {input} "
         "--report {output.report} --mean-image {output.mean_image} > {log} 2>&1"
 
 
 rule fetch_weights:
     output:
-        config["model"]["pretrained"] or "resources/no-pretrained-weights-configured",
+        (_missing([config["model"]["pretrained"]]) or ["resources/no-pretrained-weights-to-fetch"])[0],
     log:
         "results/logs/fetch/weights.log",
     conda:

@@ -5,7 +5,7 @@ rule extract:
     input:
         model=f"{RUN_DIR}/model.pt",
         run_id=f"{RUN_DIR}/mlflow_run_id",
-        data="data/{dataset}",
+        data=DATASET,
         mean_image="results/{dataset}/mean_image.pt",
     output:
         f"{RUN_DIR}/features.pt",
@@ -24,7 +24,7 @@ rule extract:
     params:
         flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
-        "python -m reid extract --model-file {input.model} --data {input.data} "
+        "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
         "--mean-image {input.mean_image} --run-id-file {input.run_id} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"

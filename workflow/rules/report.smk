@@ -148,7 +148,7 @@ rule figure_cmc:
 rule figure_ranked:
     input:
         features=_figure_runs("features.pt"),
-        data="data/{dataset}",
+        data=DATASET,
     output:
         report("results/figures/ranked_{dataset}.png", caption=f"{CAPTIONS}/ranked.rst",
                category="Figures", subcategory="{dataset}",
@@ -170,7 +170,7 @@ rule figure_attention:
         models=_figure_runs("model.pt"),
         features=_figure_runs("features.pt")[0],
         mean_image="results/{dataset}/mean_image.pt",
-        data="data/{dataset}",
+        data=DATASET,
     output:
         report("results/figures/attention_{dataset}.png", caption=f"{CAPTIONS}/attention.rst",
                category="Figures", subcategory="{dataset}",

@@ -7,7 +7,7 @@
 
 rule train:
     input:
-        data="data/{dataset}",
+        data=DATASET,
         report="results/{dataset}/dataset.json",
         mean_image="results/{dataset}/mean_image.pt",
         weights=[config["model"]["pretrained"]] if config["model"]["pretrained"] else [],
@@ -33,7 +33,7 @@ rule train:
         checkpoints="results/checkpoints/{dataset}/{model}/seed{seed}",
     shell:
         "python -m reid train --dataset {wildcards.dataset} --model {wildcards.model} "
-        "--seed {wildcards.seed} --data {input.data} --mean-image {input.mean_image} "
+        "--seed {wildcards.seed} --data data/{wildcards.dataset} --mean-image {input.mean_image} "
         "--model-params {params.model:q} --train-params {params.train:q} "
         "--workers {resources.workers} --device {resources.device} --out-dir {params.out_dir} "
         "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
