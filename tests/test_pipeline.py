@@ -140,3 +140,46 @@ def test_lint_is_clean():
     proc = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------- what reruns (docs/reruns.md, reid.config.RUNTIME_KEYS)
+
+
+def _merged(base: dict, change: dict) -> dict:
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = _merged(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def scheduled_after(pipeline, change: dict) -> tuple[set[str], str]:
+    """The rules `snakemake -n` would run after the finished pipeline, with ``change`` merged into its config."""
+    workdir, env = pipeline
+    name = f"changed-{abs(hash(json.dumps(change, sort_keys=True)))}.yaml"
+    (workdir / name).write_text(yaml.safe_dump(_merged(TINY, change)))
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "-n", "results/tables/table2.md", "--configfile", str(workdir / name)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    return set(re.findall(r"^(?:local)?rule (\w+):", text, re.M)), text
+
+
+def test_runtime_keys_rerun_nothing(pipeline):
+    rules, text = scheduled_after(pipeline, {
+        "train": {"workers": 1, "device": "cpu"}, "evaluate": {"batch_size": 7},
+        "mlflow": {"experiment_prefix": "elsewhere", "tracking_uri": "sqlite:///elsewhere.db"}})
+    assert rules == set() and "Nothing to be done" in text, text[-3000:]
+
+
+@pytest.mark.parametrize("change, reruns, keeps", [
+    ({"train": {"lr": 0.02}}, {"train", "extract", "evaluate", "table2"}, {"synthesize", "verify_dataset"}),
+    ({"train": {"epochs": 3}}, {"train", "extract", "evaluate", "table2"}, {"synthesize", "verify_dataset"}),
+    ({"evaluate": {"rerank": {"k1": 5}}}, {"evaluate", "table2"}, {"train", "extract"}),
+    ({"evaluate": {"flip": False}}, {"extract", "evaluate", "table2"}, {"train"}),
+    ({"synthetic": {"junk": 5}}, {"synthesize", "verify_dataset", "train", "evaluate"}, set()),
+])
+def test_a_result_key_reruns_what_it_changes(pipeline, change, reruns, keeps):
+    rules, text = scheduled_after(pipeline, change)
+    assert reruns <= rules and not keeps & rules, (rules, text[-3000:])
+    assert "Params have changed" in text or "params" in text.lower()
