@@ -86,3 +86,20 @@ def test_snakemake_rejects_a_typo_by_name(tmp_path):
                            "--configfile", str(cfgfile)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "max_rnak" in proc.stdout + proc.stderr
+
+
+def test_runtime_keys_are_left_out_of_result_keys_and_epochs_out_of_the_checkpoint_key():
+    from reid.config import checkpoint_keys, is_result_key, result_keys
+
+    cfg = load(ROOT / "config.yaml")
+    cfg["dataset"]["market1501"] = {"source": "archive", "kind": "market1501", "archive": "m.zip",
+                                    "url": "https://example.org/m.zip", "md5": "0" * 32}
+    res = result_keys(cfg)
+    assert "mlflow" not in res and "workers" not in res["train"] and "device" not in res["train"]
+    assert "batch_size" not in res["evaluate"] and "pretrained_url" not in res["model"]
+    assert res["dataset"]["market1501"] == {"source": "archive", "kind": "market1501", "archive": "m.zip", "md5": "0" * 32}
+    assert res["train"]["epochs"] == cfg["train"]["epochs"] and res["evaluate"]["rerank"] == cfg["evaluate"]["rerank"]
+    assert result_keys(cfg["train"], "train") == res["train"]  # a section, named by its path
+    assert "epochs" not in checkpoint_keys(cfg["train"], "train") and "lr" in checkpoint_keys(cfg["train"], "train")
+    assert not is_result_key("train.device") and not is_result_key("mlflow.tracking_uri")
+    assert not is_result_key("dataset.duke.url") and is_result_key("dataset.duke.md5") and is_result_key("train.lr")

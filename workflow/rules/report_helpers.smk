@@ -49,8 +49,9 @@ def _run_files(name, datasets, models=None):
 
 
 def _dataset_specs(datasets):
-    # only the sections the table uses: another dataset's edits must not rerun it
-    return json.dumps({d: config["dataset"][d] for d in datasets}, sort_keys=True)
+    # only the sections the table uses, result keys only: another dataset's edits (or a new
+    # download URL) must not rerun it
+    return json.dumps({d: result_keys(config["dataset"][d], f"dataset.{d}") for d in datasets}, sort_keys=True)
 
 
 def _bootstrap_params():
