@@ -56,16 +56,15 @@ def test_a_list_given_with_config_reaches_the_jobs(tmp_path):
 
 def test_jobs_run_under_snakemakes_interpreter_and_log_to_the_configured_store(tmp_path):
     """`.venv/bin/snakemake` with the venv not on PATH (no ./venv-run), `mlflow.tracking_uri` set in
-    a config file and no MLFLOW_TRACKING_URI, `--config seeds=[1]`: every job runs, and the runs are
-    in the configured store."""
+    a config file and no MLFLOW_TRACKING_URI: every job runs, and its run is in the configured store."""
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'configured.db'}"
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "mlflow": {"tracking_uri": store}}))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "seeds": [1], "mlflow": {"tracking_uri": store}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIRTUAL_ENV"))}
     env.update(PATH="/usr/bin:/bin", PYTHONPATH=str(ROOT))  # no `python` with the project's packages on PATH
     target = "results/synthetic/baseline/seed1/metrics.json"
-    proc = snakemake(tmp_path, target, "--configfile", str(tmp_path / "tiny.yaml"), "--config", "seeds=[1]", env=env)
+    proc = snakemake(tmp_path, target, "--configfile", str(tmp_path / "tiny.yaml"), env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / target).exists()
     client = MlflowClient(store)
