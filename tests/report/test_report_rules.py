@@ -34,6 +34,7 @@ def test_table2_rule_builds_from_the_evaluate_outputs_only(tmp_path):
     # only the report rules, on the project's own config: nothing upstream is needed for table2
     (tmp_path / "Snakefile").write_text(
         f'configfile: "{REPO / "config.yaml"}"\n'
+        f'include: "{REPO / "workflow" / "rules" / "common.smk"}"\n'
         f'include: "{REPO / "workflow" / "rules" / "report_helpers.smk"}"\n'
         f'include: "{REPO / "workflow" / "rules" / "report.smk"}"\n')
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -1,5 +1,6 @@
 # Helpers shared by the rule files (kept apart from the rules, as `snakemake --lint` asks).
 import json
+import os
 import re
 import subprocess
 

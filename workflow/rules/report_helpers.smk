@@ -1,4 +1,5 @@
 # Functions used by report.smk (kept apart from the rules, as `snakemake --lint` asks).
+from reid.config import result_keys
 
 
 def _report_dataset(key):
