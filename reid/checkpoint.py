@@ -24,8 +24,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from reid import io
 
 log = logging.getLogger("reid.checkpoint")
@@ -63,17 +61,16 @@ class Resume:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Load one checkpoint with ``weights_only=True``; raises CheckpointError naming the file when it
-    is empty, cut short, not a checkpoint, or lacks one of REQUIRED."""
+    """Load one checkpoint with ``weights_only=True`` (reid.files' torch loader); raises CheckpointError
+    naming the file when it is empty, cut short, not a torch file of plain types, or lacks one of REQUIRED."""
+    from reid.files import DamagedFileError, load_torch
+
     path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes)")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # EOFError, zip reader errors, UnpicklingError: none of them names the file
-        raise CheckpointError(f"{path}: unreadable ({size} bytes; {type(e).__name__}: {e})") from None
-    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+        state = load_torch(path, "checkpoint")
+    except DamagedFileError as e:  # its message's advice (move it aside, rerun) is what load() does
+        raise CheckpointError(f"{path}: {e.problem}") from None
+    missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a training checkpoint (missing {', '.join(missing)})")
     return state
