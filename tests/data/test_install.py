@@ -5,6 +5,7 @@ import json
 import pytest
 
 from reid.cli import main
+from reid.data import synthetic
 from reid.data.install import ManifestError, check_manifest, manifest_path, write_manifest
 
 TINY = dict(seed=7, train_ids=3, test_ids=3, cameras=2, cameras_per_id=[2, 2], images_per_camera=[1, 1],
@@ -33,7 +34,8 @@ def test_a_folder_changed_after_its_install_is_caught(tmp_path):
         check_manifest(data, manifest)
 
 
-def test_synthesize_with_a_manifest_replaces_the_previous_dataset_only_when_the_new_one_is_complete(tmp_path):
+def test_synthesize_with_a_manifest_replaces_the_previous_dataset_only_when_the_new_one_is_complete(tmp_path,
+                                                                                                  monkeypatch):
     out, manifest = tmp_path / "data" / "synthetic", tmp_path / "data" / "synthetic.manifest.json"
     args = ["synthesize", "--out", str(out), "--manifest", str(manifest)]
     assert main([*args, "--params", json.dumps(TINY)]) == 0
@@ -41,8 +43,15 @@ def test_synthesize_with_a_manifest_replaces_the_previous_dataset_only_when_the_
     assert first["files"] > 0 and check_manifest(out, manifest) == first
     (out / "query" / "keep-me.txt").write_text("x")
     manifest.unlink()  # what Snakemake does before it reruns the job
-    # a run that fails (an invalid knob reaches the generator) leaves the previous folder as it was
-    assert main([*args, "--params", json.dumps({**TINY, "cameras": 99})]) == 1
+    # a run that fails half-way through generating leaves the previous folder as it was
+    def dies_half_way(root, **kwargs):
+        (root / "query").mkdir(parents=True)
+        (root / "query" / "0001_c1s1_000001_00.jpg").write_bytes(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(synthetic, "synthesize", dies_half_way)
+    assert main([*args, "--params", json.dumps(TINY)]) == 1
+    monkeypatch.undo()
     assert (out / "query" / "keep-me.txt").exists() and not manifest.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no work folder left
     # a run that succeeds replaces it whole
