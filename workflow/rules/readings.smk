@@ -19,7 +19,7 @@ READING_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(READINGS_DEF
 
 rule train_reading:
     input:
-        data="data/{dataset}",
+        data=DATASET,
         report="results/{dataset}/dataset.json",
         mean_image="results/{dataset}/mean_image.pt",
         weights=[config["model"]["pretrained"]] if config["model"]["pretrained"] else [],
@@ -34,19 +34,21 @@ rule train_reading:
         gpu=GPU_PER_JOB,
         mem_mb=16000,
         runtime=24 * 60,
+        # runtime keys: resources and the environment, not params (docs/reruns.md)
+        workers=config["train"]["workers"],
+        device=config["train"]["device"],
     conda:
         "../../envs/reid.yaml"
     params:
         model=section("model"),
         train=section("train"),
-        mlflow=section("mlflow"),
         out_dir=READING_DIR,
         checkpoints="results/checkpoints/{dataset}/readings/{reading}/seed{seed}",
     shell:
         "python -m reid train --dataset {wildcards.dataset} --reading {wildcards.reading} "
-        "--seed {wildcards.seed} --data {input.data} --mean-image {input.mean_image} "
+        "--seed {wildcards.seed} --data data/{wildcards.dataset} --mean-image {input.mean_image} "
         "--model-params {params.model:q} --train-params {params.train:q} "
-        "--mlflow-params {params.mlflow:q} --out-dir {params.out_dir} "
+        "--workers {resources.workers} --device {resources.device} --out-dir {params.out_dir} "
         "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
 
 
@@ -54,7 +56,7 @@ rule extract_reading:
     input:
         model=f"{READING_DIR}/model.pt",
         run_id=f"{READING_DIR}/mlflow_run_id",
-        data="data/{dataset}",
+        data=DATASET,
         mean_image="results/{dataset}/mean_image.pt",
     output:
         f"{READING_DIR}/{{embedding}}/features.pt",
@@ -65,16 +67,16 @@ rule extract_reading:
         gpu=GPU_PER_JOB,
         mem_mb=8000,
         runtime=60,
+        batch_size=config["evaluate"]["batch_size"],
+        device=config["train"]["device"],
     conda:
         "../../envs/reid.yaml"
     params:
-        batch_size=config["evaluate"]["batch_size"],
-        device=config["train"]["device"],
         flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
-        "python -m reid extract --model-file {input.model} --data {input.data} "
+        "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
         "--mean-image {input.mean_image} --run-id-file {input.run_id} --test-embedding {wildcards.embedding} "
-        "--batch-size {params.batch_size} --device {params.device} --threads {threads} {params.flip} "
+        "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
 
