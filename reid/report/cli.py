@@ -75,23 +75,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(text: str) -> dict:
-    """--bootstrap JSON (config evaluate.bootstrap): {"resamples": N >= 1, "seed": S >= 0}."""
-    bootstrap = _json_object(text, "--bootstrap (config 'evaluate.bootstrap')")
-    for key in ("resamples", "seed"):
-        value = bootstrap.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "resamples" else 0):
-            raise ReportInputError(f"--bootstrap: {key} = {value!r} is not a valid integer")
-    return bootstrap
+    """--bootstrap JSON (config evaluate.bootstrap), checked against the same schema as config.yaml
+    and completed with its defaults (reid.config.parse_json_arg)."""
+    from reid.config import ConfigError, parse_json_arg
 
-
-def _json_object(text: str, what: str) -> dict:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReportInputError(f"{what}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ReportInputError(f"{what}: expected a JSON object")
-    return value
+        return parse_json_arg(text, "--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap")
+    except ConfigError as e:
+        raise ReportInputError(str(e)) from None
 
 
 def _cmd_table_readings(args: argparse.Namespace) -> int:

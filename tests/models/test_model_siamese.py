@@ -183,19 +183,25 @@ def test_zero_attention_init_starts_as_the_baseline(pair):
         torch.testing.assert_close(model.embed(pair[0]), twin.embed(pair[0]))
 
 
-def test_zero_attention_init_learns_from_the_second_step(pair):
-    """At step 1 only the eq. 4 conv and the MA bias get a gradient (everything else is multiplied by
-    SA = 0); once that conv has moved, every attention parameter does."""
-    model = make("mutual", attention_init="zero").train()
+def _attention_without_gradient(model, pair, steps):
+    """Per SGD step (lr 0.1), the names of the attention parameters that got no gradient."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     labels = torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False])
     stuck = []
-    for _ in range(2):
+    for _ in range(steps):
         optimizer.zero_grad()
         pair_loss(model(*pair), *labels)["total"].backward()
         stuck.append({n for n, p in model.named_parameters()
                       if "attention" in n and (p.grad is None or not p.grad.abs().sum() > 0)})
         optimizer.step()
+    return stuck
+
+
+def test_zero_attention_init_learns_from_the_second_step(pair):
+    """At step 1 only the eq. 4 conv and the MA bias get a gradient (everything else is multiplied by
+    SA = 0); once that conv has moved, every attention parameter does."""
+    model = make("mutual", attention_init="zero").train()
+    stuck = _attention_without_gradient(model, pair, steps=2)
     assert stuck[0] == {f"self_attention.{k}.channel_conv.{w}" for k in (3, 4) for w in ("weight", "bias")} | {
         f"mutual_attention.{k}.conv.weight" for k in (3, 4)}
     assert stuck[1] == set()
@@ -211,15 +217,7 @@ def test_zero_attention_init_on_the_pair_path_starts_as_the_baseline_and_learns(
     out = model(*pair)
     twin = _copy_shared_weights(model, make("baseline", seed=1)).train()
     torch.testing.assert_close(out["emb1"], twin(*pair)["emb1"])  # the pair path starts as the backbone
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    labels = torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([True, False])
-    stuck = []
-    for _ in range(2):
-        optimizer.zero_grad()
-        pair_loss(model(*pair), *labels)["total"].backward()
-        stuck.append({n for n, p in model.named_parameters()
-                      if "attention" in n and (p.grad is None or not p.grad.abs().sum() > 0)})
-        optimizer.step()
+    stuck = _attention_without_gradient(model, pair, steps=2)
     assert stuck[1] == set()
     assert all(torch.count_nonzero(sa.fuse_conv.weight) > 0 for sa in model.self_attention.values())
 

@@ -135,7 +135,7 @@ def test_several_seeds_combine_seeds_and_identities(tmp_path):
     assert "seed and query-identity resamples" in md
 
 
-def test_cli_compare_writes_the_file_and_tables_refuse_a_stale_one(tmp_path):
+def test_cli_compare_writes_the_file_and_tables_refuse_a_stale_one(tmp_path, capsys):
     a = base_table()
     paths = [write_run(tmp_path, m, 0, t) for m, t in (("baseline", a), ("mutual", improved(a, 0.1, 3)))]
     out = tmp_path / "results" / "synthetic" / "comparisons.json"
@@ -153,6 +153,13 @@ def test_cli_compare_writes_the_file_and_tables_refuse_a_stale_one(tmp_path):
     # a per-query file missing beside a metrics.json is named
     with pytest.raises(ReportInputError, match="no per_query.csv given from its folder"):
         comparisons.build(load_runs([p[0] for p in paths]), [paths[0][1]], "synthetic", **BOOT)
+    # --bootstrap is checked against the config schema: a misspelt key is named, nothing is written
+    out.unlink()
+    with pytest.raises(SystemExit):
+        report_main(["compare", "--dataset", "synthetic", "--metrics", *(str(p[0]) for p in paths),
+                     "--per-query", *(str(p[1]) for p in paths), "--bootstrap", '{"resampels": 5}',
+                     "--out", str(out)])
+    assert "resampels: unexpected key" in capsys.readouterr().err and not out.exists()
 
 
 def test_table1_has_a_paired_section_per_dataset(tmp_path):
