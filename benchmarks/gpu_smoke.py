@@ -198,11 +198,11 @@ def run_all(args, work: Path, cuda: bool, problems: list[str]) -> None:
     # the same bf16 weights embedded in bf16 and in fp32 must agree closely (cosine of features)
     import torch.nn.functional as F
 
-    from reid.train import load_trained_model
+    from reid.models.runtime import load_trained_model
     from reid.data.market import scan_dataset
     from reid.data.transforms import load_eval_transform
     from reid.features import embed_records
-    from reid.train import select_device
+    from reid.models.runtime import select_device
 
     device = select_device(args.device)
     model, meta = load_trained_model(runs["pinned-bf16"], device)

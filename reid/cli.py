@@ -110,7 +110,8 @@ def cmd_fetch(args) -> None:
 def cmd_prepare(args) -> None:
     from reid.data.fetch import verify_checksum
     from reid.data.install import install_failed_note, write_manifest
-    from reid.data.verify import DatasetVerificationError, prepare_dataset
+    from reid.data.prepare import prepare_dataset
+    from reid.data.verify import DatasetVerificationError
 
     spec = args.spec
     source, out = Path(args.source), Path(args.out)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from reid import files, io
 from reid.data.market import Record, scan_dataset
 from reid.data.transforms import load_eval_transform
-from reid.train import autocast, load_trained_model, select_device
+from reid.models.runtime import autocast, load_trained_model, select_device
 
 SPLIT_PREFIX = {"query": "query", "gallery": "gallery", "multi_query": "mq"}
 

@@ -10,27 +10,25 @@ checkpoint, and the learning rate depends on the epoch index only.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
 import os
 import signal
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from reid import io, tracking
 from reid.checkpoint import Checkpointer
 from reid.config import checkpoint_keys, config_hash, result_keys
-from reid.data.market import JUNK_PID, Record, scan_split, TRAIN_DIR
-from reid.data.pairs import sample_pairs
-from reid.data.transforms import TrainAugment, load_image, load_mean_image
+from reid.data.market import TRAIN_DIR, Record
+from reid.data.pairs import PairDataset, training_records
+from reid.data.transforms import TrainAugment, load_mean_image
+from reid.models.runtime import autocast, load_trained_model, select_device
 
 log = logging.getLogger("reid.train")
 
@@ -38,78 +36,9 @@ HISTORY_COLUMNS = ["epoch", "lr", "loss_total", "loss_id", "loss_verif", "acc_id
                    "images_per_s", "seconds"]
 
 
-def select_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of config ``train.precision`` on ``device``: bf16 autocast, or none for fp32.
-
-    bf16 needs no loss scaling (its exponent range is fp32's). Raises ValueError for another value.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"train.precision: {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def training_records(data_root: str | Path) -> tuple[list[Record], dict[int, int]]:
-    """The training split and the map from pid to class index (junk and distractors excluded)."""
-    records = [r for r in scan_split(Path(data_root) / TRAIN_DIR) if r.pid > 0]
-    if not records:
-        raise ValueError(f"{data_root}/{TRAIN_DIR}: no training images with a positive pid")
-    pid_to_label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
-    return records, pid_to_label
-
-
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-class PairDataset(Dataset):
-    """The pairs of one epoch; item i is (image_a, image_b, label_a, label_b, same)."""
-
-    def __init__(self, records, pid_to_label, augment: TrainAugment, seed: int):
-        self.records, self.augment, self.seed = records, augment, seed
-        self.labels = torch.tensor([pid_to_label[r.pid] for r in records])
-        self.pids = [r.pid for r in records]
-        self.camids = [r.camid for r in records]
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.pairs = sample_pairs(self.pids, self.camids, self.seed, epoch)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i):
-        a, b, same = (int(v) for v in self.pairs[i])
-        gen = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, i))
-        xa = self.augment(load_image(self.records[a].path), gen)
-        xb = self.augment(load_image(self.records[b].path), gen)
-        return xa, xb, self.labels[a], self.labels[b], same
-
-
 def lr_at(epoch: int, cfg: dict) -> float:
     """Step schedule: lr x gamma^(epoch // lr_step), epochs counted from 0."""
     return cfg["lr"] * cfg["lr_gamma"] ** (epoch // cfg["lr_step"])
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -325,23 +254,3 @@ def write_history(history: list[dict], path: Path) -> None:
                 w.writerow({k: row[k] for k in HISTORY_COLUMNS})
 
     io.atomic_write(path, write)
-
-
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from model.pt; returns (model in eval mode, meta)."""
-    from reid.files import DamagedFileError, load_model_file
-    from reid.models import build_model
-
-    blob = load_model_file(path)
-    meta = blob["meta"]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
-            model = build_model(**meta["model_kwargs"], pretrained=None)
-        model.load_state_dict(blob["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as e:  # kwargs or weights that do not fit this code's models
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DamagedFileError(path, "model", f"its weights do not fit the model its meta describes ({first})") \
-            from None
-    model.to(device).eval()
-    return model, meta

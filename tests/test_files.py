@@ -16,7 +16,8 @@ from reid.data.transforms import load_mean_image, save_mean_image
 from reid.evaluate import evaluate
 from reid.report.figures import read_history
 from reid.report.runs import ReportInputError, load_run
-from reid.train import load_trained_model, write_history
+from reid.models.runtime import load_trained_model
+from reid.train import write_history
 
 HISTORY_ROW = {"epoch": 1, "lr": 0.1, "loss_total": 2.5, "loss_id": 2.0, "loss_verif": 0.5, "acc_id": 0.25,
                "acc_verif": 0.5, "images_per_s": 100.0, "seconds": 3.25}

@@ -60,7 +60,7 @@ def test_rank_puts_the_query_first_and_orders_by_distance(run_dir, gallery, tmp_
 def test_rank_distances_match_a_direct_embedding(run_dir, gallery, tmp_path):
     from reid.data.transforms import load_eval_transform
     from reid.features import rank_gallery_folder
-    from reid.train import load_trained_model
+    from reid.models.runtime import load_trained_model
 
     folder, names = gallery
     query = folder / "a.jpg"

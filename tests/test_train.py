@@ -9,7 +9,8 @@ import torch
 
 from reid import tracking
 from reid.checkpoint import Checkpointer
-from reid.train import TrainOutputs, load_trained_model, lr_at, train
+from reid.models.runtime import load_trained_model
+from reid.train import TrainOutputs, lr_at, train
 
 MODEL = dict(backbone="resnet18", pretrained=None, pretrained_sha256=None, pretrained_url=None, embedding_dim=32,
              dropout=0.5, attention_layers=[3, 4], test_embedding="single")

@@ -7,9 +7,15 @@ run would have drawn.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from reid.data.market import TRAIN_DIR, Record, scan_split
+from reid.data.transforms import TrainAugment, load_image
 
 
 def sample_pairs(pids: Sequence[int], camids: Sequence[int], seed: int, epoch: int) -> np.ndarray:
@@ -48,3 +54,41 @@ def sample_pairs(pids: Sequence[int], camids: Sequence[int], seed: int, epoch: i
                     break
         pairs[pos] = (a, b, int(want_positive))
     return pairs
+
+
+def training_records(data_root: str | Path) -> tuple[list[Record], dict[int, int]]:
+    """The training split and the map from pid to class index (junk and distractors excluded)."""
+    records = [r for r in scan_split(Path(data_root) / TRAIN_DIR) if r.pid > 0]
+    if not records:
+        raise ValueError(f"{data_root}/{TRAIN_DIR}: no training images with a positive pid")
+    pid_to_label = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return records, pid_to_label
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class PairDataset(Dataset):
+    """The pairs of one epoch; item i is (image_a, image_b, label_a, label_b, same)."""
+
+    def __init__(self, records, pid_to_label, augment: TrainAugment, seed: int):
+        self.records, self.augment, self.seed = records, augment, seed
+        self.labels = torch.tensor([pid_to_label[r.pid] for r in records])
+        self.pids = [r.pid for r in records]
+        self.camids = [r.camid for r in records]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.pairs = sample_pairs(self.pids, self.camids, self.seed, epoch)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        a, b, same = (int(v) for v in self.pairs[i])
+        gen = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, i))
+        xa = self.augment(load_image(self.records[a].path), gen)
+        xb = self.augment(load_image(self.records[b].path), gen)
+        return xa, xb, self.labels[a], self.labels[b], same

@@ -19,8 +19,8 @@ What fails verification (DatasetVerificationError, its message lists every probl
 Duplicate names *across* splits and the number of queries without a cross-camera match are
 reported only (some such queries are normal: the protocol skips them).
 
-``prepare_dataset`` (extract an archive and lay it out here) lives in reid.data.prepare and is
-importable from this module too.
+``prepare_dataset`` (extract an archive and lay it out, then verify it here) lives in reid.data.prepare,
+which imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from PIL import Image, ImageFile
 from reid.data import market
 from reid.data.kinds import DatasetKind, get_kind
 
-__all__ = ["DatasetVerificationError", "verify_dataset", "find_undecodable", "prepare_dataset"]
+__all__ = ["DatasetVerificationError", "verify_dataset", "find_undecodable"]
 
 _EVAL_SPLITS = ("train", "query", "gallery")  # duplicate names across these are reported
 
@@ -47,15 +47,6 @@ class DatasetVerificationError(ValueError):
     def __init__(self, message: str, report: dict):
         super().__init__(message)
         self.report = report
-
-
-def __getattr__(name: str):
-    # prepare_dataset uses verify_dataset; a lazy import keeps the two modules free of a cycle
-    if name == "prepare_dataset":
-        from reid.data.prepare import prepare_dataset
-
-        return prepare_dataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- decode

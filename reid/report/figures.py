@@ -438,7 +438,7 @@ def attention_figure_from_files(models: Mapping[str, str | Path], features_path:
     from PIL import Image
 
     from reid.data.transforms import load_eval_transform
-    from reid.train import load_trained_model
+    from reid.models.runtime import load_trained_model
 
     blob = load_features(features_path)
     as_np = lambda t: t.numpy() if hasattr(t, "numpy") else np.asarray(t)  # noqa: E731

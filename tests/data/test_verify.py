@@ -18,7 +18,8 @@ from reid.data.kinds import DatasetKind, SplitCounts
 from reid.data.kinds.layouts import MarketLayout
 from reid.data.market import format_market_name
 from reid.data.prepare import DatasetLayoutError
-from reid.data.verify import DatasetVerificationError, find_undecodable, prepare_dataset, verify_dataset
+from reid.data.prepare import prepare_dataset
+from reid.data.verify import DatasetVerificationError, find_undecodable, verify_dataset
 
 
 def jpeg_bytes(seed: int = 0, size=(8, 16)) -> bytes:
@@ -336,7 +337,7 @@ def image_bytes(fmt: str, seed: int = 0) -> bytes:
 def test_images_of_every_suffix_are_verified_trained_on_and_extracted(tmp_path):
     """A valid re-ID name with suffix .png/.jpeg/.bmp/.JPG is an image for every stage, not a skipped file."""
     from reid.data.market import scan_dataset
-    from reid.train import training_records
+    from reid.data.pairs import training_records
 
     files = market_files()
     renamed = {"bounding_box_train/" + format_market_name(1, 1, 1, 101, 0): ("PNG", ".png"),

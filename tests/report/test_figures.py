@@ -174,7 +174,7 @@ def test_compute_activation_maps_and_overlay(tmp_path):
 
 def test_attention_figure_from_files_with_stand_in_loaders(tmp_path, monkeypatch):
     import reid.data.transforms as transforms
-    import reid.train as train
+    import reid.models.runtime as runtime
 
     path, _ = fake_dataset(tmp_path)
     seen, calls = [], []
@@ -188,7 +188,7 @@ def test_attention_figure_from_files_with_stand_in_loaders(tmp_path, monkeypatch
     def fake_tf(mean_image, height, width):
         assert (height, width) == (128, 64)  # layer3 with >= 8 rows: 4x the training size of 32 x 16
         return lambda im: torch.from_numpy(np.asarray(im.resize((width, height)), dtype=np.float32) / 255).permute(2, 0, 1)
-    monkeypatch.setattr(train, "load_trained_model", fake_load)
+    monkeypatch.setattr(runtime, "load_trained_model", fake_load)
     monkeypatch.setattr(transforms, "load_eval_transform", fake_tf)
     out = figures.attention_figure_from_files({"baseline": "b.pt", "mutual": "m.pt"}, path, tmp_path / "mean.pt",
                                               tmp_path / "attention.png", root=tmp_path, n_images=4)
