@@ -14,7 +14,29 @@ subprocess that loads that file as the pipeline's evaluate stage does, then rese
 peak-RSS counter, so "peak RSS beyond the features" is the stage's own working memory. Wall time,
 CPU time (user + sys, all threads) and a digest of the metrics (to compare code versions) are
 printed. `--reid-from DIR` measures the `reid` package of another checkout (e.g. an older commit
-made with `git worktree add`), to compare versions on the same features.
+made with `git worktree add`), to compare versions on the same features. `--profile N` prints the
+N most expensive functions with their callees (cProfile, cumulative): the phases below.
+
+Measured (2 threads, nothing else running, session 3): Market-1501 scale every protocol 10.40 s wall,
+20.6 s CPU, 587-601 MiB beyond the features; MSMT17 scale plain + re-ranked 75.2 s, 1,398 MiB.
+
+Where the time goes at Market-1501 scale (session 4; CPU seconds of one thread, measured per phase
+on a machine shared with other jobs, so the split is meaningful and the sum only roughly so):
+  - the gallery-to-gallery neighbour search, twice (the single-query gallery as given, and the
+    L2-normalised one the multi-query protocols rank; on unit-length features normalising again
+    still changes the bits of 27% of the rows, so the two searches cannot share results exactly):
+    about 3.0 s each, of which 1.8 s is the matrix product (half of G x G x 512, the symmetric
+    blocks) and 1.2 s the running k-nearest selection;
+  - each plain protocol (3): about 1.5 s, half of it the Q x G product, most of the rest ranking
+    (`match_ranks`, about 0.5 s);
+  - each re-ranked protocol (3), beyond the gallery search: about 2.9 s: query rows and columns of
+    the neighbour search 1.3 s (0.85 s of it matrix products), the Jaccard distances 0.75 s, the
+    k-reciprocal encoding 0.6 s, expansion, inverted index and ranking 0.35 s;
+  - pooling, normalising and the per-query reduction: under 1 s in all.
+Matrix products are about 9 s of the 20 s, and every one is needed for bit-identical results: the
+plain and the re-ranked protocols rank the same pairs but with different formulas
+(|q|^2 + |g|^2 - 2 q.g against |g|^2 - 2 q.g, then + |q|^2), and MKL's product adds its C input in
+K-blocks of 192 (on this machine), so neither set of bits can be made from the other's product.
 """
 
 from __future__ import annotations
@@ -41,6 +63,7 @@ SCALES = {
                    multi_query=17000),
     "msmt17": dict(queries=11659, gallery=82161, ids=3060, cameras=15, distractors=0, junk=0,
                    multi_query=0),
+    "tiny": dict(queries=60, gallery=400, ids=30, cameras=4, distractors=30, junk=30, multi_query=120),  # tests
 }
 RERANK = {"k1": 20, "k2": 6, "lambda": 0.3}
 
@@ -96,9 +119,20 @@ def measure(args) -> None:
     loaded = _rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (peak RSS) to the current RSS
     kwargs = {} if args.memory_gb is None else {"memory_gb": args.memory_gb}
+    profile = None
+    if args.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     t0, c0 = time.perf_counter(), time.process_time()
     metrics = compute_metrics(feats, max_rank=50, rerank=RERANK, **kwargs)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if profile is not None:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(args.profile)
     peak = _rss_kib("VmHWM")
     metrics.pop("per_query", None)
     digest = hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()[:16]
@@ -122,6 +156,8 @@ def main() -> None:
                     help="compute_metrics' working-memory budget (default: the stage's default)")
     ap.add_argument("--repeat", type=int, default=1, help="measurements (fresh processes)")
     ap.add_argument("--metrics-out", help="write the metrics of the last run here (JSON)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print cProfile's N most expensive functions (time including their callees: the phases) of each run")
     ap.add_argument("--reid-from", default=str(ROOT.parent), help="checkout whose reid package to measure")
     ap.add_argument("--features", help=argparse.SUPPRESS)
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -144,6 +180,7 @@ def main() -> None:
                "--threads", str(args.threads), "--reid-from", args.reid_from]
         cmd += [] if args.memory_gb is None else ["--memory-gb", str(args.memory_gb)]
         cmd += [] if not args.metrics_out else ["--metrics-out", args.metrics_out]
+        cmd += [] if not args.profile else ["--profile", str(args.profile)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         for _ in range(args.repeat):
             res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -151,7 +188,7 @@ def main() -> None:
                 print(f"FAILED\n{res.stderr[-3000:]}")
                 sys.exit(1)
             rep = json.loads(res.stdout.strip().splitlines()[-1])
-            print(res.stderr.strip().splitlines()[-1])
+            print(res.stderr.strip() if args.profile else res.stderr.strip().splitlines()[-1])
             print(f"wall {rep['wall_s']:7.2f} s   cpu {rep['cpu_s']:7.2f} s   peak RSS beyond the loaded "
                   f"features {rep['peak_beyond_loaded_mib']:7.0f} MiB (features loaded: "
                   f"{rep['rss_loaded_mib']:.0f} MiB)   metrics {rep['metrics_sha256']}  "
