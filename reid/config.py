@@ -95,6 +95,8 @@ def check_references(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: dataset '{name}' is used but not defined under 'dataset:' "
                               f"(defined: {', '.join(sorted(defined)) or 'none'}); a preset layered over another "
                               f"needs both, e.g. --configfile presets/paper.yaml presets/paper-market.yaml")
+    _check_synthetic_overrides(config, source)
+    _check_cross_domain(config, source)
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
     model = config["model"]
@@ -103,6 +105,74 @@ def check_references(config: dict, source: str = "config") -> None:
         # caught here, before any job runs, rather than when the mutual model is built
         raise ConfigError(f"{source}: model.identification_path 'pair' needs model.test_embedding 'mutual_self' "
                           f"(got {model['test_embedding']!r}): the single-image path is not trained in that reading")
+
+
+def merge_sections(base: Any, override: Any) -> Any:
+    """``override`` merged over ``base``, key by key: mappings are merged recursively, any other value
+    (number, string, list) replaces the base's. Neither argument is changed; the result shares nothing
+    with them."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = {k: json.loads(json.dumps(v)) for k, v in base.items()}
+        for key, value in override.items():
+            merged[key] = merge_sections(base.get(key), value) if key in base else json.loads(json.dumps(value))
+        return merged
+    return json.loads(json.dumps(override))
+
+
+def effective_synthetic(config: dict, name: str) -> dict:
+    """The ``synthetic:`` settings dataset ``name`` (``source: synthetic``) is generated from: the
+    top-level ``synthetic:`` section with the dataset entry's own ``synthetic:`` keys merged over it
+    (merge_sections). A dataset without its own keys gets the top-level section unchanged, so its
+    files and numbers do not move when another synthetic dataset is added. Raises ConfigError when
+    ``name`` is not a synthetic dataset of the configuration."""
+    spec = config.get("dataset", {}).get(name)
+    if spec is None or spec.get("source") != "synthetic":
+        raise ConfigError(f"dataset '{name}' is not a synthetic dataset (source: synthetic) of the configuration")
+    base = config.get("synthetic") or {}
+    return merge_sections(base, spec["synthetic"]) if spec.get("synthetic") else merge_sections(base, {})
+
+
+def _check_synthetic_overrides(config: dict, source: str) -> None:
+    """A dataset's own ``synthetic:`` keys exist only for source: synthetic, and the merged section
+    must pass the ``synthetic:`` schema (an unknown or out-of-range key names the dataset)."""
+    for name, spec in config.get("dataset", {}).items():
+        if "synthetic" not in spec:
+            continue
+        if spec.get("source") != "synthetic":
+            raise ConfigError(f"{source}: dataset.{name}.synthetic: only a dataset with source: synthetic takes "
+                              f"synthetic settings (its source is {spec.get('source')!r})")
+        validate_section(effective_synthetic(config, name), "synthetic",
+                         f"{source}: dataset.{name}.synthetic (merged over the top-level 'synthetic:' section)")
+
+
+def cross_domain_dir(train: str, test: str) -> str:
+    """The folder name of one cross-domain pair under results/cross_domain/."""
+    return f"{train}_to_{test}"
+
+
+def _check_cross_domain(config: dict, source: str) -> None:
+    """Every ``cross_domain`` entry names two different defined datasets; each pair once, and no two
+    pairs share a folder name (``a_to_b`` + ``c`` and ``a`` + ``b_to_c`` would)."""
+    defined = config.get("dataset", {})
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(config.get("cross_domain") or []):
+        where = f"{source}: cross_domain[{i}] (train: {entry['train']}, test: {entry['test']})"
+        for role in ("train", "test"):
+            if entry[role] not in defined:
+                raise ConfigError(f"{where}: {role} dataset '{entry[role]}' is not defined under 'dataset:' "
+                                  f"(defined: {', '.join(sorted(defined)) or 'none'})")
+        if entry["train"] == entry["test"]:
+            raise ConfigError(f"{where}: train and test are the same dataset; in-domain results are "
+                              f"results/{entry['train']}/... and the table's diagonal already")
+        folder = cross_domain_dir(entry["train"], entry["test"])
+        if folder in seen:
+            j = seen[folder]
+            other = config["cross_domain"][j]
+            if (other["train"], other["test"]) == (entry["train"], entry["test"]):
+                raise ConfigError(f"{where}: the pair is listed twice (first as cross_domain[{j}])")
+            raise ConfigError(f"{where}: its folder results/cross_domain/{folder}/ is also that of cross_domain[{j}] "
+                              f"(train: {other['train']}, test: {other['test']}); rename one of the datasets")
+        seen[folder] = i
 
 
 def load(path: str | Path) -> dict:

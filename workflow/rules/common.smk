@@ -4,7 +4,7 @@ import os
 import re
 import subprocess
 
-from reid.config import result_keys
+from reid.config import effective_synthetic, result_keys
 
 SYNTHETIC = [n for n, d in config["dataset"].items() if d["source"] == "synthetic"]
 ARCHIVES = [n for n, d in config["dataset"].items() if d["source"] == "archive"]
@@ -29,6 +29,15 @@ def section(*keys):
     for key in keys:
         value = value[key]
     return json.dumps(result_keys(value, ".".join(keys)), sort_keys=True, separators=(",", ":"))
+
+
+def synthetic_section(name):
+    """The synthetic settings of dataset `name` as compact JSON: the top-level `synthetic:` section with
+    the dataset's own `synthetic:` keys merged over it (reid.config.effective_synthetic). As a rule's
+    params, a change reruns only the datasets it reaches; a dataset without keys of its own gets exactly
+    section("synthetic")."""
+    return json.dumps(result_keys(effective_synthetic(config, name), "synthetic"), sort_keys=True,
+                      separators=(",", ":"))
 
 
 # What each dataset-making step declares as its output, see data.smk; the folder data/{dataset}/

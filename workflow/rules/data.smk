@@ -24,7 +24,8 @@ rule synthesize:
     conda:
         "../../envs/reid.yaml"
     params:
-        synthetic=section("synthetic"),
+        # this dataset's settings: the top-level `synthetic:` with its own `synthetic:` keys merged over
+        synthetic=lambda wc: synthetic_section(wc.dataset),
     shell:
         "python -m reid synthesize --params {params.synthetic:q} --out data/{wildcards.dataset} "
         "--manifest {output} > {log} 2>&1"
