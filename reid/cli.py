@@ -244,6 +244,7 @@ def cmd_evaluate(args) -> None:
         inputs = {"dataset": meta.get("dataset"), "model": meta.get("variant"),
                   "seed": int(meta["seed"]) if str(meta.get("seed", "")).isdigit() else None,
                   "config_hash": meta.get("config_hash"), "evaluate_config": settings}
+        inputs = cross_domain_inputs(inputs, args.test_dataset)
         record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
                           max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
         print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
@@ -255,14 +256,25 @@ def cmd_evaluate(args) -> None:
               "git_commit": run.data.tags.get("git_commit"),
               "logged_model_id": run.data.tags.get("logged_model_id"),
               "evaluate_config": settings}
+    inputs = cross_domain_inputs(inputs, args.test_dataset)
     record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
                       max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs,
                       memory_gb=args.memory_gb)
     tracking.log_evaluation(run_id, tracking.mlflow_metrics({**scalar_metrics(record), **interval_metrics(record)}),
                             evaluation_settings(record, args, run),
                             test_data=_test_split(Path(args.features), inputs["dataset"]), curves=curves(record),
-                            artifacts=[Path(args.out)], data_params=_count_params(record))
+                            artifacts=[Path(args.out)], data_params=_count_params(record),
+                            test_dataset=inputs["dataset"] if "train_dataset" in inputs else None)
     print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
+
+
+def cross_domain_inputs(inputs: dict, test_dataset: str | None) -> dict:
+    """The provenance of a cross-domain evaluation: ``dataset`` becomes the test set the numbers were
+    measured on, ``train_dataset`` the one the model was trained on. In-domain (``test_dataset`` None or
+    the training set) the inputs are returned unchanged, so in-domain metrics.json keep their keys."""
+    if test_dataset is None or test_dataset == inputs.get("dataset"):
+        return inputs
+    return {**inputs, "dataset": test_dataset, "train_dataset": inputs.get("dataset")}
 
 
 def cmd_evaluate_features(args) -> None:
@@ -432,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "that fit (config 'evaluate.memory_gb'; the numbers do not depend on it)")
     s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
                    required=True, help='JSON {"resamples": N, "seed": S}: the identity bootstrap behind metrics.json ci95')
+    s.add_argument("--test-dataset", default=None,
+                   help="cross-domain evaluation: the dataset the features' query and gallery come from, when "
+                        "it is not the one the model was trained on (metrics.json 'dataset' names it, "
+                        "'train_dataset' the training set; MLflow: a run tagged test_dataset)")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True, help="metrics.json")
     s.add_argument("--per-query-out", required=True, help="per_query.csv: one row per (protocol, query)")

@@ -434,7 +434,8 @@ def settings_hash(settings: Mapping[str, Any]) -> str:
 
 def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Mapping[str, Any], *,
                    test_data: Mapping[str, str], curves: Mapping[str, list] | None = None,
-                   artifacts: Iterable[Path] = (), data_params: Mapping[str, object] | None = None) -> str:
+                   artifacts: Iterable[Path] = (), data_params: Mapping[str, object] | None = None,
+                   test_dataset: str | None = None) -> str:
     """One evaluation run of the model trained in ``train_run_id``; returns its id.
 
     ``settings`` (flip test, max rank, re-ranking k1/k2/lambda, test embedding, bootstrap, ...) become
@@ -443,6 +444,10 @@ def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Ma
     run's LoggedModel (tag ``logged_model_id``) and to the test dataset ``test_data`` (``name``,
     ``digest``, ``source``). ``curves`` (e.g. the CMC per protocol) go to ``evaluation/cmc.json``,
     ``artifacts`` to ``evaluation/``. The run is FINISHED, or FAILED if logging fails half-way.
+
+    ``test_dataset`` (cross-domain: a test set other than the training run's dataset) makes it a
+    ``evaluate_cross_domain`` run in the training run's experiment, beside the model it evaluates,
+    tagged ``test_dataset`` and named ``<model>-seed<seed>-on-<test_dataset>-eval-<settings hash>``.
     """
     import mlflow
     from mlflow.data.meta_dataset import MetaDataset
@@ -456,12 +461,15 @@ def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Ma
     shash = settings_hash(settings)
     params = {"eval": dict(settings), "training_run_id": train_run_id, **(data_params or {})}
     reading = t.get("reading")  # the readings ablation (reid/readings.py): one more identity tag
+    cross = test_dataset is not None and test_dataset != t.get("dataset")
+    rule = "evaluate_cross_domain" if cross else "evaluate_reading" if reading else "evaluate"
     tags = {"dataset": t.get("dataset", ""), "model": t.get("model", ""), "seed": t.get("seed", ""),
-            "rule": "evaluate_reading" if reading else "evaluate", "eval_settings": shash,
+            "rule": rule, "eval_settings": shash,
             "training_run_id": train_run_id, **({"logged_model_id": model_id} if model_id else {}),
-            **({"reading": reading} if reading else {})}
-    run_id = start_run(exp.name, f"{reading or t.get('model')}-seed{t.get('seed')}-eval-{shash}", params, tags,
-                       key_tags=("dataset", "model", "seed", "rule", "eval_settings", "reading"),
+            **({"reading": reading} if reading else {}), **({"test_dataset": test_dataset} if cross else {})}
+    on = f"-on-{test_dataset}" if cross else ""
+    run_id = start_run(exp.name, f"{reading or t.get('model')}-seed{t.get('seed')}{on}-eval-{shash}", params, tags,
+                       key_tags=("dataset", "model", "seed", "rule", "eval_settings", "reading", "test_dataset"),
                        entry_point="python -m reid evaluate")
     status = "FAILED"
     try:
