@@ -61,6 +61,31 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(values: list[str]) -> list[tuple[str, str]]:
+    """--pairs TRAIN:TEST ... (config cross_domain)."""
+    out = []
+    for value in values:
+        train, sep, test = value.partition(":")
+        if not sep or not train or not test or ":" in test:
+            raise ReportInputError(f"--pairs: {value!r} is not TRAIN:TEST (two dataset names)")
+        out.append((train, test))
+    return out
+
+
+def _cmd_table_cross_domain(args: argparse.Namespace) -> int:
+    from reid.report import tables
+    from reid.report.runs import load_runs
+
+    specs = _specs(args.dataset_specs)
+    pairs = _pairs(args.pairs)
+    names = list(dict.fromkeys(d for pair in pairs for d in pair))
+    doc = tables.cross_domain_table(load_runs(args.in_domain), load_runs(args.cross_domain), pairs,
+                                    {n: _info(specs, n) for n in names}, args.backbone)
+    for path in tables.write(doc, args.out, args.html_out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from reid import io
     from reid.report import comparisons
@@ -151,7 +176,7 @@ def _pair_check(args: argparse.Namespace, a: str, b: str) -> None:
 
 
 def add_report_commands(subparsers) -> None:
-    """Register table1, table2, table3, table-readings, compare, figure-losses, figure-cmc, figure-ranked,
+    """Register table1, table2, table3, table-readings, table-cross-domain, compare, figure-losses, figure-cmc, figure-ranked,
     figure-attention, report-mlflow."""
     for verb, what in (("table1", "Table 1: the mutual model on each dataset, beside the paper's values"),
                        ("table2", "Table 2: Rank-1/mAP, the paper's DukeMTMC-reID rows then ours"),
@@ -170,6 +195,20 @@ def add_report_commands(subparsers) -> None:
         p.add_argument("--out", required=True, help="the markdown table")
         p.add_argument("--html-out", default=None, help="also write the table as a self-contained HTML page")
         p.set_defaults(func=_cmd_table, report_table=verb)
+
+    what = "the cross-domain table: models trained on one dataset, tested on others (config cross_domain)"
+    p = subparsers.add_parser("table-cross-domain", help=what, description=what)
+    p.add_argument("--cross-domain", nargs="+", required=True,
+                   help="metrics.json of every cross-domain run (results/cross_domain/<train>_to_<test>/...)")
+    p.add_argument("--in-domain", nargs="+", required=True,
+                   help="metrics.json of each training set's own runs (the diagonal)")
+    p.add_argument("--pairs", nargs="+", required=True, metavar="TRAIN:TEST", help="the configured pairs, in order")
+    p.add_argument("--dataset-specs", required=True,
+                   help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
+    p.add_argument("--backbone", required=True, help="model.backbone (row labels)")
+    p.add_argument("--out", required=True, help="the markdown table")
+    p.add_argument("--html-out", default=None)
+    p.set_defaults(func=_cmd_table_cross_domain)
 
     p = subparsers.add_parser("compare", help="comparisons.json: intervals over seeds and paired model differences")
     p.add_argument("--dataset", required=True)

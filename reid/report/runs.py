@@ -33,6 +33,11 @@ class Run:
     metrics: dict[str, float]
     info: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def train_dataset(self) -> str:
+        """The dataset the model was trained on: ``dataset`` unless the file is a cross-domain evaluation."""
+        return str(self.info.get("train_dataset") or self.dataset)
+
 
 def load_run(path: str | Path) -> Run:
     """One metrics.json (read by reid.files.load_metrics), its values checked to be fractions."""
@@ -63,13 +68,18 @@ def load_run(path: str | Path) -> Run:
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
-    """Load several metrics.json files; one (dataset, model, seed) may appear once only."""
+    """Load several metrics.json files; one (training set, dataset, model, seed) may appear once only.
+
+    A cross-domain evaluation's metrics.json names its test set as ``dataset`` and the set the model
+    was trained on as ``train_dataset`` (``Run.train_dataset``); in-domain files have no
+    ``train_dataset``: they were trained on their ``dataset``."""
     runs = [load_run(p) for p in paths]
-    seen: dict[tuple[str, str, int], Path] = {}
+    seen: dict[tuple[str, str, str, int], Path] = {}
     for run in runs:
-        key = (run.dataset, run.model, run.seed)
+        key = (run.train_dataset, run.dataset, run.model, run.seed)
         if key in seen:
-            raise ReportInputError(f"{run.path}: dataset={run.dataset} model={run.model} seed={run.seed} "
+            trained = f"train_dataset={run.train_dataset} " if run.train_dataset != run.dataset else ""
+            raise ReportInputError(f"{run.path}: {trained}dataset={run.dataset} model={run.model} seed={run.seed} "
                                    f"is also in {seen[key]}")
         seen[key] = run.path
     return runs

@@ -18,8 +18,8 @@ import pandas as pd
 from reid import io
 from reid.metrics.uncertainty import format_interval, metric_key
 from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
-from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary, group_runs,
-                              summarise)
+from reid.report.runs import (MODEL_ORDER, Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
+                              group_runs, summarise)
 
 BACKBONE_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
 MODEL_LABELS = {
@@ -42,7 +42,8 @@ def model_label(model: str, backbone: str) -> str:
 
 def _markdown(df: pd.DataFrame) -> str:
     # numbers right-aligned, text left: read down a column of means without hunting for the point
-    align = ["left" if c in ("Method", "Rows", "Protocol", "Metric", "Dataset", "A", "B", "At 95%") else "right"
+    align = ["left" if c in ("Method", "Rows", "Protocol", "Metric", "Dataset", "A", "B", "At 95%", "Trained on")
+             else "right"
              for c in df.columns]
     return df.to_markdown(index=False, colalign=align, disable_numparse=True)
 
@@ -137,6 +138,9 @@ def _require_runs(by_model: dict[str, list[Run]], dataset: str, table: str) -> N
 
 def _check_datasets(runs: list[Run], allowed: set[str], table: str) -> None:
     for r in runs:
+        if r.train_dataset != r.dataset:
+            raise ReportInputError(f"{table}: {r.path} is a cross-domain evaluation (trained on '{r.train_dataset}', "
+                                   f"tested on '{r.dataset}'); it belongs in results/tables/cross_domain.md")
         if r.dataset not in allowed:
             raise ReportInputError(f"{table}: {r.path} is for dataset '{r.dataset}', but the table is built "
                                    f"for {', '.join(sorted(allowed))}")
@@ -452,6 +456,83 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
              "A dash marks a value that is not available.", *dict.fromkeys(footnotes)]
     return TableDoc("Table 1", " ".join(parts), df, notes, run_ids_frame(by_dataset),
                     paired_section(paired, used_comparisons))
+
+
+# ---------------------------------------------------------------- cross-domain
+
+def cross_domain_table(in_domain: list[Run], cross: list[Run], pairs: list[tuple[str, str]],
+                       infos: dict[str, DatasetInfo], backbone: str) -> TableDoc:
+    """Models trained on one dataset and tested on another (config ``cross_domain``).
+
+    Rows: model and training set (the ``train`` of the pairs); columns: Rank-1 and mAP (%, single
+    query) on each test set (every dataset the pairs name, in their order). The cell of a row's own
+    training set is in-domain (``in_domain``: results/<train>/<model>/seed<seed>/metrics.json); the
+    others come from ``cross`` (results/cross_domain/<train>_to_<test>/..., whose metrics.json name the
+    test set as ``dataset`` and the training set as ``train_dataset``). Cells are those of Tables 1-3
+    (``Cells``): value [95% interval] for one seed, mean ± std over several; a dash where no pair is
+    configured. Raises ReportInputError for a file that belongs to no configured pair, or a configured
+    pair or training set without the runs of every model shown.
+    """
+    if not pairs:
+        raise ReportInputError("cross-domain table: no pairs (config cross_domain is empty)")
+    trains = list(dict.fromkeys(a for a, _ in pairs))
+    columns = list(dict.fromkeys(d for pair in pairs for d in pair))
+    missing = [d for d in columns if d not in infos]
+    if missing:
+        raise ReportInputError(f"cross-domain table: no dataset description (--dataset-specs) for {', '.join(missing)}")
+    groups: dict[tuple[str, str], dict[str, list[Run]]] = {}
+    for r in in_domain:
+        if r.train_dataset != r.dataset or r.dataset not in trains:
+            raise ReportInputError(f"cross-domain table: {r.path} is not an in-domain run of a training set "
+                                   f"({', '.join(trains)})")
+    for r in cross:
+        if (r.train_dataset, r.dataset) not in pairs:
+            raise ReportInputError(f"cross-domain table: {r.path} (trained on '{r.train_dataset}', tested on "
+                                   f"'{r.dataset}') is not one of the configured pairs "
+                                   f"{', '.join(f'{a} -> {b}' for a, b in pairs)}")
+    for a in trains:
+        groups[(a, a)] = group_runs(in_domain, a)
+    for a, b in pairs:
+        groups[(a, b)] = group_runs([r for r in cross if r.train_dataset == a], b)
+    models = [m for m in MODEL_ORDER if any(m in g for g in groups.values())]
+    if not models:
+        raise ReportInputError("cross-domain table: no metrics.json among the inputs")
+    for (a, b), group in groups.items():
+        lacking = [m for m in models if m not in group]
+        if lacking:
+            what = f"in-domain on '{a}'" if a == b else f"trained on '{a}', tested on '{b}'"
+            raise ReportInputError(f"cross-domain table: no metrics.json of {', '.join(lacking)} {what} among the inputs")
+
+    rows, all_cells, by_label = [], [], {}
+    for a in trains:
+        for model in models:
+            row = {"Method": model_label(model, backbone), "Trained on": a}
+            for b in columns:
+                group = groups.get((a, b))
+                if group is None:
+                    row[f"{b}: Rank-1 (%)"] = row[f"{b}: mAP (%)"] = "–"
+                    continue
+                cell = Cells({model: group[model]}, None)
+                all_cells.append(cell)
+                row[f"{b}: Rank-1 (%)"], row[f"{b}: mAP (%)"] = cell(model, "rank1"), cell(model, "mAP")
+                by_label.setdefault(f"{a} (in-domain)" if a == b else f"{a} → {b}", {})[model] = group[model]
+            rows.append(row)
+    described = "; ".join(infos[d].label for d in columns)
+    tested = "; ".join(f"trained on {a}, tested on {b}" for a, b in pairs)
+    parts = [f"**Cross-domain.** Single-query Rank-1 and mAP (%) of each model trained on the dataset in "
+             f"'Trained on' and tested, without any adaptation, on the query and gallery of each column's "
+             f"dataset (its images normalised with the training set's mean image). Pairs: {tested}. Where "
+             f"the column is the training set itself (the diagonal) the cell is the in-domain result, the "
+             f"same run as in Tables 1-3; a dash marks a pair that is not configured (config `cross_domain`). "
+             f"Datasets: {described}."]
+    parts += list(dict.fromkeys(c.caption() for c in all_cells if c.caption()))
+    runs = [r for group in groups.values() for rs in group.values() for r in rs]
+    notes = [AP_NOTE, seeds_note({f"{k}/{m}": rs for k, g in by_label.items() for m, rs in g.items()},
+                                 any(c.used_intervals for c in all_cells)),
+             flip_note(runs),
+             "Multi-query and re-ranked results of every pair are in its metrics.json "
+             "(results/cross_domain/<train>_to_<test>/<model>/seed<seed>/)."]
+    return TableDoc("Cross-domain evaluation", " ".join(parts), pd.DataFrame(rows), notes, run_ids_frame(by_label))
 
 
 def write(doc: TableDoc, out_md: str | Path, out_html: str | Path | None = None) -> list[Path]:
