@@ -52,6 +52,7 @@ localrules:
     figure_attention,
     report_mlflow,
     table_readings,
+    table_cross_domain,
 
 
 wildcard_constraints:
@@ -67,6 +68,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/readings.smk"
+include: "workflow/rules/cross_domain.smk"
 
 
 rule all:
@@ -79,5 +81,5 @@ rule all:
 onstart:
     shell(
         f"{sys.executable} -m reid init-tracking --prefix {config['mlflow']['experiment_prefix']} "
-        f"--datasets {' '.join(DATASETS)} --uri {tracking.tracking_uri()}"
+        f"--datasets {' '.join(dict.fromkeys([*DATASETS, *CROSS_TRAIN]))} --uri {tracking.tracking_uri()}"
     )
