@@ -87,3 +87,22 @@ def evaluate_runtime(wildcards, input):
     gallery-to-gallery neighbour search); Market-1501 (~70 MB of features) takes well under a
     minute on 2 cores, MSMT17 (~190 MB) about two."""
     return max(10, int(input.size_mb**2 / 2000))
+
+
+# Cross-domain evaluation (cross_domain.smk): config `cross_domain: [{train: A, test: B}, ...]`.
+CROSS_DOMAIN = config["cross_domain"]
+CROSS_TRAIN = list(dict.fromkeys(e["train"] for e in CROSS_DOMAIN))
+# the table's columns: every dataset of a pair, in the order the pairs name them
+CROSS_COLUMNS = list(dict.fromkeys(d for e in CROSS_DOMAIN for d in (e["train"], e["test"])))
+CROSS_DIR = "results/cross_domain/{train}_to_{test}/{model}/seed{seed}"
+TRAIN_RUN = "results/{train}/{model}/seed{seed}"
+
+
+def cross_domain_files(name):
+    """Every cross-domain run's `name` (metrics.json, ...); the table is refused by name without pairs."""
+    if not CROSS_DOMAIN:
+        raise ValueError("results/tables/cross_domain.md is not built: config `cross_domain` is empty "
+                         "(add pairs such as [{train: synthetic, test: synthetic_b}])")
+    return [f
+            for e in CROSS_DOMAIN
+            for f in expand(f"{CROSS_DIR}/{name}", train=e["train"], test=e["test"], model=MODELS, seed=SEEDS)]

@@ -4,28 +4,11 @@
 # `--test-dataset B` makes metrics.json name B as its dataset and A as its train_dataset, and the MLflow
 # evaluation run an `evaluate_cross_domain` run of A's model. results/tables/cross_domain.md puts them
 # beside the in-domain results (the diagonal). Not part of the quick start (results/tables/table2.md).
-
-CROSS_DOMAIN = config["cross_domain"]
-CROSS_TRAIN = list(dict.fromkeys(e["train"] for e in CROSS_DOMAIN))
-# the table's columns: every dataset of a pair, in the order the pairs name them
-CROSS_COLUMNS = list(dict.fromkeys(d for e in CROSS_DOMAIN for d in (e["train"], e["test"])))
-CROSS_DIR = "results/cross_domain/{train}_to_{test}/{model}/seed{seed}"
-TRAIN_RUN = "results/{train}/{model}/seed{seed}"
-
+# CROSS_DOMAIN, CROSS_TRAIN, CROSS_COLUMNS, CROSS_DIR and cross_domain_files() are in common.smk.
 
 wildcard_constraints:
     train=alternatives(CROSS_TRAIN),
     test=alternatives([e["test"] for e in CROSS_DOMAIN]),
-
-
-def _cross_domain_files(name):
-    """Every cross-domain run's `name` (metrics.json, ...); the table is refused by name without pairs."""
-    if not CROSS_DOMAIN:
-        raise ValueError("results/tables/cross_domain.md is not built: config `cross_domain` is empty "
-                         "(add pairs such as [{train: synthetic, test: synthetic_b}])")
-    return [f
-            for e in CROSS_DOMAIN
-            for f in expand(f"{CROSS_DIR}/{name}", train=e["train"], test=e["test"], model=MODELS, seed=SEEDS)]
 
 
 rule extract_cross_domain:
@@ -90,7 +73,7 @@ rule evaluate_cross_domain:
 rule table_cross_domain:
     """Rows: model and training set; columns: test sets; the diagonal: in-domain (results/A/...)."""
     input:
-        cross=lambda wc: _cross_domain_files("metrics.json"),
+        cross=lambda wc: cross_domain_files("metrics.json"),
         # the diagonal: each training set's in-domain runs (a test-only dataset has no row, so none)
         in_domain=lambda wc: _run_files("metrics.json", CROSS_TRAIN) if CROSS_DOMAIN else [],
     output:
