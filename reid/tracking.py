@@ -477,7 +477,7 @@ def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Ma
                               digest=test_data["digest"])
         values = {k: float(v) for k, v in metrics.items() if v is not None}
         # linked to the model and the dataset: the Models page and search_logged_models show them
-        mlflow.log_metrics(values, run_id=run_id, model_id=model_id, dataset=dataset, synchronous=True)
+        _log_linked_metrics(values, run_id, model_id, dataset)
         if curves:
             client.log_dict(run_id, dict(curves), "evaluation/cmc.json")
         for p in artifacts:
@@ -486,6 +486,27 @@ def log_evaluation(train_run_id: str, metrics: Mapping[str, float], settings: Ma
         return run_id
     finally:
         client.set_terminated(run_id, status=status)
+
+
+def _log_linked_metrics(values: Mapping[str, float], run_id: str, model_id: str | None, dataset) -> None:
+    """``mlflow.log_metrics`` linked to a LoggedModel and a dataset, retried when another job registers
+    the same dataset at the same moment.
+
+    MLflow inserts a dataset the experiment has not seen before its metrics; two evaluations of one
+    test set finishing together (the models of one training set on the same cross-domain test set)
+    race for that insert and one fails with a UNIQUE constraint error before any of its metrics is
+    written. The retry finds the row the other job wrote and links to it."""
+    import mlflow
+
+    for attempt in range(5):
+        try:
+            mlflow.log_metrics(dict(values), run_id=run_id, model_id=model_id, dataset=dataset, synchronous=True)
+            return
+        except Exception as e:
+            message = str(e).lower()  # SQLite: "UNIQUE constraint failed: datasets...", PostgreSQL: "duplicate key"
+            if attempt == 4 or "datasets" not in message or not ("unique" in message or "duplicate" in message):
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def logged_models(experiment_names: Iterable[str], uri: str | None = None) -> list:

@@ -111,6 +111,78 @@ def test_evaluations_are_runs_linked_to_the_logged_model_and_dataset(mlflow_stor
     assert [m.model_id for m in tracking.logged_models(["reid-tiny"])] == [model_id]
 
 
+def _trained(mlflow_store, dataset="tiny"):
+    import torch
+
+    train_id = tracking.start_run(f"reid-{dataset}", "baseline-seed0-train", {}, {"dataset": dataset, "model": "baseline",
+                                                                              "seed": 0, "rule": "train"})
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 4, 6))
+    model_id = tracking.log_trained_model(train_id, net, torch.randn(2, 3, 8, 4), name="baseline-seed0",
+                                          params={}, tags={"model": "baseline"})
+    tracking.finish_run(train_id)
+    return train_id, model_id
+
+
+def test_a_cross_domain_evaluation_is_its_own_run_of_the_training_sets_model(mlflow_store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    train_id, model_id = _trained(mlflow_store)
+    settings = {"flip": True, "max_rank": 50}
+    own = tracking.log_evaluation(train_id, {"rank1": 0.5}, settings,
+                                  test_data={"name": "tiny/test", "digest": "aa", "source": str(tmp_path / "a")})
+    cross = tracking.log_evaluation(train_id, {"rank1": 0.2}, settings, test_dataset="other",
+                                    test_data={"name": "other/test", "digest": "bb", "source": str(tmp_path / "b")})
+    h = tracking.settings_hash(settings)
+    own, cross = client.get_run(own), client.get_run(cross)
+    assert own.info.run_name == f"baseline-seed0-eval-{h}-try1" and own.data.tags["rule"] == "evaluate"
+    assert "test_dataset" not in own.data.tags
+    assert cross.info.run_name == f"baseline-seed0-on-other-eval-{h}-try1"
+    assert (cross.data.tags["rule"], cross.data.tags["test_dataset"], cross.data.tags["dataset"]) == \
+        ("evaluate_cross_domain", "other", "tiny")
+    assert cross.info.experiment_id == own.info.experiment_id  # beside the model, in the training set's experiment
+    linked = {(m.dataset_name, m.value) for m in client.get_logged_model(model_id).metrics}
+    assert linked == {("tiny/test", 0.5), ("other/test", 0.2)}
+    # the same in-domain setting again is the second attempt of the in-domain run, not of the cross one
+    again = tracking.log_evaluation(train_id, {"rank1": 0.5}, settings,
+                                    test_data={"name": "tiny/test", "digest": "aa", "source": str(tmp_path / "a")})
+    assert client.get_run(again).info.run_name == f"baseline-seed0-eval-{h}-try2"
+
+
+def test_an_evaluation_that_loses_the_race_to_register_its_test_set_retries(mlflow_store, tmp_path, monkeypatch):
+    """Two jobs evaluating on one new test set at once: MLflow inserts the dataset row before the metrics,
+    and the job that loses the insert gets a UNIQUE constraint error. Here the other job's insert happens
+    just before this one's; the evaluation still logs every metric, linked to the model and the set."""
+    import mlflow.tracking.fluent as fluent
+    from mlflow.entities import Dataset, DatasetInput
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    train_id, model_id = _trained(mlflow_store)
+    other_job = tracking.start_run("reid-tiny", "other", {}, {"dataset": "tiny", "model": "x", "seed": 0, "rule": "r"})
+    real = fluent._log_inputs_for_metrics_if_necessary
+    calls = []
+
+    def lose_the_race(run, metrics, datasets=None):
+        calls.append(run.info.run_id)
+        if len(calls) == 1:  # the other job registers the same test set first
+            client.log_inputs(other_job, datasets=[DatasetInput(Dataset("shared/test", "cc", "local", "{}"))])
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(run, metrics, datasets)
+
+    monkeypatch.setattr(fluent, "_log_inputs_for_metrics_if_necessary", lose_the_race)
+    run_id = tracking.log_evaluation(train_id, {"rank1": 0.3, "mAP": 0.2}, {"flip": False},
+                                     test_data={"name": "shared/test", "digest": "cc", "source": str(tmp_path)})
+    run = client.get_run(run_id)
+    assert len(calls) == 2 and run.info.status == "FINISHED"
+    assert run.data.metrics == {"rank1": 0.3, "mAP": 0.2}
+    assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["shared/test"]
+    assert {(m.key, m.dataset_name) for m in client.get_logged_model(model_id).metrics} == \
+        {("rank1", "shared/test"), ("mAP", "shared/test")}
+
+
 def test_a_parameter_over_mlflows_limit_is_cut_visibly_and_kept_whole(mlflow_store, caplog):
     """MLflow keeps 6,000 characters of a parameter value: the cut is logged, marked in the value, and the
     full value is a run artifact (kind 8 of issue 11: nothing recorded is changed silently)."""
