@@ -62,8 +62,11 @@ def describe_dataset(name: str, spec: dict, kind: KindLike | None = None) -> Dat
         raise ReportInputError(f"dataset spec for '{name}' must be a mapping with a 'source' key, got {spec!r}")
     source = spec["source"]
     if source == "synthetic":
-        return DatasetInfo(name, f"synthetic data ('{name}': procedurally generated images in Market-1501 layout)",
-                           None, True)
+        own = _flat_keys(spec.get("synthetic") or {})
+        settings = (f"; its own settings over the `synthetic:` section: "
+                    f"{', '.join(f'{k} {v}' for k, v in own.items())}" if own else "")
+        return DatasetInfo(name, f"synthetic data ('{name}': procedurally generated images in Market-1501 "
+                                 f"layout{settings})", None, True)
     if source not in ("archive", "folder"):
         raise ReportInputError(f"dataset '{name}': unknown source '{source}'")
     if kind is None or kind.name != spec.get("kind", "custom"):
@@ -75,6 +78,17 @@ def describe_dataset(name: str, spec: dict, kind: KindLike | None = None) -> Dat
     if kind.paper_key is not None and kind.paper_key not in paper_numbers()["dataset_labels"]:
         raise ReportInputError(f"dataset kind '{kind.name}': paper key '{kind.paper_key}' is not in paper_numbers.yaml")
     return DatasetInfo(name, f"{kind.display_name} ('{name}')", kind.paper_key, False)
+
+
+def _flat_keys(value: dict, prefix: str = "") -> dict:
+    """{"difficulty": {"camera_cast": 0.9}} -> {"difficulty.camera_cast": 0.9}, in key order."""
+    out = {}
+    for key, v in value.items():
+        if isinstance(v, dict):
+            out.update(_flat_keys(v, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = v
+    return out
 
 
 def comparability_note(info: DatasetInfo, paper_kind: str) -> str:
