@@ -36,24 +36,6 @@ RUN_DIR = "results/{dataset}/{model}/seed{seed}"
 # A cluster profile overrides this with set-threads.
 JOB_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(MODELS) * len(SEEDS))))
 
-# Cheap or network-bound rules run on the submit host under a cluster profile (compute nodes
-# often have no internet; tables and figures take seconds).
-localrules:
-    all,
-    fetch_dataset,
-    fetch_weights,
-    comparisons,
-    table1,
-    table2,
-    table3,
-    figure_losses,
-    figure_cmc,
-    figure_ranked,
-    figure_attention,
-    report_mlflow,
-    table_readings,
-    table_cross_domain,
-
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
@@ -61,25 +43,34 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# helper files first (globals and functions), then the rule files (rules only; any order)
 include: "workflow/rules/common.smk"
+include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/readings.smk"
 include: "workflow/rules/cross_domain.smk"
 
 
+# Helper files (common.smk, report_helpers.smk) define what several files use; rule files define
+# rules only. Cheap or network-bound rules (downloads, tables, figures, the MLflow upload) say
+# `localrule: True` themselves: under a cluster profile they run on the submit host (compute nodes
+# often have no internet).
 rule all:
-    """Everything: the paper's tables, the figures, and their upload to MLflow."""
+    """Everything: the paper's tables, the figures, and their upload to MLflow (when mlflow.enabled)."""
     default_target: True
+    localrule: True
     input:
         REPORT_TARGETS,
 
 
+# The MLflow store and experiments are created once, before any job (PITFALLS.md); with
+# mlflow.enabled false nothing is tracked and no store is created.
 onstart:
-    shell(
-        f"{sys.executable} -m reid init-tracking --prefix {config['mlflow']['experiment_prefix']} "
-        f"--datasets {' '.join(dict.fromkeys([*DATASETS, *CROSS_TRAIN]))} --uri {tracking.tracking_uri()}"
-    )
+    if config["mlflow"]["enabled"]:
+        shell(
+            f"{sys.executable} -m reid init-tracking --prefix {config['mlflow']['experiment_prefix']} "
+            f"--datasets {' '.join(dict.fromkeys([*DATASETS, *CROSS_TRAIN]))} --uri {tracking.tracking_uri()}"
+        )

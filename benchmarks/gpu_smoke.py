@@ -155,8 +155,8 @@ def run_all(args, work: Path, cuda: bool, problems: list[str]) -> None:
                 warnings.simplefilter("ignore")  # "randomly initialised": intended here
                 history = train(data_root=data, mean_image=mean, dataset="synthetic", variant="mutual", seed=0,
                                 model_cfg=model_cfg, train_cfg=train_cfg,
-                                mlflow_cfg={"tracking_uri": uri, "experiment_prefix": "smoke"},
-                                outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id"),
+                                tracker=tracking.MlflowTracker("smoke", uri),
+                                outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                                 checkpoint_dir=out / "ckpt", threads=os.cpu_count() or 1)
             peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
             steps = epochs * (n_train // train_cfg["batch_pairs"])

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
 
 from reid import io
-from reid.config import ConfigError, parse_json_arg, schema_default, validate_section
+from reid.config import ConfigError, parse_json_arg, validate_section
+from reid.tracking import TRACKERS
 
 
 def _json(what: str, section: str | None = None):
@@ -203,25 +203,18 @@ def cmd_train(args) -> None:
     # reruns nothing (reid.config.RUNTIME_KEYS)
     train_cfg = {**args.train_params, **{k: v for k, v in (("workers", args.workers), ("device", args.device))
                                          if v is not None}}
-    # the workflow sets these for every job from config `mlflow:` (Snakefile)
-    mlflow_cfg = args.mlflow_params or {
-        "experiment_prefix": os.environ.get("REID_EXPERIMENT_PREFIX") or schema_default("mlflow.experiment_prefix"),
-        "tracking_uri": None}
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
                     variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=train_cfg,
-                    mlflow_cfg=mlflow_cfg,
-                    outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id"),
+                    tracker=_tracker(args),
+                    outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                     checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)
     last = history[-1] if history else {}
     print(f"trained {args.reading or variant} seed {args.seed}: " + json.dumps(last))
 
 
 def cmd_extract(args) -> None:
-    from reid import tracking
     from reid.features import extract
 
-    if args.run_id_file:
-        tracking.read_run_id(args.run_id_file)  # fail before the work when training left no run
     # the image counts reach MLflow with the evaluation run (metrics.json "counts"): logging them
     # here again at each re-extraction would give one metric two values at the same step
     extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
@@ -230,51 +223,16 @@ def cmd_extract(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from reid import tracking
-    from reid.evaluate import curves, evaluate, interval_metrics, scalar_metrics
+    from reid.evaluate import evaluate_run
 
     import torch
 
     torch.set_num_threads(max(1, args.threads))  # torch's default oversubscribes a shared machine
-    settings = {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}
-    if not args.run_id_file:  # a model file and a dataset folder, no MLflow: provenance from features.pt
-        from reid.files import load_features
-
-        meta = load_features(args.features).get("meta", {})
-        inputs = {"dataset": meta.get("dataset"), "model": meta.get("variant"),
-                  "seed": int(meta["seed"]) if str(meta.get("seed", "")).isdigit() else None,
-                  "config_hash": meta.get("config_hash"), "evaluate_config": settings}
-        inputs = cross_domain_inputs(inputs, args.test_dataset)
-        record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
-                          max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs)
-        print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
-        return
-    run_id = tracking.read_run_id(args.run_id_file)
-    run = tracking.get_run(run_id)
-    inputs = {"mlflow_run_id": run_id, "dataset": run.data.tags.get("dataset"), "model": run.data.tags.get("model"),
-              "seed": int(run.data.tags.get("seed", -1)), "config_hash": run.data.tags.get("config_hash"),
-              "git_commit": run.data.tags.get("git_commit"),
-              "logged_model_id": run.data.tags.get("logged_model_id"),
-              "evaluate_config": settings}
-    inputs = cross_domain_inputs(inputs, args.test_dataset)
-    record = evaluate(features=Path(args.features), out=Path(args.out), per_query_out=Path(args.per_query_out),
-                      max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs,
-                      memory_gb=args.memory_gb)
-    tracking.log_evaluation(run_id, tracking.mlflow_metrics({**scalar_metrics(record), **interval_metrics(record)}),
-                            evaluation_settings(record, args, run),
-                            test_data=_test_split(Path(args.features), inputs["dataset"]), curves=curves(record),
-                            artifacts=[Path(args.out)], data_params=_count_params(record),
-                            test_dataset=inputs["dataset"] if "train_dataset" in inputs else None)
+    record = evaluate_run(features=Path(args.features), run_info=Path(args.run_info) if args.run_info else None,
+                          out=Path(args.out), per_query_out=Path(args.per_query_out), max_rank=args.max_rank,
+                          rerank=args.rerank, bootstrap=args.bootstrap, memory_gb=args.memory_gb,
+                          tracker=_tracker(args) if args.run_info else None, test_dataset=args.test_dataset)
     print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
-
-
-def cross_domain_inputs(inputs: dict, test_dataset: str | None) -> dict:
-    """The provenance of a cross-domain evaluation: ``dataset`` becomes the test set the numbers were
-    measured on, ``train_dataset`` the one the model was trained on. In-domain (``test_dataset`` None or
-    the training set) the inputs are returned unchanged, so in-domain metrics.json keep their keys."""
-    if test_dataset is None or test_dataset == inputs.get("dataset"):
-        return inputs
-    return {**inputs, "dataset": test_dataset, "train_dataset": inputs.get("dataset")}
 
 
 def cmd_evaluate_features(args) -> None:
@@ -320,41 +278,14 @@ def cmd_rank(args) -> None:
         print(f"wrote {args.out}")
 
 
-def evaluation_settings(record: dict, args, train_run) -> dict:
-    """What makes one evaluation of a model differ from another: the ``eval.*`` MLflow parameters."""
-    variant = train_run.data.tags.get("model")
-    # only the mutual model has a choice of test path (ReIDModel._single_mode); extraction may have
-    # chosen another one than training did (reid extract --test-embedding): features.pt says which
-    test_embedding = train_run.data.params.get("model.test_embedding", "single") if variant == "mutual" else "single"
-    test_embedding = _features_meta(Path(args.features)).get("test_embedding", test_embedding)
-    return {"flip": bool(record.get("flip_test")), "max_rank": args.max_rank, "test_embedding": test_embedding,
-            "rerank": {"k1": args.rerank["k1"], "k2": args.rerank["k2"], "lambda": args.rerank["lambda"]},
-            "bootstrap": dict(args.bootstrap)}
+def _tracker(args):
+    """The tracker a stage reports to: --tracking, else $REID_TRACKING (set by the Snakefile from config
+    mlflow.enabled), else MLflow; for MLflow, --mlflow-params when given, else the environment."""
+    from reid import tracking
 
-
-def _features_meta(features: Path) -> dict:
-    import torch
-
-    return dict(torch.load(features, weights_only=True).get("meta", {}))
-
-
-def _test_split(features: Path, dataset: str | None) -> dict:
-    """The evaluation dataset as MLflow records it: name, digest of its image list, folder."""
-    import hashlib
-    import os.path
-
-    from reid.files import load_features
-
-    feats = load_features(features)  # already checked by evaluate(); one loader per kind of file
-    paths = [*feats.get("query_paths", []), *feats.get("gallery_paths", [])]
-    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
-    source = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else str(features)
-    return {"name": f"{dataset}/test", "digest": digest, "source": source}
-
-
-def _count_params(record: dict) -> dict:
-    counts = record.get("counts", {})
-    return {"data": {"query_images": counts.get("query"), "gallery_images": counts.get("gallery")}}
+    mlflow_cfg = getattr(args, "mlflow_params", None) or {}
+    kind = args.tracking or ("none" if mlflow_cfg.get("enabled") is False else None)
+    return tracking.make_tracker(kind, mlflow_cfg.get("experiment_prefix"), mlflow_cfg.get("tracking_uri"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train-params", type=_json("--train-params (config 'train')", "train"), required=True)
     s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')", "mlflow"), default=None,
                    help="default: experiment prefix from REID_EXPERIMENT_PREFIX, tracking URI from MLFLOW_TRACKING_URI")
+    s.add_argument("--tracking", choices=TRACKERS, default=None,
+                   help="where the run is recorded: mlflow, or none (nothing recorded, no store needed); "
+                        "default: $REID_TRACKING, else mlflow")
     s.add_argument("--workers", type=int, default=None, help="train.workers (overrides --train-params)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="train.device (overrides --train-params)")
@@ -421,8 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-file", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
-    s.add_argument("--run-id-file", default=None,
-                   help="the training run's id file; without it nothing is checked or logged in MLflow")
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--threads", type=int, default=1)
@@ -434,9 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="CMC/mAP, multi-query and re-ranking -> metrics.json")
     s.add_argument("--features", required=True)
-    s.add_argument("--run-id-file", default=None,
-                   help="the training run's id file; without it the evaluation is not logged to MLflow and "
-                        "its provenance comes from features.pt")
+    s.add_argument("--run-info", default=None,
+                   help="run.json of the training run (written by `reid train`): the provenance metrics.json "
+                        "records, and the run a tracker links the evaluation to; without it the provenance "
+                        "comes from features.pt and the evaluation is not tracked")
+    s.add_argument("--tracking", choices=TRACKERS, default=None,
+                   help="where the evaluation is recorded (with --run-info): mlflow or none; default: "
+                        "$REID_TRACKING, else mlflow")
     s.add_argument("--max-rank", type=int, default=50)
     s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), required=True)
     s.add_argument("--memory-gb", type=_positive_float("config 'evaluate.memory_gb'"), default=None,

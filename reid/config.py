@@ -196,6 +196,7 @@ RUNTIME_KEYS = frozenset({
     "train.workers",        # DataLoader processes: each sample's randomness comes from (seed, epoch, index)
     "train.device",         # where the same experiment runs (CUDA trains in bfloat16 autocast: not bit-identical to CPU)
     "evaluate.batch_size",  # images per forward pass in feature extraction (eval mode: per-image)
+    "evaluate.device",      # where extraction runs (as train.device)
     "evaluate.memory_gb",   # the evaluation's working-memory budget (streamed = unstreamed, bit for bit)
     "model.pretrained_url", # where missing weights are downloaded from; their sha256 is a result key
     "dataset.*.url",        # where a missing archive is downloaded from; md5/sha256 are result keys

@@ -129,3 +129,95 @@ def interval_metrics(record: dict) -> dict:
 
 def curves(record: dict) -> dict:
     return {k: v for k, v in record.items() if k == "cmc" or k.endswith("/cmc")}
+
+
+def provenance(features_meta: dict, run_info: dict | None, settings: dict, *, features: str = "features.pt",
+               run_info_path: str = "run.json") -> dict:
+    """metrics.json's provenance fields: what was evaluated, and how.
+
+    From the training run's ``run_info`` (run.json, reid.files.load_run_info) when given: dataset,
+    model, seed, config hash, git commit, and the MLflow run and LoggedModel ids when MLflow recorded
+    the run; else from ``features_meta`` (features.pt's meta) alone. ``settings`` goes in as
+    ``evaluate_config``. Raises ValueError, naming both files, when run.json and features.pt
+    describe different runs (a features file left from another model).
+    """
+    if run_info is None:
+        seed = str(features_meta.get("seed", ""))
+        return {"dataset": features_meta.get("dataset"), "model": features_meta.get("variant"),
+                "seed": int(seed) if seed.isdigit() else None, "config_hash": features_meta.get("config_hash"),
+                "evaluate_config": settings}
+    for key, meta_key in (("dataset", "dataset"), ("model", "variant"), ("seed", "seed"),
+                          ("config_hash", "config_hash")):
+        if meta_key in features_meta and str(features_meta[meta_key]) != str(run_info[key]):
+            raise ValueError(f"{features} was made from {meta_key} {features_meta[meta_key]!r} but {run_info_path} "
+                             f"describes {key} {run_info[key]!r}: extract the features again from this run's model")
+    out = {k: run_info[k] for k in ("dataset", "model", "seed", "config_hash")}
+    out["git_commit"] = run_info.get("git_commit")
+    for key in ("mlflow_run_id", "logged_model_id"):
+        if key in run_info:
+            out[key] = run_info[key]
+    out["evaluate_config"] = settings
+    return out
+
+
+def cross_domain_inputs(inputs: dict, test_dataset: str | None) -> dict:
+    """The provenance of a cross-domain evaluation: ``dataset`` becomes the test set the numbers were
+    measured on, ``train_dataset`` the one the model was trained on. In-domain (``test_dataset`` None or
+    the training set) the inputs are returned unchanged, so in-domain metrics.json keep their keys."""
+    if test_dataset is None or test_dataset == inputs.get("dataset"):
+        return inputs
+    return {**inputs, "dataset": test_dataset, "train_dataset": inputs.get("dataset")}
+
+
+def evaluation_settings(record: dict, features_meta: dict, *, max_rank: int, rerank: dict, bootstrap: dict) -> dict:
+    """What makes one evaluation of a model differ from another (a tracker records them: MLflow's
+    ``eval.*`` parameters): flip test, max rank, the test embedding, re-ranking and bootstrap."""
+    # only the mutual model has a choice of test path (ReIDModel._single_mode); extraction may have
+    # chosen another one than training did (reid extract --test-embedding): features.pt says which
+    variant = features_meta.get("variant")
+    test_embedding = features_meta.get("test_embedding", "single" if variant != "mutual" else "unknown")
+    return {"flip": bool(record.get("flip_test")), "max_rank": max_rank, "test_embedding": test_embedding,
+            "rerank": {"k1": rerank["k1"], "k2": rerank["k2"], "lambda": rerank["lambda"]},
+            "bootstrap": dict(bootstrap)}
+
+
+def evaluated_split(feats: dict, dataset: str | None, source: str) -> dict:
+    """The evaluation dataset as a tracker records it: name, digest of its image list, folder."""
+    import hashlib
+    import os.path
+
+    paths = [*feats.get("query_paths", []), *feats.get("gallery_paths", [])]
+    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:12]
+    folder = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else source
+    return {"name": f"{dataset}/test", "digest": digest, "source": folder}
+
+
+def evaluate_run(*, features: Path, run_info: Path | None, out: Path, per_query_out: Path, max_rank: int,
+                 rerank: dict, bootstrap: dict, tracker=None, memory_gb: float | None = None,
+                 test_dataset: str | None = None) -> dict:
+    """The evaluate stage as the workflow runs it: metrics.json and per_query.csv of ``features``, the
+    provenance from ``run_info`` (run.json of the training run; None: from features.pt alone), and,
+    when ``run_info`` is given, the evaluation reported to ``tracker`` (reid.tracking; None: not
+    reported). ``test_dataset``: a cross-domain evaluation's test set (cross_domain_inputs).
+    Returns the metrics.json record. Raises as evaluate and reid.files.load_run_info."""
+    from reid.files import load_run_info
+
+    info = load_run_info(run_info) if run_info is not None else None  # fail before the work
+    feats = load_features(features)
+    meta = dict(feats.get("meta", {}))
+    settings = {"max_rank": max_rank, "rerank": rerank, "bootstrap": bootstrap}
+    inputs = provenance(meta, info, settings, features=str(features), run_info_path=str(run_info))
+    inputs = cross_domain_inputs(inputs, test_dataset)
+    record = evaluate_loaded(feats, source=str(features), out=out, per_query_out=per_query_out, max_rank=max_rank,
+                             rerank=rerank, bootstrap=bootstrap, inputs=inputs, memory_gb=memory_gb)
+    if info is not None and tracker is not None:
+        counts = record.get("counts", {})
+        tracker.log_evaluation(info, {**scalar_metrics(record), **interval_metrics(record)},
+                               evaluation_settings(record, meta, max_rank=max_rank, rerank=rerank,
+                                                   bootstrap=bootstrap),
+                               test_data=evaluated_split(feats, inputs["dataset"], str(features)), curves=curves(record),
+                               artifacts=[Path(out)],
+                               data_params={"data": {"query_images": counts.get("query"),
+                                                     "gallery_images": counts.get("gallery")}},
+                               test_dataset=inputs["dataset"] if "train_dataset" in inputs else None)
+    return record

@@ -14,7 +14,7 @@ kind                file                                  written by rule       
 ``mean_image``      ``results/{dataset}/mean_image.pt``   ``verify_dataset``     load_mean_image
 ``model``           ``.../seed{seed}/model.pt``           ``train``              load_model_file
 ``history``         ``.../seed{seed}/history.csv``        ``train``              load_history
-``run_id``          ``.../seed{seed}/mlflow_run_id``      ``train``              load_run_id
+``run_info``        ``.../seed{seed}/run.json``           ``train``              load_run_info
 ``features``        ``.../seed{seed}/features.pt``        ``extract``            load_features
 ``metrics``         ``.../seed{seed}/metrics.json``       ``evaluate``           load_metrics
 ``per_query``       ``.../seed{seed}/per_query.csv``      ``evaluate``           load_per_query
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DamagedFileError", "FileKind", "KINDS", "load_torch", "load_json", "load_model_file",
-           "load_features", "load_mean_image", "load_run_id", "load_metrics", "load_dataset_report",
+           "load_features", "load_mean_image", "load_run_info", "load_metrics", "load_dataset_report",
            "load_history", "load_per_query", "load_comparisons"]
 
 
@@ -52,7 +52,7 @@ KINDS: dict[str, FileKind] = {
     "mean_image": FileKind("mean-image file", "verify_dataset", "python -m reid verify"),
     "model": FileKind("trained model file", "train", "python -m reid train"),
     "history": FileKind("training history", "train", "python -m reid train"),
-    "run_id": FileKind("MLflow run-id file", "train", "python -m reid train"),
+    "run_info": FileKind("training run's provenance file", "train", "python -m reid train"),
     "features": FileKind("features file", "extract", "python -m reid extract"),
     "metrics": FileKind("metrics file", "evaluate", "python -m reid evaluate"),
     "per_query": FileKind("per-query results file", "evaluate", "python -m reid evaluate"),
@@ -250,17 +250,27 @@ def load_mean_image(path: str | Path) -> dict:
     return blob
 
 
-def load_run_id(path: str | Path) -> str:
-    """The MLflow run id in an ``mlflow_run_id`` file (32 hex digits, one line). Raises as load_json."""
+RUN_INFO_KEYS = ("dataset", "model", "seed", "config_hash")  # what every run.json records
+
+
+def load_run_info(path: str | Path) -> dict:
+    """run.json as written by ``reid train``: the trained model's provenance, a JSON object with at
+    least RUN_INFO_KEYS (``seed`` an integer), ``git_commit`` and ``tracking``; ``mlflow_run_id``
+    (32 hex digits) and ``logged_model_id`` when MLflow recorded the run. Raises as load_json."""
     path = Path(path)
-    text = _read_bytes(path, "run_id").decode("utf-8", errors="replace").strip()
-    _check(bool(text), path, "run_id", "holds only white space")
-    _check(bool(_RUN_ID.match(text)), path, "run_id",
-           f"holds {text[:40]!r}, which is not an MLflow run id (32 hex digits)")
-    return text
+    value = load_json(path, "run_info")
+    _require(value, RUN_INFO_KEYS, path, "run_info")
+    _check(isinstance(value["seed"], int) and not isinstance(value["seed"], bool), path, "run_info",
+           f"seed is {value['seed']!r}, not an integer")
+    if "mlflow_run_id" in value:
+        run_id = value["mlflow_run_id"]
+        _check(isinstance(run_id, str) and bool(_RUN_ID.match(run_id)), path, "run_info",
+               f"mlflow_run_id is {str(run_id)[:40]!r}, which is not an MLflow run id (32 hex digits)")
+    return value
 
 
-METRICS_KEYS = ("dataset", "model", "seed", "mlflow_run_id")  # the inputs every metrics.json records
+# the inputs every metrics.json records; mlflow_run_id too when MLflow recorded the training run
+METRICS_KEYS = ("dataset", "model", "seed")
 
 
 def load_metrics(path: str | Path) -> dict:

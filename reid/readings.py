@@ -9,7 +9,7 @@ trains each of ``READINGS`` on one dataset, with the config's ``model:`` section
 ``model_overrides`` over it, and evaluates each trained model with every test embedding in
 ``Reading.embeddings`` (extraction only: the weights are the same). Its files:
 
-    results/{dataset}/readings/{reading}/seed{seed}/model.pt, history.csv, mlflow_run_id
+    results/{dataset}/readings/{reading}/seed{seed}/model.pt, history.csv, run.json
     results/{dataset}/readings/{reading}/seed{seed}/{embedding}/features.pt, metrics.json, per_query.csv
 
 This module is imported by the Snakefile when it is parsed: it must not import torch.

@@ -1,6 +1,11 @@
-"""The only module that talks to MLflow.
+"""Tracking as a plug-in, and the only module that talks to MLflow.
 
-One experiment per dataset (``<prefix>-<dataset>``). Per trained model and seed:
+Stages report to a :class:`Tracker` (end of this module): :class:`MlflowTracker` records what
+follows; the null tracker (config ``mlflow.enabled: false``) records nothing, needs no store and
+never imports mlflow. Provenance does not depend on either: it travels in the stage files
+(run.json beside model.pt, metrics.json).
+
+With MLflow: one experiment per dataset (``<prefix>-<dataset>``). Per trained model and seed:
 
 - a **training run** (``<model>-seed<seed>-train-try<n>``): parameters, per-epoch ``train/...``
   metrics, the history, and the trained model as an MLflow 3 **LoggedModel** (``log_trained_model``:
@@ -92,6 +97,8 @@ def job_environment(mlflow_cfg: Mapping[str, object], python: str, environ: Mapp
     - ``MLFLOW_TRACKING_URI``: :func:`tracking_uri` of ``mlflow_cfg['tracking_uri']`` (the variable
       already set wins, then the configured URI, then results/mlflow.db), absolute;
     - ``REID_EXPERIMENT_PREFIX``: ``mlflow_cfg['experiment_prefix']``;
+    - ``REID_TRACKING``: ``mlflow`` when ``mlflow_cfg['enabled']`` (the default), else ``none``: the
+      tracker every stage reports to (:func:`make_tracker`);
     - ``REID_INVOCATION_ID``: kept when set (a job re-reading the Snakefile), else a new random id,
       grouping the MLflow runs of one workflow invocation.
     """
@@ -103,6 +110,7 @@ def job_environment(mlflow_cfg: Mapping[str, object], python: str, environ: Mapp
         "PATH": path if path.split(os.pathsep)[0] == first else first + os.pathsep + path,
         "MLFLOW_TRACKING_URI": _uri(environ.get("MLFLOW_TRACKING_URI"), mlflow_cfg.get("tracking_uri")),
         "REID_EXPERIMENT_PREFIX": str(mlflow_cfg["experiment_prefix"]),
+        TRACKING_ENV: "mlflow" if mlflow_cfg.get("enabled", True) else "none",
         "REID_INVOCATION_ID": environ.get("REID_INVOCATION_ID") or uuid.uuid4().hex,
     }
 
@@ -301,12 +309,6 @@ def log_metric_series(run_id: str, key: str, values: Iterable[float], start_step
         client.log_batch(run_id, metrics=batch[i:i + 500])
 
 
-def set_tags(run_id: str, tags: Mapping[str, object]) -> None:
-    client = _client()
-    for k, v in tags.items():
-        client.set_tag(run_id, k, str(v))
-
-
 def log_artifacts(run_ids: Iterable[str], paths: Iterable[Path], artifact_path: str = "report") -> None:
     client = _client()
     for run_id in run_ids:
@@ -340,13 +342,6 @@ def finish_run(run_id: str, status: str = "FINISHED") -> None:
 def reopen_run(run_id: str) -> None:
     """Mark a finished run RUNNING again while a later stage adds to it."""
     _client().update_run(run_id, status="RUNNING")
-
-
-def read_run_id(path: str | Path) -> str:
-    """The run id in an ``mlflow_run_id`` file, checked (reid.files.load_run_id)."""
-    from reid.files import load_run_id
-
-    return load_run_id(path)
 
 
 def get_run(run_id: str):
@@ -519,3 +514,151 @@ def logged_models(experiment_names: Iterable[str], uri: str | None = None) -> li
         return []
     return mlflow.search_logged_models(experiment_ids=ids, output_format="list",
                                        order_by=[{"field_name": "creation_timestamp", "ascending": False}])
+
+
+# ---------------------------------------------------------------- the tracker interface
+#
+# The stages report to a Tracker and never call MLflow themselves: MlflowTracker records what the
+# module docstring describes; NullTracker records nothing and never imports mlflow (config
+# ``mlflow.enabled: false``). What a stage's result is and where it came from travels in the stage
+# files (run.json beside model.pt, features.pt's meta, metrics.json), whichever tracker ran; the
+# MLflow run id is one field of run.json, absent when nothing was tracked.
+
+TRACKERS = ("mlflow", "none")
+TRACKING_ENV = "REID_TRACKING"  # the tracker every job uses, set by the Snakefile from mlflow.enabled
+
+
+class TrainingRun:
+    """What the training stage reports to: the fit loop calls ``on_epoch_end`` after every epoch.
+
+    This base class is the null run: it records nothing and its ``provenance`` is empty.
+    """
+
+    run_id: str | None = None
+
+    def log_input_dataset(self, name: str, digest: str, source: str) -> None:
+        """The training split as the run's input: its name, digest of its files, folder."""
+
+    def on_epoch_end(self, row: Mapping[str, float]) -> None:
+        """One finished epoch: a row of history.csv (``epoch`` is the step, 1-based)."""
+
+    def on_trained(self, history_file: Path, exported_model) -> None:
+        """Training finished and its files are written. ``exported_model()`` returns (net, example batch,
+        name, params, tags) of the trained model, built only when a tracker keeps models."""
+
+    def provenance(self) -> dict[str, str]:
+        """What run.json records of this run besides the stage's own fields (MLflow: run and model ids)."""
+        return {}
+
+    def finish(self, status: str) -> None:
+        """``FINISHED``, ``FAILED`` or ``KILLED``; called once, whatever happened."""
+
+
+class Tracker:
+    """Where the stages' runs are recorded. This base class is the null tracker: nothing is recorded,
+    no store is needed or written, and mlflow is never imported."""
+
+    kind = "none"
+
+    def start_training(self, *, dataset: str, run_name: str, params: Mapping[str, object],
+                       tags: Mapping[str, object], key_tags: tuple[str, ...], entry_point: str) -> TrainingRun:
+        return TrainingRun()
+
+    def log_evaluation(self, provenance: Mapping[str, Any], metrics: Mapping[str, float], settings: Mapping[str, Any],
+                       *, test_data: Mapping[str, str], curves: Mapping[str, list] | None = None,
+                       artifacts: Iterable[Path] = (), data_params: Mapping[str, object] | None = None,
+                       test_dataset: str | None = None) -> str | None:
+        """Record one evaluation of the model that ``provenance`` (run.json) describes; returns the
+        evaluation run's id, or None when nothing was recorded. ``test_dataset``: the test set of a
+        cross-domain evaluation (None in-domain)."""
+        return None
+
+    def log_report(self, provenances: Iterable[Mapping[str, Any]], files: Iterable[Path],
+                   artifact_path: str = "report") -> dict[str, list[str]]:
+        """Attach the report's files to the training runs ``provenances`` name; returns run id -> names."""
+        return {}
+
+
+NullTracker = Tracker
+
+
+class MlflowTrainingRun(TrainingRun):
+    def __init__(self, run_id: str, experiment: str):
+        self.run_id, self.experiment, self.model_id = run_id, experiment, None
+
+    def log_input_dataset(self, name: str, digest: str, source: str) -> None:
+        log_input_dataset(self.run_id, name, digest, source, "training")
+
+    def on_epoch_end(self, row: Mapping[str, float]) -> None:
+        log_metrics(self.run_id, {f"train/{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+    def on_trained(self, history_file: Path, exported_model) -> None:
+        # the weights go to MLflow once, as the LoggedModel; the run keeps the history beside it
+        log_artifacts([self.run_id], [history_file], artifact_path="training")
+        net, example, name, params, tags = exported_model()
+        self.model_id = log_trained_model(self.run_id, net, example, name=name, params=params, tags=tags)
+
+    def provenance(self) -> dict[str, str]:
+        return {"mlflow_run_id": self.run_id, "mlflow_experiment": self.experiment,
+                **({"logged_model_id": self.model_id} if self.model_id else {})}
+
+    def finish(self, status: str) -> None:
+        finish_run(self.run_id, status)
+
+
+class MlflowTracker(Tracker):
+    """Runs, LoggedModels and evaluation runs in the MLflow store at ``uri`` (see the module docstring)."""
+
+    kind = "mlflow"
+
+    def __init__(self, experiment_prefix: str, uri: str | None = None):
+        self.experiment_prefix, self.uri = experiment_prefix, tracking_uri(uri)
+
+    def start_training(self, *, dataset: str, run_name: str, params: Mapping[str, object],
+                       tags: Mapping[str, object], key_tags: tuple[str, ...], entry_point: str) -> TrainingRun:
+        experiment = experiment_name(self.experiment_prefix, dataset)
+        run_id = start_run(experiment, run_name, params, tags, uri=self.uri, key_tags=key_tags, entry_point=entry_point)
+        return MlflowTrainingRun(run_id, experiment)
+
+    def log_evaluation(self, provenance, metrics, settings, *, test_data, curves=None, artifacts=(),
+                       data_params=None, test_dataset=None) -> str | None:
+        run_id = provenance.get("mlflow_run_id")
+        if not run_id:
+            log.warning("the model evaluated here (%s %s seed %s) was trained without MLflow (its run.json has no "
+                        "mlflow_run_id): this evaluation is not recorded in MLflow",
+                        provenance.get("dataset"), provenance.get("model"), provenance.get("seed"))
+            return None
+        return log_evaluation(run_id, mlflow_metrics(metrics), settings, test_data=test_data, curves=curves,
+                              artifacts=artifacts, data_params=data_params, test_dataset=test_dataset)
+
+    def log_report(self, provenances, files, artifact_path: str = "report") -> dict[str, list[str]]:
+        files = [Path(f) for f in files]
+        run_ids = []
+        for p in provenances:
+            if not p.get("mlflow_run_id"):
+                raise TrackingError(f"{p.get('dataset')} {p.get('model')} seed {p.get('seed')}: its run.json has no "
+                                    f"mlflow_run_id (trained with mlflow.enabled: false); retrain it with MLflow on "
+                                    f"to attach the report to its run")
+            run_ids.append(p["mlflow_run_id"])
+        run_ids = list(dict.fromkeys(run_ids))  # one upload per run
+        log_artifacts(run_ids, files, artifact_path=artifact_path)
+        return {rid: [f"{artifact_path}/{f.name}" for f in files] for rid in run_ids}
+
+
+def make_tracker(kind: str | None = None, experiment_prefix: str | None = None, uri: str | None = None) -> Tracker:
+    """The tracker ``kind`` (``mlflow`` or ``none``; default: $REID_TRACKING, else ``mlflow``).
+
+    The MLflow experiment prefix defaults to $REID_EXPERIMENT_PREFIX, else the schema's default; the
+    URI as :func:`tracking_uri`. Raises ValueError for another kind.
+    """
+    kind = kind or os.environ.get(TRACKING_ENV) or "mlflow"
+    if kind == "none":
+        return NullTracker()
+    if kind == "mlflow":
+        if experiment_prefix is None:
+            from reid.config import schema_default
+
+            experiment_prefix = os.environ.get("REID_EXPERIMENT_PREFIX") or schema_default("mlflow.experiment_prefix")
+        return MlflowTracker(experiment_prefix, uri)
+    raise ValueError(f"tracker {kind!r} is unknown; choose one of {', '.join(TRACKERS)} "
+                     f"(config mlflow.enabled, or ${TRACKING_ENV})")

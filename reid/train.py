@@ -1,4 +1,4 @@
-"""The training stage: Siamese pair training with checkpoint/resume, seeding and MLflow logging.
+"""The training stage: Siamese pair training with checkpoint/resume and seeding, reported to a tracker.
 
 A checkpoint is written after every epoch to a folder outside the rule's declared outputs (Snakemake
 deletes the outputs of a failed job, not this folder; reid.checkpoint keeps the last two and sets
@@ -45,7 +45,7 @@ def lr_at(epoch: int, cfg: dict) -> float:
 class TrainOutputs:
     model: Path
     history: Path
-    run_id_file: Path
+    run_info: Path  # run.json: the run's provenance (reid.files.load_run_info)
 
 
 def _model_kwargs(variant: str, num_classes: int, model_cfg: dict) -> dict:
@@ -63,16 +63,17 @@ def _sigterm_to_exit(signum, frame):
 
 
 def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed: int,
-          model_cfg: dict, train_cfg: dict, mlflow_cfg: dict, outputs: TrainOutputs,
+          model_cfg: dict, train_cfg: dict, tracker: tracking.Tracker, outputs: TrainOutputs,
           checkpoint_dir: Path, threads: int = 1, reading: str | None = None) -> dict:
     """Train one model, resuming from ``checkpoint_dir`` (see reid.checkpoint); returns the history rows.
 
     ``train_cfg`` is the config's ``train`` section (runtime keys ``workers`` and ``device``
-    included), ``model_cfg`` its ``model`` section, ``mlflow_cfg`` its ``mlflow`` section.
-    ``reading`` (a name of reid.readings) names the MLflow run and tags it; ``model_cfg`` must
-    already hold its overrides.
+    included), ``model_cfg`` its ``model`` section. The run is reported to ``tracker``
+    (reid.tracking: MLflow, or the null tracker) and described in ``outputs.run_info`` (run.json),
+    written last. ``reading`` (a name of reid.readings) names the run and tags it; ``model_cfg``
+    must already hold its overrides.
     """
-    from reid.models import build_model, pair_loss
+    from reid.models import build_model
 
     torch.set_num_threads(max(1, threads))
     device = select_device(train_cfg["device"])
@@ -102,8 +103,8 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     log.info("%s %s seed %d: checkpoint %s; %d of %d epochs to train", dataset, variant, seed, resume.summary,
              train_cfg["epochs"] - resume.epochs_done, train_cfg["epochs"])
 
-    run_id = tracking.start_run(
-        tracking.experiment_name(mlflow_cfg["experiment_prefix"], dataset),
+    run = tracker.start_training(
+        dataset=dataset,
         run_name=f"{reading or variant}-seed{seed}-train",
         params={"dataset": dataset, "variant": variant, "seed": seed, "num_classes": len(pid_to_label),
                 "train_images": len(records), "model": model_cfg, "train": train_cfg},
@@ -115,25 +116,16 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
               **({"reading": reading} if reading else {})},
         key_tags=("dataset", "model", "seed", "rule", "reading"),
         entry_point="python -m reid train",
-        uri=tracking.tracking_uri(mlflow_cfg.get("tracking_uri")),
     )
-    outputs.run_id_file.parent.mkdir(parents=True, exist_ok=True)
-    tracking.log_input_dataset(run_id, f"{dataset}/train", data_digest,
-                               str(Path(data_root) / TRAIN_DIR), "training")
-    for row in history:  # a resumed run replays the earlier epochs so the run is complete on its own
-        tracking.log_metrics(run_id, _epoch_metrics(row), step=row["epoch"])
-
     old_handler = signal.signal(signal.SIGTERM, _sigterm_to_exit)
     status = "FAILED"
     try:
-        for epoch in range(resume.epochs_done, train_cfg["epochs"]):
-            row = _train_epoch(model, optimizer, data, epoch, train_cfg, device, pair_loss)
-            history.append(row)
-            tracking.log_metrics(run_id, _epoch_metrics(row), step=row["epoch"])
-            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                              "rng_cpu": torch.get_rng_state(),
-                              "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
-                              "history": history, "config_hash": chash, "mlflow_run_id": run_id})
+        run.log_input_dataset(f"{dataset}/train", data_digest, str(Path(data_root) / TRAIN_DIR))
+        for row in history:  # a resumed run replays the earlier epochs so the run is complete on its own
+            run.on_epoch_end(row)
+        saver = _CheckpointSaver(checkpoints, model, optimizer, history, cuda, chash, run.run_id)
+        fit(model, optimizer, data, train_cfg, device, history, start_epoch=resume.epochs_done,
+            callbacks=[run, saver])
         meta = {"model_kwargs": kwargs, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
                 "precision": train_cfg.get("precision", "fp32"),
@@ -141,10 +133,11 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         io.torch_save(outputs.model, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                                       "meta": meta})
         write_history(history, outputs.history)
-        # the weights go to MLflow once, as the LoggedModel; the run keeps the history beside it
-        tracking.log_artifacts([run_id], [outputs.history], artifact_path="training")
-        _log_model(run_id, outputs.model, mean_image, records)
-        io.write_text(outputs.run_id_file, run_id + "\n")
+        run.on_trained(outputs.history, lambda: _exported_model(outputs.model, mean_image, records))
+        # written last: its presence says the model, the history and the tracker's record are complete
+        io.write_json(outputs.run_info, {"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash,
+                                         "git_commit": tracking.git_commit(), "tracking": tracker.kind,
+                                         **({"reading": reading} if reading else {}), **run.provenance()})
         status = "FINISHED"
         return history
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from Snakemake/SLURM cancelling the job
@@ -152,7 +145,40 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
         raise
     finally:
         signal.signal(signal.SIGTERM, old_handler)
-        tracking.finish_run(run_id, status)
+        run.finish(status)
+
+
+class _CheckpointSaver:
+    """A fit-loop callback: the checkpoint after every epoch (weights, optimizer, RNG, history)."""
+
+    def __init__(self, checkpoints: Checkpointer, model, optimizer, history: list[dict], cuda: bool, chash: str,
+                 run_id: str | None):
+        self.checkpoints, self.model, self.optimizer, self.history = checkpoints, model, optimizer, history
+        self.cuda, self.chash, self.run_id = cuda, chash, run_id
+
+    def on_epoch_end(self, row: dict) -> None:
+        self.checkpoints.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                               "epoch": int(row["epoch"]) - 1, "rng_cpu": torch.get_rng_state(),
+                               "rng_cuda": torch.cuda.get_rng_state() if self.cuda else None,
+                               "history": self.history, "config_hash": self.chash,
+                               # which tracked run a resumed one continues (its resumed_from_run tag)
+                               **({"mlflow_run_id": self.run_id} if self.run_id else {})})
+
+
+def fit(model, optimizer, data: PairDataset, cfg: dict, device, history: list[dict], *, start_epoch: int = 0,
+        callbacks=()) -> list[dict]:
+    """The fit loop: epochs ``start_epoch`` to ``cfg["epochs"] - 1`` (0-based). After each one its row
+    (HISTORY_COLUMNS; ``epoch`` 1-based) is appended to ``history`` and every callback's
+    ``on_epoch_end(row)`` is called, in order (train() passes the tracker's run, then the
+    checkpoint). Returns ``history``."""
+    from reid.models import pair_loss
+
+    for epoch in range(start_epoch, cfg["epochs"]):
+        row = _train_epoch(model, optimizer, data, epoch, cfg, device, pair_loss)
+        history.append(row)
+        for callback in callbacks:
+            callback.on_epoch_end(row)
+    return history
 
 
 def training_data_digest(records: list[Record], data_root: str | Path) -> str:
@@ -177,13 +203,10 @@ def _restore(state: dict | None, model, optimizer, cuda: bool) -> list[dict]:
     return list(state["history"])
 
 
-def _epoch_metrics(row: dict) -> dict:
-    return {f"train/{k}": row[k] for k in HISTORY_COLUMNS if k not in ("epoch",)}
-
-
-def _log_model(run_id: str, model_file: Path, mean_image: Path, records: list[Record], examples: int = 4) -> str:
-    """The trained model as an MLflow 3 LoggedModel, rebuilt from the model file just written (so
-    MLflow holds the very weights the pipeline evaluates), its signature from real training images."""
+def _exported_model(model_file: Path, mean_image: Path, records: list[Record], examples: int = 4):
+    """The trained model as a tracker keeps it: (net, example batch, name, params, tags). Rebuilt from
+    the model file just written, so that the tracker holds the very weights the pipeline evaluates;
+    the example batch (the served model's signature) is real training images."""
     from reid.data.transforms import load_eval_transform
     from reid.models.export import EmbeddingNet
 
@@ -191,13 +214,12 @@ def _log_model(run_id: str, model_file: Path, mean_image: Path, records: list[Re
     transform = load_eval_transform(mean_image, meta["height"], meta["width"])
     batch = torch.stack([transform(r.path) for r in records[:examples]])
     kw = meta["model_kwargs"]
-    return tracking.log_trained_model(
-        run_id, EmbeddingNet(model), batch, name=f"{meta['variant']}-seed{meta['seed']}",
-        params={"variant": meta["variant"], "seed": meta["seed"], "backbone": kw["backbone"],
-                "embedding_dim": kw["embedding_dim"], "test_embedding": kw["test_embedding"],
-                "height": meta["height"], "width": meta["width"]},
-        tags={"dataset": meta["dataset"], "model": meta["variant"], "seed": meta["seed"],
-              "config_hash": meta["config_hash"]})
+    return (EmbeddingNet(model), batch, f"{meta['variant']}-seed{meta['seed']}",
+            {"variant": meta["variant"], "seed": meta["seed"], "backbone": kw["backbone"],
+             "embedding_dim": kw["embedding_dim"], "test_embedding": kw["test_embedding"],
+             "height": meta["height"], "width": meta["width"]},
+            {"dataset": meta["dataset"], "model": meta["variant"], "seed": meta["seed"],
+             "config_hash": meta["config_hash"]})
 
 
 def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, device, pair_loss) -> dict:

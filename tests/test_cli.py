@@ -24,13 +24,13 @@ def test_a_misspelt_key_is_named_before_any_work(capsys):
 
 
 def test_a_value_of_the_wrong_type_is_named(capsys):
-    code, err = run_cli(["evaluate", "--features", "f.pt", "--run-id-file", "r", "--out", "m.json",
+    code, err = run_cli(["evaluate", "--features", "f.pt", "--run-info", "r", "--out", "m.json",
                          "--rerank", '{"k1": "20"}'], capsys)
     assert code == 2 and "--rerank (config 'evaluate.rerank'): invalid" in err and "k1: '20' is not of type" in err
 
 
 def test_invalid_json_gets_the_real_message_not_invalid_lambda_value(capsys):
-    code, err = run_cli(["evaluate", "--features", "f.pt", "--run-id-file", "r", "--out", "m.json",
+    code, err = run_cli(["evaluate", "--features", "f.pt", "--run-info", "r", "--out", "m.json",
                          "--rerank", "{k1: 20}"], capsys)
     assert code == 2
     assert "argument --rerank: --rerank (config 'evaluate.rerank'): not valid JSON" in err

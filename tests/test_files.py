@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from reid import files, io, tracking
+from reid import files, io
 from reid.data.transforms import load_mean_image, save_mean_image
 from reid.evaluate import evaluate
 from reid.report.figures import read_history
@@ -61,7 +61,10 @@ WRITERS = {
     "features": ("features.pt", lambda p: io.torch_save(p, features_blob()), files.load_features),
     "mean_image": ("mean_image.pt", lambda p: save_mean_image(
         {"mean": torch.rand(3, 16, 8), "std": torch.ones(3), "count": 4}, p), load_mean_image),
-    "run_id": ("mlflow_run_id", lambda p: io.write_text(p, uuid.uuid4().hex + "\n"), tracking.read_run_id),
+    "run_info": ("run.json", lambda p: io.write_json(p, {"dataset": "d", "model": "mutual", "seed": 0,
+                                                       "config_hash": "c0ffee", "git_commit": "0123abc",
+                                                       "tracking": "mlflow", "mlflow_run_id": uuid.uuid4().hex}),
+                 files.load_run_info),
     "metrics": ("metrics.json", lambda p: io.write_json(p, {"dataset": "d", "model": "mutual", "seed": 0,
                                                           "mlflow_run_id": uuid.uuid4().hex, "rank1": 0.5,
                                                           "mAP": 0.25, "cmc": [0.5, 0.75]}), files.load_metrics),
@@ -74,7 +77,7 @@ WRITERS = {
                                                                   "bootstrap": {"resamples": 10, "seed": 0}}),
                     files.load_comparisons),
 }
-RULE = {"model": "train", "features": "extract", "mean_image": "verify_dataset", "run_id": "train",
+RULE = {"model": "train", "features": "extract", "mean_image": "verify_dataset", "run_info": "train",
         "metrics": "evaluate", "dataset_report": "verify_dataset", "history": "train", "per_query": "evaluate",
         "comparisons": "comparisons"}
 
@@ -150,10 +153,16 @@ def test_the_wrong_kind_of_file_is_refused(tmp_path):
     io.torch_save(features, blob)
     with pytest.raises(files.DamagedFileError, match="gallery: feats .* do not describe the same N images"):
         files.load_features(features)
-    run_id = tmp_path / "mlflow_run_id"
-    io.write_text(run_id, "not-a-run-id\n")
-    with pytest.raises(files.DamagedFileError, match="not an MLflow run id"):
-        tracking.read_run_id(run_id)
+    run_info = tmp_path / "run.json"
+    io.write_json(run_info, {"dataset": "d", "model": "mutual", "seed": 0, "config_hash": "c", "mlflow_run_id": "x1"})
+    with pytest.raises(files.DamagedFileError, match="'x1', which is not an MLflow run id"):
+        files.load_run_info(run_info)
+    io.write_json(run_info, {"dataset": "d", "model": "mutual", "seed": "0", "config_hash": "c"})
+    with pytest.raises(files.DamagedFileError, match="seed is '0', not an integer.*rule `train`"):
+        files.load_run_info(run_info)
+    io.write_json(run_info, {"dataset": "d", "model": "mutual", "seed": 0})
+    with pytest.raises(files.DamagedFileError, match="missing key.*config_hash"):
+        files.load_run_info(run_info)
 
 
 def test_report_readers_turn_damage_into_report_errors_naming_the_rule(tmp_path):
@@ -183,11 +192,11 @@ def test_evaluate_refuses_a_cut_features_file_and_keeps_the_previous_metrics(tmp
 def test_cli_stage_names_the_damaged_file_and_its_rule(tmp_path, capsys):
     from reid.cli import main
 
-    run_id = tmp_path / "mlflow_run_id"
-    run_id.write_bytes(b"")
-    rc = main(["evaluate", "--features", str(tmp_path / "features.pt"), "--run-id-file", str(run_id),
+    run_info = tmp_path / "run.json"
+    run_info.write_bytes(b"")
+    rc = main(["evaluate", "--features", str(tmp_path / "features.pt"), "--run-info", str(run_info),
                "--rerank", '{"k1": 2}', "--bootstrap", '{"resamples": 10}', "--out", str(tmp_path / "metrics.json"),
                "--per-query-out", str(tmp_path / "per_query.csv")])
     err = capsys.readouterr().err
-    assert rc == 1 and f"{run_id}: empty file (0 bytes)" in err and "rule `train`" in err
+    assert rc == 1 and f"{run_info}: empty file (0 bytes)" in err and "rule `train`" in err
     assert not (tmp_path / "metrics.json").exists()

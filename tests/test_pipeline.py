@@ -60,6 +60,9 @@ def test_metrics_json_has_every_protocol_as_fractions(pipeline):
                 assert 0.0 <= m[prefix + key] <= 1.0, prefix + key
         assert m["rank1"] <= m["rank5"] <= m["rank10"] <= m["rank20"]
         assert m["model"] == model and m["dataset"] == "synthetic" and m["mlflow_run_id"]
+        info = json.loads((workdir / f"results/synthetic/{model}/seed0/run.json").read_text())
+        assert info["mlflow_run_id"] == m["mlflow_run_id"] and info["tracking"] == "mlflow"
+        assert info["logged_model_id"] == m["logged_model_id"] and info["git_commit"] == m["git_commit"]
         assert m["flip_test"] is True  # config.yaml's evaluate.flip, recorded with the numbers
     report = json.loads((workdir / "results/synthetic/dataset.json").read_text())
     assert report["ok"]
@@ -129,6 +132,37 @@ def test_mlflow_holds_a_training_run_a_logged_model_and_an_evaluation_per_model(
     # every artifact under results/, nothing in the working directory's mlruns/
     assert not (workdir / "mlruns").exists() and not (workdir / "mlflow.db").exists()
     assert list((workdir / "results" / "mlruns").rglob("model.pth"))
+
+
+def test_the_null_tracker_runs_the_pipeline_without_mlflow_and_changes_no_number(pipeline, tmp_path):
+    """mlflow.enabled: false: the same pipeline with no store written and mlflow never imported (a stand-in
+    `mlflow` package that refuses to import comes first on every job's PYTHONPATH), the same numbers."""
+    tracked, _ = pipeline
+    workdir = tmp_path / "untracked"
+    workdir.mkdir()
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "mlflow": {"enabled": False}}))
+    blocker = tmp_path / "no-mlflow" / "mlflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("mlflow imported although mlflow.enabled is false")\n')
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'results' / 'mlflow.db'}"}
+    proc = snakemake(workdir, "results/tables/table2.md", env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # no store anywhere, and the default target does not ask for the MLflow upload
+    assert not [p for p in workdir.rglob("*") if p.name in ("mlflow.db", "mlruns")]
+    dry = snakemake(workdir, "-n", env=env)
+    assert dry.returncode == 0 and "report_mlflow" not in dry.stdout + dry.stderr
+    for model in ("baseline", "mutual"):
+        run_dir = f"results/synthetic/{model}/seed0"
+        info = json.loads((workdir / run_dir / "run.json").read_text())
+        assert info["tracking"] == "none" and "mlflow_run_id" not in info and info["model"] == model
+        mine = json.loads((workdir / run_dir / "metrics.json").read_text())
+        theirs = json.loads((tracked / run_dir / "metrics.json").read_text())
+        assert "mlflow_run_id" not in mine and mine["config_hash"] == theirs["config_hash"] == info["config_hash"]
+        numbers = {k for k, v in theirs.items() if isinstance(v, float) or k.endswith("cmc") or k == "ci95"}
+        assert numbers and {k: mine[k] for k in numbers} == {k: theirs[k] for k in numbers}
+    text = (workdir / "results/tables/table2.md").read_text().lower()
+    assert "baseline" in text and "mutual" in text
 
 
 def test_rerun_with_nothing_changed_does_nothing(pipeline):

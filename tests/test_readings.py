@@ -199,7 +199,7 @@ def test_reading_runs_are_not_retries_of_the_main_runs_or_of_each_other(mlflow_s
 
     client = MlflowClient(mlflow_store)
     base = {"dataset": "tiny", "model": "mutual", "seed": 0}
-    keys = ("dataset", "model", "seed", "rule", "reading")  # as reid.train.train passes them
+    keys = ("dataset", "model", "seed", "rule", "reading")  # as reid.train.train passes them to the tracker
     main = tracking.start_run("reid-tiny", "mutual-seed0-train", {}, {**base, "rule": "train"}, key_tags=keys)
     single = tracking.start_run("reid-tiny", "mutual-seed0-train", {},
                                 {**base, "rule": "train_reading", "reading": "mutual"}, key_tags=keys)

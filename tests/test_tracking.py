@@ -200,3 +200,59 @@ def test_a_parameter_over_mlflows_limit_is_cut_visibly_and_kept_whole(mlflow_sto
     assert any("model.note" in r.getMessage() and "7003" in r.getMessage() for r in caplog.records)
     local = MlflowClient(mlflow_store).download_artifacts(run_id, tracking.FULL_PARAMS_ARTIFACT)
     assert json.loads(open(local).read()) == {"model.note": long_value}
+
+
+def test_make_tracker_chooses_by_argument_then_environment_then_mlflow(monkeypatch):
+    monkeypatch.delenv(tracking.TRACKING_ENV, raising=False)
+    monkeypatch.setenv("REID_EXPERIMENT_PREFIX", "pre")
+    default = tracking.make_tracker()
+    assert isinstance(default, tracking.MlflowTracker) and default.experiment_prefix == "pre"
+    monkeypatch.setenv(tracking.TRACKING_ENV, "none")
+    assert tracking.make_tracker().kind == "none"
+    assert tracking.make_tracker("mlflow", "x").kind == "mlflow"
+    with pytest.raises(ValueError, match="tracker 'wandb' is unknown; choose one of mlflow, none"):
+        tracking.make_tracker("wandb")
+    env = tracking.job_environment({"experiment_prefix": "p", "enabled": False}, "/v/bin/python", {})
+    assert env[tracking.TRACKING_ENV] == "none"
+    assert tracking.job_environment({"experiment_prefix": "p"}, "/v/bin/python", {})[tracking.TRACKING_ENV] == "mlflow"
+
+
+def test_the_null_tracker_records_nothing_and_needs_no_store(tmp_path, monkeypatch):
+    store = tmp_path / "never" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    tracker = tracking.NullTracker()
+    run = tracker.start_training(dataset="d", run_name="r", params={"a": 1}, tags={}, key_tags=(), entry_point="t")
+    run.log_input_dataset("d/train", "abc", str(tmp_path))
+    run.on_epoch_end({"epoch": 1, "loss_total": 1.0})
+    built = []
+    run.on_trained(tmp_path / "history.csv", lambda: built.append(1))
+    run.finish("FINISHED")
+    assert run.run_id is None and run.provenance() == {} and built == []  # no model is exported for it
+    assert tracker.log_evaluation({"dataset": "d"}, {"rank1": 0.5}, {}, test_data={}) is None
+    assert tracker.log_report([{"dataset": "d"}], [tmp_path / "x.md"]) == {}
+    assert not store.parent.exists()
+
+
+def test_mlflow_tracker_links_an_evaluation_to_the_training_run_of_run_json(mlflow_store, tmp_path, caplog):
+    tracker = tracking.MlflowTracker("reid")
+    run = tracker.start_training(dataset="tiny", run_name="baseline-seed0-train", params={"seed": 0},
+                                 tags={"dataset": "tiny", "model": "baseline", "seed": 0, "rule": "train"},
+                                 key_tags=("dataset", "model", "seed", "rule"), entry_point="python -m reid train")
+    run.on_epoch_end({"epoch": 1, "loss_total": 2.0, "lr": 0.1})
+    run.finish("FINISHED")
+    info = {"dataset": "tiny", "model": "baseline", "seed": 0, "config_hash": "c", **run.provenance()}
+    assert info["mlflow_run_id"] == run.run_id and info["mlflow_experiment"] == "reid-tiny"
+    test = {"name": "tiny/test", "digest": "d1", "source": str(tmp_path)}
+    eval_id = tracker.log_evaluation(info, {"rank1": 0.5, "mINP": 0.2}, {"flip": False}, test_data=test)
+    got = tracking.get_run(eval_id)
+    # the MLflow names of the metrics (tracking.mlflow_metrics), linked to the training run
+    assert got.data.metrics == {"rank1": 0.5, "single_query/mINP": 0.2}
+    assert got.data.tags["training_run_id"] == run.run_id and got.data.tags["model"] == "baseline"
+    assert tracking.get_run(run.run_id).data.metrics["train/loss_total"] == 2.0
+    # a model trained with the null tracker: said, not silently dropped, and nothing recorded
+    caplog.set_level("WARNING")
+    assert tracker.log_evaluation({"dataset": "tiny", "model": "mutual", "seed": 1}, {"rank1": 0.5}, {},
+                                  test_data=test) is None
+    assert "trained without MLflow" in caplog.text
+    with pytest.raises(tracking.TrackingError, match="mutual seed 1: its run.json has no mlflow_run_id"):
+        tracker.log_report([{"dataset": "tiny", "model": "mutual", "seed": 1}], [tmp_path / "t.md"])

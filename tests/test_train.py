@@ -1,6 +1,7 @@
 """The training stage: outputs, MLflow run, bit-identical resume, failure marking."""
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -17,16 +18,20 @@ MODEL = dict(backbone="resnet18", pretrained=None, pretrained_sha256=None, pretr
 TRAIN = dict(height=32, width=16, epochs=2, batch_pairs=8, lr=0.01, lr_step=1, lr_gamma=0.1, momentum=0.9,
              weight_decay=5e-4, verification_weight=0.5, random_erasing=0.5, horizontal_flip=0.5, workers=0,
              device="cpu")
-MLFLOW = dict(tracking_uri=None, experiment_prefix="reid")
 
 
-def run(tmp_path, tiny_dataset, name, variant="mutual", train_cfg=TRAIN, mlflow_cfg=MLFLOW):
+def run(tmp_path, tiny_dataset, name, variant="mutual", train_cfg=TRAIN, tracker=None):
     root, mean = tiny_dataset
     out = tmp_path / name
-    outputs = TrainOutputs(out / "model.pt", out / "history.csv", out / "mlflow_run_id")
+    outputs = TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json")
     history = train(data_root=root, mean_image=mean, dataset="tiny", variant=variant, seed=3, model_cfg=MODEL,
-                    train_cfg=train_cfg, mlflow_cfg=mlflow_cfg, outputs=outputs, checkpoint_dir=out / "ckpt")
+                    train_cfg=train_cfg, tracker=tracker or tracking.MlflowTracker("reid"), outputs=outputs,
+                    checkpoint_dir=out / "ckpt")
     return outputs, history
+
+
+def run_id(outputs):
+    return json.loads(outputs.run_info.read_text())["mlflow_run_id"]
 
 
 class Killed(SystemExit):
@@ -78,7 +83,7 @@ def assert_same_weights(a, b):
 
 
 def run_tags(outputs):
-    return tracking.get_run(outputs.run_id_file.read_text().strip()).data.tags
+    return tracking.get_run(run_id(outputs)).data.tags
 
 
 def test_lr_schedule_steps_at_lr_step():
@@ -96,7 +101,7 @@ def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, ml
     assert meta["variant"] == "mutual" and (meta["height"], meta["width"]) == (32, 16)
     emb = model.embed(torch.zeros(2, 3, 32, 16))
     assert emb.shape == (2, 32)
-    run_ = tracking.get_run(outputs.run_id_file.read_text().strip())
+    run_ = tracking.get_run(run_id(outputs))
     assert run_.info.status == "FINISHED"
     assert run_.data.tags["model"] == "mutual" and run_.data.params["train.epochs"] == "2"
     # training metrics under train/, none of the evaluation's names
@@ -130,6 +135,28 @@ def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, ml
     assert "torch==2.14.1" in reqs.read_text().split()  # this project's pins (pyproject.toml)
 
 
+def test_run_json_records_the_provenance_and_the_mlflow_ids(straight):
+    outputs, tags = straight  # tags: those of the MLflow run that run.json names (the fixture reads them so)
+    info = json.loads(outputs.run_info.read_text())
+    assert info == {"dataset": "tiny", "model": "mutual", "seed": 3, "config_hash": tags["config_hash"],
+                    "git_commit": tags["git_commit"], "tracking": "mlflow", "mlflow_run_id": info["mlflow_run_id"],
+                    "mlflow_experiment": "reid-tiny", "logged_model_id": tags["logged_model_id"]}
+
+
+def test_the_null_tracker_trains_the_same_weights_and_writes_no_store(tmp_path, tiny_dataset, monkeypatch, straight):
+    store = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    outputs, history = run(tmp_path, tiny_dataset, "null", tracker=tracking.NullTracker())
+    assert [r["epoch"] for r in history] == [1, 2] and outputs.history.exists()
+    assert_same_weights(straight[0], outputs)  # tracking changes no number
+    info = json.loads(outputs.run_info.read_text())
+    assert info["tracking"] == "none" and info["model"] == "mutual" and info["seed"] == 3
+    assert info["config_hash"] == straight[1]["config_hash"]
+    assert not {"mlflow_run_id", "logged_model_id", "mlflow_experiment"} & set(info)
+    assert not store.parent.exists() and not (tmp_path / "null" / "mlruns").exists()
+    assert "mlflow_run_id" not in torch.load(tmp_path / "null" / "ckpt" / "last.pt", weights_only=True)
+
+
 def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store, kill_after_epochs, straight):
     full, _ = straight
     # a job killed after its first epoch: the checkpoint is there, the outputs are not
@@ -147,12 +174,12 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store, kill_
     # the resumed run replays the first epoch, so it is complete on its own
     from mlflow.tracking import MlflowClient
 
-    run_id = resumed.run_id_file.read_text().strip()
+    rid = run_id(resumed)
     client = MlflowClient(mlflow_store)
-    steps = [m.step for m in client.get_metric_history(run_id, "train/loss_total")]
+    steps = [m.step for m in client.get_metric_history(rid, "train/loss_total")]
     assert steps == [1, 2]
     # the second attempt of (mutual, seed 3) in this store: it says it resumed, from which run, and which it retries
-    tags = client.get_run(run_id).data.tags
+    tags = client.get_run(rid).data.tags
     assert tags["mlflow.runName"] == "mutual-seed3-train-try2" and tags["attempt"] == "2"
     assert tags["resumed_from_epoch"] == "1" and tags["resumed_from_run"] == partial_id
     assert tags["retry_of"] == partial_id
@@ -167,7 +194,7 @@ def test_raising_epochs_continues_the_run_bit_identically(tmp_path, tiny_dataset
     short_tags = run_tags(short)
     caplog.set_level("INFO")
     longer, hist = run(tmp_path, tiny_dataset, "continued", train_cfg={**TRAIN, "epochs": 2, "device": "auto"},
-                       mlflow_cfg={**MLFLOW, "experiment_prefix": "elsewhere"})
+                       tracker=tracking.MlflowTracker("elsewhere"))
     assert [r["epoch"] for r in hist] == [1, 2]
     assert_same_weights(straight, longer)
     assert run_tags(longer)["checkpoint"] == "resumed from last.pt after epoch 1"
@@ -264,7 +291,7 @@ def test_bf16_autocast_on_cpu_trains_with_finite_falling_losses(tmp_path, tiny_d
     assert [r["loss_total"] for r in h16] != [r["loss_total"] for r in h32]
     _, meta = load_trained_model(bf16.model)
     assert meta["precision"] == "bf16"
-    run_ = tracking.get_run(bf16.run_id_file.read_text().strip())
+    run_ = tracking.get_run(run_id(bf16))
     assert run_.data.params["train.precision"] == "bf16"
 
 

@@ -164,7 +164,7 @@ def _cmd_figure_attention(args: argparse.Namespace) -> int:
 def _cmd_report_mlflow(args: argparse.Namespace) -> int:
     from reid.report.publish import log_report_artifacts
 
-    log_report_artifacts([Path(p) for p in args.run_id_files], [Path(p) for p in args.files], Path(args.done),
+    log_report_artifacts([Path(p) for p in args.run_info], [Path(p) for p in args.files], Path(args.done),
                          artifact_path=args.artifact_path)
     return 0
 
@@ -269,7 +269,7 @@ def add_report_commands(subparsers) -> None:
     p.set_defaults(func=_cmd_figure_attention)
 
     p = subparsers.add_parser("report-mlflow", help="log tables and figures to the runs as MLflow artifacts")
-    p.add_argument("--run-id-files", nargs="+", required=True)
+    p.add_argument("--run-info", nargs="+", required=True, help="run.json of each training run to attach the files to")
     p.add_argument("--files", nargs="+", required=True)
     p.add_argument("--artifact-path", default="report")
     p.add_argument("--done", required=True, help="marker file written after logging (the rule's output)")

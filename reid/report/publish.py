@@ -9,19 +9,21 @@ from reid import io
 from reid.report.runs import ReportInputError
 
 
-def log_report_artifacts(run_id_files: list[Path], files: list[Path], done: Path,
+def log_report_artifacts(run_info_files: list[Path], files: list[Path], done: Path,
                          artifact_path: str = "report") -> dict[str, list[str]]:
-    """Attach every file to every run; write ``done`` (JSON: run id -> artifact names) as the rule's output."""
+    """Attach every file to the MLflow run of every run.json; write ``done`` (JSON: run id -> artifact names)
+    as the rule's output. Raises ReportInputError for a missing file, reid.tracking.TrackingError for a
+    run.json without an MLflow run (trained with ``mlflow.enabled: false``)."""
     from reid import tracking
+    from reid.files import load_run_info
 
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
         raise ReportInputError(f"report files to log are missing: {', '.join(missing)}")
-    run_ids = list(dict.fromkeys(tracking.read_run_id(p) for p in run_id_files))  # one upload per run
-    tracking.log_artifacts(run_ids, [Path(f) for f in files], artifact_path=artifact_path)
-    logged = {rid: [f"{artifact_path}/{Path(f).name}" for f in files] for rid in run_ids}
+    tracker = tracking.make_tracker("mlflow")
+    logged = tracker.log_report([load_run_info(p) for p in run_info_files], [Path(f) for f in files],
+                                artifact_path=artifact_path)
     done = Path(done)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    io.write_text(done, json.dumps({"tracking_uri": tracking.tracking_uri(), "artifacts": logged}, indent=2) + "\n")
-    print(f"logged {len(files)} file(s) to {len(run_ids)} run(s): {', '.join(run_ids)}")
+    io.write_text(done, json.dumps({"tracking_uri": tracker.uri, "artifacts": logged}, indent=2) + "\n")
+    print(f"logged {len(files)} file(s) to {len(logged)} run(s): {', '.join(logged)}")
     return logged

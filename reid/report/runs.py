@@ -2,7 +2,7 @@
 
 Tables are built from these files only. A metrics.json is flat: fractions in [0, 1] under names
 such as ``rank1`` or ``rerank/mAP`` plus the inputs that produced them (dataset, model, seed,
-config_hash, mlflow_run_id, git_commit).
+config_hash, git_commit, and mlflow_run_id when MLflow recorded the training run).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 # The order in which reproduced variants appear in every table.
 MODEL_ORDER = ("ide", "baseline", "self_attention", "mutual")
-REQUIRED_KEYS = ("dataset", "model", "seed", "mlflow_run_id")  # = reid.files.METRICS_KEYS
+REQUIRED_KEYS = ("dataset", "model", "seed")  # = reid.files.METRICS_KEYS
 
 
 class ReportInputError(ValueError):
@@ -29,7 +29,7 @@ class Run:
     dataset: str
     model: str
     seed: int
-    run_id: str
+    run_id: str | None  # the MLflow training run; None when the run was not tracked
     metrics: dict[str, float]
     info: dict[str, object] = field(default_factory=dict)
 
@@ -55,7 +55,7 @@ def load_run(path: str | Path) -> Run:
     metrics: dict[str, float] = {}
     info: dict[str, object] = {}
     for key, value in raw.items():
-        if key in REQUIRED_KEYS:
+        if key in REQUIRED_KEYS or key == "mlflow_run_id":
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             info[key] = value  # cmc lists, hashes, commits
@@ -64,7 +64,8 @@ def load_run(path: str | Path) -> Run:
             raise ReportInputError(f"{path}: {key} = {value} is not a fraction in [0, 1]")
         metrics[key] = float(value)
     return Run(path=path, dataset=str(raw["dataset"]), model=str(raw["model"]), seed=int(raw["seed"]),
-               run_id=str(raw["mlflow_run_id"]), metrics=metrics, info=info)
+               run_id=None if raw.get("mlflow_run_id") is None else str(raw["mlflow_run_id"]), metrics=metrics,
+               info=info)
 
 
 def load_runs(paths: list[str | Path]) -> list[Run]:

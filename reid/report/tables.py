@@ -83,7 +83,7 @@ def run_ids_frame(by_dataset: dict[str, dict[str, list[Run]]]) -> pd.DataFrame:
     for dataset, by_model in by_dataset.items():
         for model, runs in by_model.items():
             for r in runs:
-                rows.append({"Dataset": dataset, "Model": model, "Seed": r.seed, "MLflow run id": r.run_id,
+                rows.append({"Dataset": dataset, "Model": model, "Seed": r.seed, "MLflow run id": r.run_id or "–",
                              "config hash": r.info.get("config_hash", "–"), "git commit": r.info.get("git_commit", "–"),
                              "metrics file": str(r.path)})
     return pd.DataFrame(rows)

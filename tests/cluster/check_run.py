@@ -11,6 +11,7 @@ Only the standard library, except for the MLflow checks (the project's venv has 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections import Counter, defaultdict
@@ -200,10 +201,11 @@ def check_slurm(args, report: Report) -> None:
 
 
 def check_mlflow(args, report: Report) -> None:
-    run_id_files = sorted(Path(args.workdir).glob("results/*/*/seed*/mlflow_run_id"))
-    report.check(len(run_id_files) == args.trained_models,
-                 f"{args.trained_models} trained models wrote an MLflow run id",
-                 f"found {[str(p) for p in run_id_files]}")
+    run_info_files = sorted(Path(args.workdir).glob("results/*/*/seed*/run.json"))
+    run_ids = [json.loads(p.read_text()).get("mlflow_run_id") for p in run_info_files]
+    report.check(len(run_info_files) == args.trained_models and all(run_ids),
+                 f"{args.trained_models} trained models wrote an MLflow run id (run.json)",
+                 f"found {[str(p) for p in run_info_files]}, run ids {run_ids}")
     stray = [p for p in (Path(args.workdir) / "results" / "mlflow.db", Path(args.workdir) / "mlflow.db") if p.exists()]
     report.check(not stray, "no job fell back to a local SQLite store", f"found {stray}")
     try:
@@ -216,8 +218,8 @@ def check_mlflow(args, report: Report) -> None:
         report.check(False, f"MLflow server {args.tracking_uri} answers", repr(e))
         return
     status = {r.info.run_id: r.info.status for r in runs}
-    finished = [p.read_text().strip() for p in run_id_files]
-    for path, run_id in zip(run_id_files, finished):
+    finished = run_ids
+    for path, run_id in zip(run_info_files, finished):
         report.check(status.get(run_id) == "FINISHED", f"MLflow run of {path.parent.relative_to(args.workdir)} is FINISHED",
                      f"run {run_id}: {status.get(run_id, 'not on the server')}")
     failed = [rid for rid, s in status.items() if s == "FAILED"]

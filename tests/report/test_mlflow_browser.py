@@ -76,12 +76,13 @@ def populate(store: Path, report_file: Path, monkeypatch) -> tuple[str, dict[str
 
     from reid.report.publish import log_report_artifacts
 
-    id_files = []
+    info_files = []
     for model, rid in runs.items():
-        f = store.parent / f"{model}_run_id"
-        f.write_text(rid + "\n")
-        id_files.append(f)
-    log_report_artifacts(id_files, [report_file], store.parent / "done.json")
+        f = store.parent / f"{model}_run.json"  # what reid train writes beside model.pt
+        f.write_text(json.dumps({"dataset": "synthetic", "model": model, "seed": 0, "config_hash": "c0ffee",
+                                 "tracking": "mlflow", "mlflow_run_id": rid}))
+        info_files.append(f)
+    log_report_artifacts(info_files, [report_file], store.parent / "done.json")
     for rid in runs.values():
         assert [a.path for a in client.list_artifacts(rid, "report")] == [f"report/{report_file.name}"]
     return exp_id, runs, evals

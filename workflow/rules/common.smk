@@ -72,7 +72,16 @@ def _local_gpus():
 # once; on a machine without a GPU (device auto) the jobs ask for none and run side by side on the
 # CPU cores. profiles/slurm sets gpu: 1 for them whatever the submit host has.
 LOCAL_GPUS = _local_gpus()
-GPU_PER_JOB = 0 if config["train"]["device"] == "cpu" or (config["train"]["device"] == "auto" and not LOCAL_GPUS) else 1
+
+
+def _gpus_for(device):
+    return 0 if device == "cpu" or (device == "auto" and not LOCAL_GPUS) else 1
+
+
+GPU_PER_JOB = _gpus_for(config["train"]["device"])
+# extraction runs where evaluate.device says, as training by default
+EXTRACT_DEVICE = config["evaluate"]["device"] or config["train"]["device"]
+EXTRACT_GPUS = _gpus_for(EXTRACT_DEVICE)
 
 
 def evaluate_mem_mb(wildcards, input):

@@ -14,7 +14,6 @@ wildcard_constraints:
 rule extract_cross_domain:
     input:
         model=f"{TRAIN_RUN}/model.pt",
-        run_id=f"{TRAIN_RUN}/mlflow_run_id",
         # B is laid out and verified; A's mean image normalises B's images as the model was trained
         data="data/{test}.manifest.json",
         report="results/{test}/dataset.json",
@@ -25,18 +24,18 @@ rule extract_cross_domain:
         "results/logs/extract_cross_domain/{train}_to_{test}/{model}-seed{seed}.log",
     threads: JOB_THREADS
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=EXTRACT_GPUS,
         mem_mb=8000,
         runtime=60,
         batch_size=config["evaluate"]["batch_size"],
-        device=config["train"]["device"],
+        device=EXTRACT_DEVICE,
     conda:
         "../../envs/reid.yaml"
     params:
         flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.test} "
-        "--mean-image {input.mean_image} --run-id-file {input.run_id} "
+        "--mean-image {input.mean_image} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
@@ -44,7 +43,7 @@ rule extract_cross_domain:
 rule evaluate_cross_domain:
     input:
         features=f"{CROSS_DIR}/features.pt",
-        run_id=f"{TRAIN_RUN}/mlflow_run_id",
+        run_info=f"{TRAIN_RUN}/run.json",
     output:
         metrics=f"{CROSS_DIR}/metrics.json",
         per_query=f"{CROSS_DIR}/per_query.csv",
@@ -63,7 +62,7 @@ rule evaluate_cross_domain:
         rerank=section("evaluate", "rerank"),
         bootstrap=section("evaluate", "bootstrap"),
     shell:
-        "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
+        "python -m reid evaluate --features {input.features} --run-info {input.run_info} "
         "--test-dataset {wildcards.test} "
         "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
         "--memory-gb {resources.evaluate_memory_gb} "
@@ -72,6 +71,7 @@ rule evaluate_cross_domain:
 
 rule table_cross_domain:
     """Rows: model and training set; columns: test sets; the diagonal: in-domain (results/A/...)."""
+    localrule: True
     input:
         cross=lambda wc: cross_domain_files("metrics.json"),
         # the diagonal: each training set's in-domain runs (a test-only dataset has no row, so none)

@@ -32,6 +32,7 @@ rule synthesize:
 
 
 rule fetch_dataset:
+    localrule: True
     output:
         "resources/{archive}",
     log:
@@ -88,6 +89,7 @@ rule verify_dataset:
 
 
 rule fetch_weights:
+    localrule: True
     output:
         (_missing([config["model"]["pretrained"]]) or ["resources/no-pretrained-weights-to-fetch"])[0],
     log:

@@ -4,7 +4,6 @@
 rule extract:
     input:
         model=f"{RUN_DIR}/model.pt",
-        run_id=f"{RUN_DIR}/mlflow_run_id",
         data=DATASET,
         mean_image="results/{dataset}/mean_image.pt",
     output:
@@ -13,19 +12,19 @@ rule extract:
         "results/logs/extract/{dataset}/{model}-seed{seed}.log",
     threads: JOB_THREADS
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=EXTRACT_GPUS,
         mem_mb=8000,
         runtime=60,
         # how extraction runs, not what it computes: resources, not params (docs/reruns.md)
         batch_size=config["evaluate"]["batch_size"],
-        device=config["train"]["device"],
+        device=EXTRACT_DEVICE,
     conda:
         "../../envs/reid.yaml"
     params:
         flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
-        "--mean-image {input.mean_image} --run-id-file {input.run_id} "
+        "--mean-image {input.mean_image} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
@@ -33,7 +32,7 @@ rule extract:
 rule evaluate:
     input:
         features=f"{RUN_DIR}/features.pt",
-        run_id=f"{RUN_DIR}/mlflow_run_id",
+        run_info=f"{RUN_DIR}/run.json",
     output:
         metrics=f"{RUN_DIR}/metrics.json",
         per_query=f"{RUN_DIR}/per_query.csv",
@@ -56,7 +55,7 @@ rule evaluate:
         rerank=section("evaluate", "rerank"),
         bootstrap=section("evaluate", "bootstrap"),
     shell:
-        "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
+        "python -m reid evaluate --features {input.features} --run-info {input.run_info} "
         "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
         "--memory-gb {resources.evaluate_memory_gb} "
         "--threads {threads} --out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"

@@ -26,7 +26,7 @@ rule train_reading:
     output:
         model=f"{READING_DIR}/model.pt",
         history=f"{READING_DIR}/history.csv",
-        run_id=f"{READING_DIR}/mlflow_run_id",
+        run_info=f"{READING_DIR}/run.json",
     log:
         "results/logs/readings/train/{dataset}/{reading}-seed{seed}.log",
     threads: READING_THREADS
@@ -55,7 +55,6 @@ rule train_reading:
 rule extract_reading:
     input:
         model=f"{READING_DIR}/model.pt",
-        run_id=f"{READING_DIR}/mlflow_run_id",
         data=DATASET,
         mean_image="results/{dataset}/mean_image.pt",
     output:
@@ -64,18 +63,18 @@ rule extract_reading:
         "results/logs/readings/extract/{dataset}/{reading}-seed{seed}-{embedding}.log",
     threads: READING_THREADS
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=EXTRACT_GPUS,
         mem_mb=8000,
         runtime=60,
         batch_size=config["evaluate"]["batch_size"],
-        device=config["train"]["device"],
+        device=EXTRACT_DEVICE,
     conda:
         "../../envs/reid.yaml"
     params:
         flip="--flip" if config["evaluate"]["flip"] else "",
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
-        "--mean-image {input.mean_image} --run-id-file {input.run_id} --test-embedding {wildcards.embedding} "
+        "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
@@ -83,7 +82,7 @@ rule extract_reading:
 rule evaluate_reading:
     input:
         features=f"{READING_DIR}/{{embedding}}/features.pt",
-        run_id=f"{READING_DIR}/mlflow_run_id",
+        run_info=f"{READING_DIR}/run.json",
     output:
         metrics=f"{READING_DIR}/{{embedding}}/metrics.json",
         per_query=f"{READING_DIR}/{{embedding}}/per_query.csv",
@@ -101,7 +100,7 @@ rule evaluate_reading:
         rerank=section("evaluate", "rerank"),
         bootstrap=section("evaluate", "bootstrap"),
     shell:
-        "python -m reid evaluate --features {input.features} --run-id-file {input.run_id} "
+        "python -m reid evaluate --features {input.features} --run-info {input.run_info} "
         "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
         "--threads {threads} "
         "--out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
@@ -109,6 +108,7 @@ rule evaluate_reading:
 
 rule table_readings:
     """The readings ablation table: every reading and test embedding against the baseline."""
+    localrule: True
     input:
         metrics=READINGS_DEF.evaluation_files(READINGS_DATASET, SEEDS, "metrics.json"),
         per_query=READINGS_DEF.evaluation_files(READINGS_DATASET, SEEDS, "per_query.csv"),

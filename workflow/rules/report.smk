@@ -2,22 +2,15 @@
 # upload to MLflow. Every rule is a thin call of `python -m reid <verb>`; the logic is in reid/report/.
 # Tables read metrics.json files only. The dataset behind each table is config `report:`; the
 # dataset's `dataset.<name>` section travels as JSON so the caption can say what the data really is.
+# What other files use (CAPTIONS, REPORT_TARGETS, ...) is in report_helpers.smk.
 
-import json
-
-# report() captions; paths in a rule file are relative to it
-CAPTIONS = "../../reid/report/captions"
-
-
-# A table whose report key is null is skipped (not in REPORT_TARGETS; asked for by name, it is refused).
-REPORT_DATASETS = sorted({*config["datasets"], *_table_datasets(1), *_table_datasets(2), *_table_datasets(3)})
-REPORT_TABLES = [n for n in (1, 2, 3) if _table_datasets(n)]
 FIGURE_MODELS = _pair(["baseline", "mutual"]) or config["models"][:2]
 FIGURE_SEED = config["seeds"][0]
 
 
 rule comparisons:
     """Intervals over seeds and query identities, and the paired difference of every pair of models."""
+    localrule: True
     input:
         metrics=lambda w: _run_files("metrics.json", [w.dataset]),
         per_query=lambda w: _run_files("per_query.csv", [w.dataset]),
@@ -35,6 +28,7 @@ rule comparisons:
 
 
 rule table1:
+    localrule: True
     input:
         metrics=lambda wc: _table_metrics(1, ["mutual"]),
         comparisons=lambda wc: _table_comparisons(1),
@@ -55,6 +49,7 @@ rule table1:
 
 
 rule table2:
+    localrule: True
     input:
         metrics=lambda wc: _table_metrics(2),
         comparisons=lambda wc: _table_comparisons(2),
@@ -78,6 +73,7 @@ rule table2:
 
 
 rule table3:
+    localrule: True
     input:
         metrics=lambda wc: _table_metrics(3),
         comparisons=lambda wc: _table_comparisons(3),
@@ -110,6 +106,7 @@ FIGURE_LABELS = " ".join(
 
 
 rule figure_losses:
+    localrule: True
     input:
         _figure_runs("history.csv"),
     output:
@@ -129,6 +126,7 @@ rule figure_losses:
 
 
 rule figure_cmc:
+    localrule: True
     input:
         _run_files("metrics.json", ["{dataset}"]),
     output:
@@ -146,6 +144,7 @@ rule figure_cmc:
 
 
 rule figure_ranked:
+    localrule: True
     input:
         features=_figure_runs("features.pt"),
         data=DATASET,
@@ -166,6 +165,7 @@ rule figure_ranked:
 
 
 rule figure_attention:
+    localrule: True
     input:
         models=_figure_runs("model.pt"),
         features=_figure_runs("features.pt")[0],
@@ -190,14 +190,12 @@ rule figure_attention:
 
 # ---------------------------------------------------------------- MLflow artifacts
 
-FIGURE_KINDS = ("losses", "cmc", "ranked", "attention")
-
-
 rule report_mlflow:
     """Attach the tables and figures of one dataset to each of its MLflow runs (artifact folder report/)."""
+    localrule: True
     input:
         files=lambda w: _report_files_of(w.dataset),
-        run_ids=lambda w: _run_files("mlflow_run_id", [w.dataset]),
+        run_info=lambda w: _run_files("run.json", [w.dataset]),
     output:
         "results/report/mlflow_{dataset}.json",
     log:
@@ -205,19 +203,5 @@ rule report_mlflow:
     conda:
         "../../envs/reid.yaml"
     shell:
-        "python -m reid report-mlflow --run-id-files {input.run_ids} --files {input.files} "
+        "python -m reid report-mlflow --run-info {input.run_info} --files {input.files} "
         "--done {output} > {log} 2>&1"
-
-
-# What `rule all` asks for: every table, every figure, and their upload to MLflow.
-REPORT_TARGETS = (
-    [f"results/tables/table{n}.{ext}" for n in REPORT_TABLES for ext in ("md", "html")]
-    + [f"results/figures/{kind}_{d}.png" for kind in FIGURE_KINDS for d in config["datasets"]]
-    + [f"results/report/mlflow_{d}.json" for d in REPORT_DATASETS]
-)
-
-
-rule report_all:
-    """All report outputs: `snakemake report_all` (rule all can simply list REPORT_TARGETS)."""
-    input:
-        REPORT_TARGETS,

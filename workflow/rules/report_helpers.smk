@@ -1,4 +1,6 @@
 # Functions used by report.smk (kept apart from the rules, as `snakemake --lint` asks).
+import json
+
 from reid.config import result_keys
 
 
@@ -77,3 +79,21 @@ def _report_files_of(dataset):
     figures = [f"results/figures/{kind}_{dataset}.png" for kind in FIGURE_KINDS] if dataset in config["datasets"] else []
     comparisons = [f"results/{dataset}/comparisons.json"] if tables else []
     return tables + comparisons + figures
+
+
+# ---------------------------------------------------------------- shared with report.smk, readings.smk and
+# the Snakefile (defined here, in a helper file, so that the rule files can be included in any order)
+
+# report() captions; paths in a rule file are relative to it (all rule files are in workflow/rules/)
+CAPTIONS = "../../reid/report/captions"
+# A table whose report key is null is skipped (not in REPORT_TARGETS; asked for by name, it is refused).
+REPORT_DATASETS = sorted({*config["datasets"], *_table_datasets(1), *_table_datasets(2), *_table_datasets(3)})
+REPORT_TABLES = [n for n in (1, 2, 3) if _table_datasets(n)]
+FIGURE_KINDS = ("losses", "cmc", "ranked", "attention")
+
+# What the default target asks for: every table, every figure, and (with mlflow.enabled) their upload to MLflow.
+REPORT_TARGETS = (
+    [f"results/tables/table{n}.{ext}" for n in REPORT_TABLES for ext in ("md", "html")]
+    + [f"results/figures/{kind}_{d}.png" for kind in FIGURE_KINDS for d in config["datasets"]]
+    + ([f"results/report/mlflow_{d}.json" for d in REPORT_DATASETS] if config["mlflow"]["enabled"] else [])
+)

@@ -2,7 +2,9 @@
 # keeps it when the job fails and a re-run resumes from the last epoch (reid/checkpoint.py).
 # params hold the result keys only: changing one reruns the job. Workers and device change how it
 # runs, not its numbers: they are resources (which Snakemake does not compare), and the MLflow
-# settings reach every job through the environment the Snakefile sets (docs/reruns.md).
+# settings (mlflow.enabled included) reach every job through the environment the Snakefile sets
+# (docs/reruns.md). run.json, written last, is the run's provenance: what later rules read instead
+# of asking the tracker (reid.files.load_run_info).
 
 
 rule train:
@@ -14,7 +16,7 @@ rule train:
     output:
         model=f"{RUN_DIR}/model.pt",
         history=f"{RUN_DIR}/history.csv",
-        run_id=f"{RUN_DIR}/mlflow_run_id",
+        run_info=f"{RUN_DIR}/run.json",
     log:
         "results/logs/train/{dataset}/{model}-seed{seed}.log",
     threads: JOB_THREADS
