@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
-from reid import io
-from reid.config import ConfigError, parse_json_arg, validate_section
+from reid.config import ConfigError, parse_json_arg
 from reid.tracking import TRACKERS
 
 
@@ -54,136 +52,36 @@ def cmd_init_tracking(args) -> None:
 
 
 def cmd_synthesize(args) -> None:
-    from reid.data.install import install_failed_note, replace_dir, work_dir, write_manifest
-    from reid.data.synthetic import Difficulty, synthesize
+    from reid.data.synthetic import synthesize_dataset
 
-    params = dict(args.params)
-    knobs = params.pop("difficulty", {}) or {}
-    difficulty = Difficulty(**{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()})
-    out = Path(args.out)
-    if out.exists() and not args.manifest:
-        raise SystemExit(f"{out}: already exists; remove it first to regenerate (or give --manifest)")
-    existed = out.is_dir()
-    work = work_dir(out, "synthesize")
-    try:
-        summary = synthesize(work / "staged", **params, difficulty=difficulty)
-        replace_dir(work / "staged", out, work)  # the previous dataset stays until this one is complete
-    except BaseException:
-        print(install_failed_note(out, existed), file=sys.stderr)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if args.manifest:
-        write_manifest(out, args.manifest, {"synthetic": args.params})
+    summary = synthesize_dataset(args.out, args.params, args.manifest)
     print(json.dumps(summary, indent=2))
 
 
 def cmd_fetch(args) -> None:
     """A dataset archive (spec is a `dataset.<name>` section) or weights file, placed by the user or downloaded."""
-    from reid.data.fetch import fetch_file, torchvision_sha256_prefix
-    from reid.data.kinds import kind_of
+    from reid.data.fetch import fetch_spec
 
-    spec = args.spec
-    if "source" in spec or "kind" in spec:  # a dataset archive: config 'dataset.<name>'
-        validate_section(spec, "$defs.dataset", "--spec (config 'dataset.<name>')")
-        if spec["source"] != "archive":
-            raise ConfigError(f"--spec (config 'dataset.<name>'): fetch needs source 'archive', got {spec['source']!r}")
-    else:  # ImageNet weights: what the fetch_weights rule passes
-        unknown = sorted(set(spec) - {"archive", "url", "sha256"})
-        if unknown or not isinstance(spec.get("archive"), str) or not spec["archive"]:
-            raise ConfigError("--spec (weights): expected keys 'archive' (a file name, required), 'url', 'sha256'; "
-                              + (f"unexpected key(s) {', '.join(unknown)}" if unknown else "'archive' is missing"))
-    name = spec["archive"]
-    if spec.get("source"):
-        how_to_get = kind_of(spec).how_to_get
-        prefix = None
-    else:
-        how_to_get = (f"ImageNet weights: download {spec['url']}" if spec.get("url") else
-                      "ImageNet weights: torchvision's files are listed in its documentation "
-                      "(e.g. https://download.pytorch.org/models/resnet50-0676ba61.pth)")
-        prefix = None if spec.get("sha256") else torchvision_sha256_prefix(name)
-    path = fetch_file(name, Path(args.resources), url=spec.get("url"), md5=spec.get("md5"),
-                      sha256=spec.get("sha256"), sha256_prefix=prefix, how_to_get=how_to_get)
+    path = fetch_spec(args.spec, Path(args.resources))
     print(f"{path}: present and verified")
 
 
 def cmd_prepare(args) -> None:
-    from reid.data.fetch import verify_checksum
-    from reid.data.install import install_failed_note, write_manifest
-    from reid.data.prepare import prepare_dataset
-    from reid.data.verify import DatasetVerificationError
+    from reid.data.prepare import prepare_into
 
-    spec = args.spec
-    source, out = Path(args.source), Path(args.out)
-    existed = out.is_dir()
-    failed = Path(args.failed_report) if args.failed_report else Path(f"{args.out}.failed.json")
-    try:
-        sums = None
-        if spec["source"] == "archive":
-            sums = verify_checksum(source, md5=spec.get("md5"), sha256=spec.get("sha256"))
-        try:
-            report = prepare_dataset(source, spec.get("kind"), out, custom=bool(spec.get("custom", False)))
-        except DatasetVerificationError as e:
-            _write_failed_report(e, failed)
-            raise
-    except BaseException:
-        print(install_failed_note(out, existed), file=sys.stderr)
-        raise
-    _remove_stale_failed_report(failed)
-    if args.manifest:
-        write_manifest(out, args.manifest, {**report["source"], **(sums or {}),
-                                            "custom": bool(spec.get("custom", False))})
-    print(json.dumps(report["source"], indent=2, sort_keys=True))
-    print(f"{args.out}: laid out in Market-1501 layout from {source}")
-
-
-def failed_report_path(report: str | Path) -> Path:
-    """Where a failed verification writes its report: ``dataset.failed.json`` beside ``dataset.json``.
-
-    Not the rule's declared output, which Snakemake deletes when the job fails."""
-    report = Path(report)
-    return report.with_name(f"{report.stem}.failed{report.suffix or '.json'}")
-
-
-def _write_failed_report(error, path: Path) -> None:
-    """Write a DatasetVerificationError's report to ``path`` and name it in the error's message."""
-    report = {**error.report, "ok": False}
-    io.write_text(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    error.args = (f"{error.args[0]}\nThe full report (undecodable images, malformed names, ...) is in {path}",)
-
-
-def _remove_stale_failed_report(path: Path) -> None:
-    if path.exists():
-        path.unlink()  # a report of a failure this run has fixed would mislead
-        print(f"{path}: removed (the report of an earlier failed verification)")
+    source = prepare_into(args.spec, Path(args.source), Path(args.out),
+                          failed_report=Path(args.failed_report) if args.failed_report else None,
+                          manifest=args.manifest)
+    print(json.dumps(source, indent=2, sort_keys=True))
+    print(f"{args.out}: laid out in Market-1501 layout from {args.source}")
 
 
 def cmd_verify(args) -> None:
-    from reid.data.market import TRAIN_DIR, scan_split
-    from reid.data.transforms import compute_mean_image, save_mean_image
-    from reid.data.verify import DatasetVerificationError, verify_dataset
+    from reid.data.verify import verify_into
 
-    spec = args.spec
-    kind = None if spec["source"] == "synthetic" else spec.get("kind")
-    failed = failed_report_path(args.report)
-    try:
-        report = verify_dataset(Path(args.data), kind, bool(spec.get("custom", False)))
-    except DatasetVerificationError as e:
-        e.report["dataset"] = args.dataset
-        _write_failed_report(e, failed)
-        raise
-    if args.manifest:
-        from reid.data.install import check_manifest
-
-        # a dataset that verifies but is not what its rule installed (edited by hand since) stops here
-        check_manifest(args.data, args.manifest)
-    report["dataset"] = args.dataset
-    train = [r.path for r in scan_split(Path(args.data) / TRAIN_DIR) if r.pid > 0]
-    stats = compute_mean_image(train)
-    save_mean_image(stats, args.mean_image)
-    io.write_text(args.report, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    _remove_stale_failed_report(failed)
-    print(f"{args.data}: verified; report {args.report}; mean image of {len(train)} training images")
+    images = verify_into(args.dataset, args.spec, Path(args.data), Path(args.report), Path(args.mean_image),
+                         manifest=args.manifest)
+    print(f"{args.data}: verified; report {args.report}; mean image of {images} training images")
 
 
 def cmd_train(args) -> None:

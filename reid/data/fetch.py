@@ -288,3 +288,37 @@ def _log_unverified(path: Path, digests: dict[str, str], md5, sha256, sha256_pre
             digests["md5"],
             digests["sha256"],
         )
+
+
+def fetch_spec(spec: dict, resources: Path) -> Path:
+    """``reid fetch``: the file a rule's ``--spec`` names, under ``resources``, present and verified.
+
+    ``spec`` is a dataset's config section ``dataset.<name>`` (source ``archive``: its archive,
+    checked against md5/sha256) or, for ImageNet weights, ``{"archive", "url", "sha256"}`` (without a
+    sha256, torchvision's hash-prefix rule checks the file). Raises reid.config.ConfigError for a
+    spec that is neither, and as fetch_file.
+    """
+    from reid.config import ConfigError, validate_section
+    from reid.data.kinds import kind_of
+
+    if "source" in spec or "kind" in spec:  # a dataset archive: config 'dataset.<name>'
+        validate_section(spec, "$defs.dataset", "--spec (config 'dataset.<name>')")
+        if spec["source"] != "archive":
+            raise ConfigError(f"--spec (config 'dataset.<name>'): fetch needs source 'archive', got {spec['source']!r}")
+    else:  # ImageNet weights: what the fetch_weights rule passes
+        unknown = sorted(set(spec) - {"archive", "url", "sha256"})
+        if unknown or not isinstance(spec.get("archive"), str) or not spec["archive"]:
+            raise ConfigError("--spec (weights): expected keys 'archive' (a file name, required), 'url', 'sha256'; "
+                              + (f"unexpected key(s) {', '.join(unknown)}" if unknown else "'archive' is missing"))
+    name = spec["archive"]
+    if spec.get("source"):
+        how_to_get = kind_of(spec).how_to_get
+        prefix = None
+    else:
+        how_to_get = (f"ImageNet weights: download {spec['url']}" if spec.get("url") else
+                      "ImageNet weights: torchvision's files are listed in its documentation "
+                      "(e.g. https://download.pytorch.org/models/resnet50-0676ba61.pth)")
+        prefix = None if spec.get("sha256") else torchvision_sha256_prefix(name)
+    return fetch_file(name, Path(resources), url=spec.get("url"), md5=spec.get("md5"),
+                      sha256=spec.get("sha256"), sha256_prefix=prefix, how_to_get=how_to_get)
+

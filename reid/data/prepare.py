@@ -98,3 +98,39 @@ def prepare_dataset(
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def prepare_into(spec: dict, source: Path, out: Path, failed_report: Path | None = None,
+                 manifest: str | Path | None = None) -> dict:
+    """``reid prepare``: the archive (checksums of config section ``spec`` checked first) or folder
+    ``source`` laid out in Market-1501 layout at ``out`` and verified (prepare_dataset); then the
+    ``manifest`` when given. Returns the report's ``source`` section.
+
+    A failed verification writes its full report to ``failed_report`` (default ``<out>.failed.json``)
+    and raises; any failure keeps the previous ``out`` and says so on stderr.
+    """
+    import sys
+
+    from reid.data.fetch import verify_checksum
+    from reid.data.install import install_failed_note, write_manifest
+    from reid.data.verify import remove_stale_failed_report, write_failed_report
+
+    existed = out.is_dir()
+    failed = failed_report or Path(f"{out}.failed.json")
+    try:
+        sums = None
+        if spec["source"] == "archive":
+            sums = verify_checksum(source, md5=spec.get("md5"), sha256=spec.get("sha256"))
+        try:
+            report = prepare_dataset(source, spec.get("kind"), out, custom=bool(spec.get("custom", False)))
+        except DatasetVerificationError as e:
+            write_failed_report(e, failed)
+            raise
+    except BaseException:
+        print(install_failed_note(out, existed), file=sys.stderr)
+        raise
+    remove_stale_failed_report(failed)
+    if manifest:
+        write_manifest(out, manifest, {**report["source"], **(sums or {}), "custom": bool(spec.get("custom", False))})
+    return report["source"]
+

@@ -368,3 +368,37 @@ def synthesize(root: str | Path, *, seed: int, train_ids: int, test_ids: int, ca
         "height": height,
         "width": width,
     }
+
+
+def synthesize_dataset(out: str | Path, params: dict, manifest: str | Path | None = None) -> dict:
+    """``reid synthesize``: the synthetic dataset of config ``synthetic`` (``params``, its
+    ``difficulty`` knobs included) written to ``out`` in Market-1501 layout; returns its summary.
+
+    The new dataset is built beside ``out`` and swapped in only once complete (reid.data.install),
+    so a failure keeps the previous one. Without ``manifest`` an existing ``out`` is refused
+    (FileExistsError); with it, ``out`` is replaced and the manifest written afterwards.
+    """
+    import sys
+
+    from reid.data.install import install_failed_note, replace_dir, work_dir, write_manifest
+
+    given, params = params, dict(params)
+    knobs = params.pop("difficulty", {}) or {}
+    difficulty = Difficulty(**{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()})
+    out = Path(out)
+    if out.exists() and not manifest:
+        raise FileExistsError(f"{out}: already exists; remove it first to regenerate (or give --manifest)")
+    existed = out.is_dir()
+    work = work_dir(out, "synthesize")
+    try:
+        summary = synthesize(work / "staged", **params, difficulty=difficulty)
+        replace_dir(work / "staged", out, work)  # the previous dataset stays until this one is complete
+    except BaseException:
+        print(install_failed_note(out, existed), file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if manifest:
+        write_manifest(out, manifest, {"synthetic": given})
+    return summary
+

@@ -301,3 +301,68 @@ def verify_dataset(
         )
         raise DatasetVerificationError(f"{root}: dataset verification failed:\n  {listed}{more}{hint}", report)
     return report
+
+
+# ---------------------------------------------------------------------------------------------- the verify step
+
+
+def failed_report_path(report: str | Path) -> Path:
+    """Where a failed verification writes its report: ``dataset.failed.json`` beside ``dataset.json``.
+
+    Not the rule's declared output, which Snakemake deletes when the job fails."""
+    report = Path(report)
+    return report.with_name(f"{report.stem}.failed{report.suffix or '.json'}")
+
+
+def write_failed_report(error: DatasetVerificationError, path: Path) -> None:
+    """Write a DatasetVerificationError's report to ``path`` and name it in the error's message."""
+    import json
+
+    from reid import io
+
+    report = {**error.report, "ok": False}
+    io.write_text(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    error.args = (f"{error.args[0]}\nThe full report (undecodable images, malformed names, ...) is in {path}",)
+
+
+def remove_stale_failed_report(path: Path) -> None:
+    if path.exists():
+        path.unlink()  # a report of a failure this run has fixed would mislead
+        print(f"{path}: removed (the report of an earlier failed verification)")
+
+
+def verify_into(dataset: str, spec: dict, data: Path, report_path: Path, mean_image: Path,
+                manifest: str | Path | None = None) -> int:
+    """``reid verify``: verify ``data`` (config section ``spec`` = ``dataset.<name>``), check it against
+    its ``manifest`` when given, write the report ``report_path`` and the training mean image;
+    returns the number of training images the mean is taken over.
+
+    A failed verification raises DatasetVerificationError after writing its full report to
+    :func:`failed_report_path`; a later success removes that stale report.
+    """
+    import json
+
+    from reid import io
+    from reid.data.market import TRAIN_DIR, scan_split
+    from reid.data.transforms import compute_mean_image, save_mean_image
+
+    kind = None if spec["source"] == "synthetic" else spec.get("kind")
+    failed = failed_report_path(report_path)
+    try:
+        report = verify_dataset(Path(data), kind, bool(spec.get("custom", False)))
+    except DatasetVerificationError as e:
+        e.report["dataset"] = dataset
+        write_failed_report(e, failed)
+        raise
+    if manifest:
+        from reid.data.install import check_manifest
+
+        # a dataset that verifies but is not what its rule installed (edited by hand since) stops here
+        check_manifest(data, manifest)
+    report["dataset"] = dataset
+    train = [r.path for r in scan_split(Path(data) / TRAIN_DIR) if r.pid > 0]
+    save_mean_image(compute_mean_image(train), mean_image)
+    io.write_text(report_path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    remove_stale_failed_report(failed)
+    return len(train)
+

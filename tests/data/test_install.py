@@ -59,8 +59,10 @@ def test_synthesize_with_a_manifest_replaces_the_previous_dataset_only_when_the_
     assert not (out / "query" / "keep-me.txt").exists() and check_manifest(out, manifest)["files"] == first["files"]
 
 
-def test_synthesize_without_a_manifest_still_refuses_an_existing_folder(tmp_path):
+def test_synthesize_without_a_manifest_still_refuses_an_existing_folder(tmp_path, capsys):
     out = tmp_path / "synthetic"
     out.mkdir()
-    with pytest.raises(SystemExit, match="already exists"):
-        main(["synthesize", "--out", str(out), "--params", json.dumps(TINY)])
+    (out / "keep.txt").write_text("mine")
+    assert main(["synthesize", "--out", str(out), "--params", json.dumps(TINY)]) == 1
+    assert f"{out}: already exists" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
