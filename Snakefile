@@ -11,13 +11,15 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 sys.path.insert(0, workflow.basedir)
-from reid import tracking  # noqa: E402
+from reid import plugins, tracking, variants  # noqa: E402
 from reid.config import check_references, typed_overrides  # noqa: E402
 
 # `--config key=value` values reach here as Snakemake parses them (in lists and mappings every item
 # is a string: seeds=[0,1] gives ['0', '1']); read them as YAML, as the config file is, first.
 update_config(config, typed_overrides(workflow.config_settings.config))
 validate(config, schema="workflow/schemas/config.schema.yaml")
+# imports config `plugins:` and registers `custom_models:` first (reid.plugins), then checks every
+# model and dataset kind against the registries
 check_references(config, "config")
 
 # Every job sees what this Snakemake sees, through the environment it inherits (on SLURM through
@@ -25,6 +27,8 @@ check_references(config, "config")
 # conda environment, under --sdm conda, is put before it when the job starts), the MLflow store and
 # experiment prefix, and one id per workflow invocation. See reid.tracking.job_environment.
 os.environ.update(tracking.job_environment(config["mlflow"], sys.executable, os.environ))
+# ... and the same plug-ins and custom models as this Snakemake (REID_PLUGINS, read by reid.cli.main)
+os.environ.update(plugins.environment(config))
 
 DATASETS = config["datasets"]
 MODELS = config["models"]
@@ -39,7 +43,7 @@ JOB_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(MODELS) * len(SE
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
-    model=r"ide|baseline|self_attention|mutual",
+    model=variants.wildcard_pattern(),  # every registered variant: built-in, plug-in, custom_models
     seed=r"\d+",
 
 

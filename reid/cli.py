@@ -96,6 +96,13 @@ def cmd_train(args) -> None:
         variant, model_cfg = chosen.variant, chosen.model_config(model_cfg)
     elif variant is None:
         raise ConfigError("train: give --model or --reading")
+    if args.custom_model is not None:
+        from reid.plugins import register_custom
+
+        register_custom(variant, args.custom_model, "--custom-model")
+    from reid.variants import get_variant
+
+    get_variant(variant)  # an unknown name stops here, naming the known ones
     # workers and device change how training runs, not its numbers: the workflow passes them apart
     # from the JSON section (which the schema completed with their defaults), so that changing them
     # reruns nothing (reid.config.RUNTIME_KEYS)
@@ -103,7 +110,7 @@ def cmd_train(args) -> None:
                                          if v is not None}}
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
                     variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=train_cfg,
-                    tracker=_tracker(args),
+                    custom_model=args.custom_model, tracker=_tracker(args),
                     outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                     checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)
     last = history[-1] if history else {}
@@ -228,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train one model variant with one seed")
     s.add_argument("--dataset", required=True)
-    s.add_argument("--model", choices=["ide", "baseline", "self_attention", "mutual"])
+    s.add_argument("--model", help="a model variant (reid.variants: built-in, plug-in or custom_models)")
+    s.add_argument("--custom-model", type=_json("--custom-model (config 'custom_models.<name>')"), default=None,
+                   help='JSON {"entry": "package.module:function"}: --model is this custom model (config custom_models)')
     s.add_argument("--reading", default=None,
                    help="a reading of reid.readings (replaces --model: its variant and model keys)")
     s.add_argument("--seed", type=int, required=True)
@@ -325,10 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from reid import plugins
+
+    try:
+        # the plug-ins and custom models the Snakefile loaded (config plugins:, custom_models:)
+        plugins.load_from_environment()
+    except (ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, OSError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, OSError, ImportError) as e:
         # expected failures (bad input, missing files): the message names the file or key at fault
         print(f"error: {e}", file=sys.stderr)
         return 1

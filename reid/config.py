@@ -97,10 +97,14 @@ def check_references(config: dict, source: str = "config") -> None:
                               f"needs both, e.g. --configfile presets/paper.yaml presets/paper-market.yaml")
     _check_synthetic_overrides(config, source)
     _check_cross_domain(config, source)
+    _check_models(config, source)
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
     model = config["model"]
-    if "mutual" in config["models"] and model["identification_path"] == "pair" \
+    from reid.variants import REGISTRY
+
+    pair_path = any(REGISTRY[m].builtin and REGISTRY[m].attention == "mutual" for m in config["models"])
+    if pair_path and model["identification_path"] == "pair" \
             and model["test_embedding"] != "mutual_self":
         # caught here, before any job runs, rather than when the mutual model is built
         raise ConfigError(f"{source}: model.identification_path 'pair' needs model.test_embedding 'mutual_self' "
@@ -173,6 +177,34 @@ def _check_cross_domain(config: dict, source: str) -> None:
             raise ConfigError(f"{where}: its folder results/cross_domain/{folder}/ is also that of cross_domain[{j}] "
                               f"(train: {other['train']}, test: {other['test']}); rename one of the datasets")
         seen[folder] = i
+
+
+def _check_models(config: dict, source: str) -> None:
+    """Every name in ``models:`` is a registered variant (reid.variants), every ``dataset.*.kind`` a
+    registered kind (reid.data.kinds), once ``plugins:`` are imported and ``custom_models:``
+    registered (reid.plugins.load, idempotent). The schema checks only the names' form, so that
+    registered names pass it."""
+    from reid import plugins, variants
+
+    try:
+        plugins.load(config.get("plugins") or [], config.get("custom_models") or {}, source)
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+    except ValueError as e:
+        raise ConfigError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
+    from reid.data.kinds import REGISTRY as KINDS
+
+    for name, spec in (config.get("dataset") or {}).items():
+        kind = spec.get("kind") if isinstance(spec, dict) and spec.get("source") != "synthetic" else None
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(f"{source}: dataset.{name}.kind: unknown dataset kind {kind!r}; known: "
+                              f"{', '.join(sorted(KINDS))} (or register one from a module listed in plugins:)")
+    for i, name in enumerate(config["models"]):
+        if name not in variants.REGISTRY:
+            raise ConfigError(f"{source}: models[{i}]: unknown model variant {name!r}; known: "
+                              f"{', '.join(variants.names())}. Define it under custom_models: "
+                              f"(custom_models.{name}.entry: package.module:function) or register it from a "
+                              f"module listed in plugins: (docs/extending.md)")
 
 
 def load(path: str | Path) -> dict:

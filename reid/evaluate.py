@@ -172,10 +172,13 @@ def cross_domain_inputs(inputs: dict, test_dataset: str | None) -> dict:
 def evaluation_settings(record: dict, features_meta: dict, *, max_rank: int, rerank: dict, bootstrap: dict) -> dict:
     """What makes one evaluation of a model differ from another (a tracker records them: MLflow's
     ``eval.*`` parameters): flip test, max rank, the test embedding, re-ranking and bootstrap."""
-    # only the mutual model has a choice of test path (ReIDModel._single_mode); extraction may have
+    # only a variant with several test embeddings has a choice (reid.variants); extraction may have
     # chosen another one than training did (reid extract --test-embedding): features.pt says which
-    variant = features_meta.get("variant")
-    test_embedding = features_meta.get("test_embedding", "single" if variant != "mutual" else "unknown")
+    from reid.variants import REGISTRY
+
+    variant = REGISTRY.get(str(features_meta.get("variant")))
+    chooses = variant is None or variant.chooses_test_embedding  # an unknown variant: cannot tell
+    test_embedding = features_meta.get("test_embedding", "unknown" if chooses else "single")
     return {"flip": bool(record.get("flip_test")), "max_rank": max_rank, "test_embedding": test_embedding,
             "rerank": {"k1": rerank["k1"], "k2": rerank["k2"], "lambda": rerank["lambda"]},
             "bootstrap": dict(bootstrap)}

@@ -19,15 +19,21 @@ import torch.nn.functional as F
 from reid import files, io
 from reid.data.market import Record, scan_dataset
 from reid.data.transforms import load_eval_transform
+from reid.models.custom import check_embedding
 from reid.models.runtime import autocast, load_trained_model, select_device
+from reid.variants import REGISTRY
 
 SPLIT_PREFIX = {"query": "query", "gallery": "gallery", "multi_query": "mq"}
 
 
 @torch.inference_mode()
 def embed_records(model, records: list[Record], transform, batch_size: int, device: torch.device,
-                  flip: bool = False, precision: str = "fp32") -> torch.Tensor:
-    """(N, D) float32 L2-normalised features; ``precision`` bf16 runs the model under bf16 autocast."""
+                  flip: bool = False, precision: str = "fp32", entry: str | None = None) -> torch.Tensor:
+    """(N, D) float32 L2-normalised features; ``precision`` bf16 runs the model under bf16 autocast.
+
+    ``entry``: a custom model's builder; each ``embed`` output is then checked to be (B, D)
+    (reid.models.custom.CustomModelError naming the entry otherwise).
+    """
     feats = []
     for start in range(0, len(records), batch_size):
         batch = torch.stack([transform(r.path) for r in records[start:start + batch_size]]).to(device)
@@ -36,7 +42,10 @@ def embed_records(model, records: list[Record], transform, batch_size: int, devi
         for view in views:
             view = view.contiguous(memory_format=torch.channels_last)  # 2-2.5x faster on CPU too
             with autocast(device, precision):
-                emb = emb + F.normalize(model.embed(view).float(), dim=1)
+                out = model.embed(view)
+                if entry is not None:
+                    check_embedding(out, view.shape[0], entry)
+                emb = emb + F.normalize(out.float(), dim=1)
         feats.append(F.normalize(emb, dim=1).cpu())
     if not feats:
         return torch.empty(0, 0)
@@ -53,7 +62,12 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     torch.set_num_threads(max(1, threads))
     dev = select_device(device)
     model, meta = load_trained_model(model_path, dev)
+    variant = REGISTRY.get(str(meta.get("variant")))
+    entry = meta["builder"]["entry"] if "builder" in meta else None
     if test_embedding is not None:
+        if not callable(getattr(model, "set_test_embedding", None)):
+            raise ValueError(f"{model_path}: model {meta.get('variant')!r} embeds test images one way only; "
+                             f"--test-embedding {test_embedding!r} does not apply")
         model.set_test_embedding(test_embedding)
     model.to(memory_format=torch.channels_last)
     transform = load_eval_transform(mean_image, meta["height"], meta["width"])
@@ -66,7 +80,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
         records = splits[split]
         t0 = time.perf_counter()
         result[f"{prefix}_feats"] = embed_records(model, records, transform, batch_size, dev, flip,
-                                                  meta.get("precision", "fp32"))
+                                                  meta.get("precision", "fp32"), entry)
         timings[split] = (len(records), time.perf_counter() - t0)
         result[f"{prefix}_pids"] = torch.tensor([r.pid for r in records], dtype=torch.long)
         result[f"{prefix}_camids"] = torch.tensor([r.camid for r in records], dtype=torch.long)
@@ -76,7 +90,8 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     result["meta"] = {k: str(meta[k]) for k in ("dataset", "variant", "seed", "config_hash")}
     result["meta"]["flip"] = "true" if flip else "false"
     result["meta"]["precision"] = str(meta.get("precision", "fp32"))
-    result["meta"]["test_embedding"] = model.test_embedding if model.variant == "mutual" else "single"
+    chooses = variant is not None and variant.chooses_test_embedding  # only then has the model a choice
+    result["meta"]["test_embedding"] = model.test_embedding if chooses else "single"
     io.torch_save(out, result)
     return {split: n for split, (n, _) in timings.items()}
 

@@ -171,7 +171,9 @@ def _check(ok: bool, path: Path, kind: str, problem: str) -> None:
 def load_model_file(path: str | Path) -> dict:
     """model.pt: ``{"state_dict": {name: tensor}, "meta": {...}}`` as written by ``reid train``.
 
-    ``meta`` holds at least model_kwargs (dict), height and width (int > 0). Raises as load_torch.
+    ``meta`` holds at least height and width (int > 0) and either model_kwargs (dict: a built-in
+    variant) or builder (dict with entry, num_classes, config: any other model, reid.models.custom).
+    Raises as load_torch.
     """
     import torch
 
@@ -182,8 +184,14 @@ def load_model_file(path: str | Path) -> dict:
     _check(isinstance(sd, dict) and sd and all(isinstance(v, torch.Tensor) for v in sd.values()), path, "model",
            "state_dict is not a non-empty dict of tensors")
     _check(isinstance(meta, dict), path, "model", "meta is not a dict")
-    _require(meta, ("model_kwargs", "height", "width"), path, "model")
-    _check(isinstance(meta["model_kwargs"], dict), path, "model", "meta.model_kwargs is not a dict")
+    _require(meta, ("model_kwargs" if "builder" not in meta else "builder", "height", "width"), path, "model")
+    if "builder" in meta:
+        builder = meta["builder"]
+        _check(isinstance(builder, dict) and isinstance(builder.get("entry"), str)
+               and isinstance(builder.get("num_classes"), int) and isinstance(builder.get("config"), dict),
+               path, "model", "meta.builder is not a dict with entry (str), num_classes (int) and config (dict)")
+    else:
+        _check(isinstance(meta["model_kwargs"], dict), path, "model", "meta.model_kwargs is not a dict")
     for key in ("height", "width"):
         _check(isinstance(meta[key], int) and meta[key] > 0, path, "model", f"meta.{key} is not a positive integer")
     return blob

@@ -368,7 +368,7 @@ def project_requirements() -> list[str]:
 
 
 def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[str, object],
-                      tags: Mapping[str, object]) -> str:
+                      tags: Mapping[str, object], extra_code_paths: Iterable[str] = ()) -> str:
     """Log ``net`` (a torch module) as an MLflow 3 LoggedModel of training run ``run_id``; returns its id.
 
     ``example``: a real input batch (torch tensor), from which the signature is inferred. The model
@@ -376,6 +376,7 @@ def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[s
     requirements, so ``mlflow.pyfunc.load_model("models:/<id>")`` works without this checkout. Its
     weights are stored once, under the experiment's ``models/<model_id>/artifacts/``; the run's
     own artifacts do not repeat them. The id is also set as the run's ``logged_model_id`` tag.
+    ``extra_code_paths``: source a custom model needs beside ``reid`` (reid.models.custom.code_paths).
     """
     import mlflow
     import mlflow.pytorch
@@ -390,7 +391,7 @@ def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[s
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             net, name=name, signature=signature, pip_requirements=project_requirements(),
-            code_paths=[str(REPO_ROOT / "reid")], serialization_format="pickle",
+            code_paths=[str(REPO_ROOT / "reid"), *extra_code_paths], serialization_format="pickle",
             params=_fit_params(client, run_id, {k: str(v) for k, v in params.items()}, MODEL_PARAMS_ARTIFACT),
             tags={k: str(v) for k, v in tags.items()})
     # the model's "Logged from" column: what ran, not the Python file that happened to be __main__
@@ -544,7 +545,7 @@ class TrainingRun:
 
     def on_trained(self, history_file: Path, exported_model) -> None:
         """Training finished and its files are written. ``exported_model()`` returns (net, example batch,
-        name, params, tags) of the trained model, built only when a tracker keeps models."""
+        name, params, tags, extra code paths) of the trained model, built only when a tracker keeps models."""
 
     def provenance(self) -> dict[str, str]:
         """What run.json records of this run besides the stage's own fields (MLflow: run and model ids)."""
@@ -595,8 +596,9 @@ class MlflowTrainingRun(TrainingRun):
     def on_trained(self, history_file: Path, exported_model) -> None:
         # the weights go to MLflow once, as the LoggedModel; the run keeps the history beside it
         log_artifacts([self.run_id], [history_file], artifact_path="training")
-        net, example, name, params, tags = exported_model()
-        self.model_id = log_trained_model(self.run_id, net, example, name=name, params=params, tags=tags)
+        net, example, name, params, tags, code_paths = exported_model()
+        self.model_id = log_trained_model(self.run_id, net, example, name=name, params=params, tags=tags,
+                                          extra_code_paths=code_paths)
 
     def provenance(self) -> dict[str, str]:
         return {"mlflow_run_id": self.run_id, "mlflow_experiment": self.experiment,

@@ -48,32 +48,27 @@ class TrainOutputs:
     run_info: Path  # run.json: the run's provenance (reid.files.load_run_info)
 
 
-def _model_kwargs(variant: str, num_classes: int, model_cfg: dict) -> dict:
-    return dict(variant=variant, num_classes=num_classes, backbone=model_cfg["backbone"],
-                embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
-                attention_layers=tuple(model_cfg["attention_layers"]),
-                test_embedding=model_cfg["test_embedding"], attention_norm=model_cfg.get("attention_norm", "rms"),
-                attention_init=model_cfg.get("attention_init", "kaiming"),
-                identification_path=model_cfg.get("identification_path", "single"),
-                verification_norm=model_cfg.get("verification_norm", "batchnorm"))
-
-
 def _sigterm_to_exit(signum, frame):
     raise SystemExit(f"terminated by signal {signum}")
 
 
 def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed: int,
           model_cfg: dict, train_cfg: dict, tracker: tracking.Tracker, outputs: TrainOutputs,
-          checkpoint_dir: Path, threads: int = 1, reading: str | None = None) -> dict:
+          checkpoint_dir: Path, threads: int = 1, reading: str | None = None,
+          custom_model: dict | None = None) -> dict:
     """Train one model, resuming from ``checkpoint_dir`` (see reid.checkpoint); returns the history rows.
 
     ``train_cfg`` is the config's ``train`` section (runtime keys ``workers`` and ``device``
     included), ``model_cfg`` its ``model`` section. The run is reported to ``tracker``
     (reid.tracking: MLflow, or the null tracker) and described in ``outputs.run_info`` (run.json),
     written last. ``reading`` (a name of reid.readings) names the run and tags it; ``model_cfg``
-    must already hold its overrides.
+    must already hold its overrides. ``variant`` is a name of the registry (reid.variants); a custom
+    model's builder gets ``{"model": model_cfg, "train": train_cfg, "custom_models": {variant:
+    custom_model}}`` (``custom_model``: its config ``custom_models.<variant>`` entry) and its output
+    is checked at every step (reid.models.custom).
     """
-    from reid.models import build_model
+    from reid.models import custom
+    from reid.variants import get_variant
 
     torch.set_num_threads(max(1, threads))
     device = select_device(train_cfg["device"])
@@ -91,10 +86,21 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
                                train_cfg["epochs"])
     resume = checkpoints.load()
 
+    spec = get_variant(variant)
+    build_config = {"model": model_cfg, "train": train_cfg}
+    if not spec.builtin:
+        build_config["custom_models"] = {variant: dict(custom_model or {"entry": spec.builder})}
     torch.manual_seed(seed)
-    kwargs = _model_kwargs(variant, len(pid_to_label), model_cfg)
-    model = build_model(**kwargs, pretrained=model_cfg.get("pretrained"),
-                        pretrained_sha256=model_cfg.get("pretrained_sha256"))
+    if spec.builtin:
+        model = spec.build(len(pid_to_label), build_config)
+        described = {"model_kwargs": dict(model.build_kwargs)}  # what reid.models.build_model rebuilds it from
+        check = None
+    else:
+        model = custom.build(spec, len(pid_to_label), build_config)
+        described = {"builder": custom.builder_meta(spec, len(pid_to_label), build_config)}
+
+        def check(out, batch):
+            custom.check_pair_output(out, batch, len(pid_to_label), spec.builder)
     model.to(device)
     model.to(memory_format=torch.channels_last)  # faster on CUDA and, measured here, ~1.7x on CPU
     optimizer = torch.optim.SGD(model.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
@@ -125,8 +131,8 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
             run.on_epoch_end(row)
         saver = _CheckpointSaver(checkpoints, model, optimizer, history, cuda, chash, run.run_id)
         fit(model, optimizer, data, train_cfg, device, history, start_epoch=resume.epochs_done,
-            callbacks=[run, saver])
-        meta = {"model_kwargs": kwargs, "height": train_cfg["height"], "width": train_cfg["width"],
+            callbacks=[run, saver], check=check)
+        meta = {**described, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
                 "precision": train_cfg.get("precision", "fp32"),
                 "label_to_pid": {v: k for k, v in pid_to_label.items()}}
@@ -166,15 +172,16 @@ class _CheckpointSaver:
 
 
 def fit(model, optimizer, data: PairDataset, cfg: dict, device, history: list[dict], *, start_epoch: int = 0,
-        callbacks=()) -> list[dict]:
+        callbacks=(), check=None) -> list[dict]:
     """The fit loop: epochs ``start_epoch`` to ``cfg["epochs"] - 1`` (0-based). After each one its row
     (HISTORY_COLUMNS; ``epoch`` 1-based) is appended to ``history`` and every callback's
     ``on_epoch_end(row)`` is called, in order (train() passes the tracker's run, then the
-    checkpoint). Returns ``history``."""
+    checkpoint). ``check(out, batch)``, when given, judges every step's ``forward`` result (a custom
+    model's, reid.models.custom). Returns ``history``."""
     from reid.models import pair_loss
 
     for epoch in range(start_epoch, cfg["epochs"]):
-        row = _train_epoch(model, optimizer, data, epoch, cfg, device, pair_loss)
+        row = _train_epoch(model, optimizer, data, epoch, cfg, device, pair_loss, check)
         history.append(row)
         for callback in callbacks:
             callback.on_epoch_end(row)
@@ -204,25 +211,33 @@ def _restore(state: dict | None, model, optimizer, cuda: bool) -> list[dict]:
 
 
 def _exported_model(model_file: Path, mean_image: Path, records: list[Record], examples: int = 4):
-    """The trained model as a tracker keeps it: (net, example batch, name, params, tags). Rebuilt from
+    """The trained model as a tracker keeps it: (net, example batch, name, params, tags, extra code paths:
+    a custom model's source, reid.models.custom.code_paths). Rebuilt from
     the model file just written, so that the tracker holds the very weights the pipeline evaluates;
     the example batch (the served model's signature) is real training images."""
     from reid.data.transforms import load_eval_transform
+    from reid.models.custom import code_paths
     from reid.models.export import EmbeddingNet
 
     model, meta = load_trained_model(model_file)
     transform = load_eval_transform(mean_image, meta["height"], meta["width"])
     batch = torch.stack([transform(r.path) for r in records[:examples]])
-    kw = meta["model_kwargs"]
+    if "model_kwargs" in meta:
+        kw = meta["model_kwargs"]
+        described = {"backbone": kw["backbone"], "embedding_dim": kw["embedding_dim"],
+                     "test_embedding": kw["test_embedding"]}
+        extra_code = []
+    else:  # a custom model: its builder, whose module MLflow keeps beside the reid package
+        described = {"builder": meta["builder"]["entry"]}
+        extra_code = code_paths(meta["builder"]["entry"])
     return (EmbeddingNet(model), batch, f"{meta['variant']}-seed{meta['seed']}",
-            {"variant": meta["variant"], "seed": meta["seed"], "backbone": kw["backbone"],
-             "embedding_dim": kw["embedding_dim"], "test_embedding": kw["test_embedding"],
+            {"variant": meta["variant"], "seed": meta["seed"], **described,
              "height": meta["height"], "width": meta["width"]},
             {"dataset": meta["dataset"], "model": meta["variant"], "seed": meta["seed"],
-             "config_hash": meta["config_hash"]})
+             "config_hash": meta["config_hash"]}, extra_code)
 
 
-def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, device, pair_loss) -> dict:
+def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, device, pair_loss, check=None) -> dict:
     cuda = device.type == "cuda"
     lr = lr_at(epoch, cfg)
     for group in optimizer.param_groups:
@@ -241,6 +256,8 @@ def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, dev
         xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.get("precision", "fp32")):
             out = model(xa, xb)
+            if check is not None:
+                check(out, xa.shape[0])
             losses = pair_loss(out, la, lb, same, verification_weight=cfg["verification_weight"])
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()

@@ -7,11 +7,11 @@ from torch import Tensor, nn
 
 
 class EmbeddingNet(nn.Module):
-    """A trained ReIDModel's test path, for the MLflow LoggedModel.
+    """A trained model's test path (``embed``), for the MLflow LoggedModel.
 
     Input: float32 (N, 3, H, W) images as ``reid.data.transforms.load_eval_transform`` makes them
     (RGB in [0, 1] minus the training mean image, resized to the training H x W). Output: float32
-    (N, D) L2-normalised embeddings from the model's single-image test path (``ReIDModel.embed``),
+    (N, D) L2-normalised embeddings from the model's test path (``embed``; ReIDModel: the single-image path),
     without the flip test: rank a gallery by the Euclidean (or cosine) distance between them.
     """
 
@@ -21,7 +21,8 @@ class EmbeddingNet(nn.Module):
         self.eval()
 
     def forward(self, images: Tensor) -> Tensor:
-        return F.normalize(self.model.single_embedding(images).float(), dim=1)
+        # embed(x): the test-time features of every model, built-in or custom (docs/extending.md)
+        return F.normalize(self.model.embed(images).float(), dim=1)
 
     def train(self, mode: bool = True) -> "EmbeddingNet":
         # the test path always runs in eval mode (running batch-norm statistics, no dropout)

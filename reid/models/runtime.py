@@ -43,16 +43,25 @@ def autocast(device: torch.device, precision: str):
 
 
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild a trained model from model.pt; returns (model in eval mode, meta)."""
+    """Rebuild a trained model from model.pt; returns (model in eval mode, meta).
+
+    A built-in variant is rebuilt from ``meta["model_kwargs"]``, any other model by calling its
+    builder again (``meta["builder"]``, reid.models.custom.rebuild: ImportError naming the entry
+    when this process cannot import it).
+    """
     from reid.files import DamagedFileError, load_model_file
+    from reid.models.custom import rebuild
     from reid.models.siamese import build_model
 
     blob = load_model_file(path)
     meta = blob["meta"]
+    if "builder" in meta:
+        model = rebuild(meta["builder"], str(path))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
-            model = build_model(**meta["model_kwargs"], pretrained=None)
+        if "builder" not in meta:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
+                model = build_model(**meta["model_kwargs"], pretrained=None)
         model.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, RuntimeError) as e:  # kwargs or weights that do not fit this code's models
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

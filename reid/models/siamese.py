@@ -25,8 +25,10 @@ from reid.models.attention import ATTENTION_INITS, INPUT_NORMS, LowRankMap, Mutu
 from reid.models.backbone import BACKBONES, STAGES, build_resnet, run_stage, run_stem, stage_channels
 from reid.models.heads import Embedding, linear_head, verification_head
 from reid.models.pretrained import load_pretrained_backbone
+from reid.variants import BUILTIN, get_variant
 
-VARIANTS = ("ide", "baseline", "self_attention", "mutual")
+# The variants ReIDModel builds: the registry's built-ins (reid.variants says what each one has).
+VARIANTS = tuple(v.name for v in BUILTIN)
 # How the mutual model embeds one image alone (identification loss and test time):
 #   single      - self-attention only, F = f * SA + f (the mutual term needs a partner)
 #   mutual_self - the image is its own partner, F = f * conv1x1(SA * SA) + f
@@ -38,7 +40,6 @@ TEST_EMBEDDINGS = ("single", "mutual_self", "plain")
 #            per image. Test images then go through the pair path with themselves as partner,
 #            so it requires test_embedding "mutual_self".
 IDENTIFICATION_PATHS = ("single", "pair")
-_ATTENTION_VARIANTS = ("self_attention", "mutual")
 
 
 class ReIDModel(nn.Module):
@@ -71,9 +72,11 @@ class ReIDModel(nn.Module):
             variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm,
             attention_init, identification_path,
         )
+        spec = get_variant(variant)
         self.variant = variant
+        self._mutual = spec.attention == "mutual"  # the pair path exists (eqs. 5-8)
         self.test_embedding = test_embedding
-        self.identification_path = identification_path if variant == "mutual" else "single"
+        self.identification_path = identification_path if self._mutual else "single"
         # what build_model needs to rebuild this model from a checkpoint
         self.build_kwargs = dict(
             variant=variant,
@@ -88,7 +91,7 @@ class ReIDModel(nn.Module):
             verification_norm=verification_norm,
             identification_path=identification_path,
         )
-        self.attention_layers = tuple(sorted(attention_layers)) if variant in _ATTENTION_VARIANTS else ()
+        self.attention_layers = tuple(sorted(attention_layers)) if spec.has_attention else ()
         self.backbone = build_resnet(backbone)
         # attention_init "zero" zeroes the last convolution of the path the identification loss trains, so
         # that path starts as the plain backbone (F = f). On the pair path that is eq. 6's: zeroing eq. 4's
@@ -104,13 +107,13 @@ class ReIDModel(nn.Module):
         )
         self.mutual_attention = nn.ModuleDict(
             {str(k): MutualAttention(stage_channels(backbone, k), zero=zero_mutual) for k in self.attention_layers}
-            if variant == "mutual"
+            if self._mutual
             else {}
         )
         self.embedding = Embedding(stage_channels(backbone, 4), embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = linear_head(embedding_dim, num_classes)
-        self.verifier = verification_head(embedding_dim, verification_norm) if variant != "ide" else None
+        self.verifier = verification_head(embedding_dim, verification_norm) if spec.verifier else None
 
     # --- the public entry points -------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class ReIDModel(nn.Module):
         path for ``mutual``, otherwise the single-image embeddings). ``x2`` may be omitted for ide only.
         """
         if x2 is None:
-            if self.variant != "ide":
+            if self.verifier is not None:
                 raise ValueError(f"variant {self.variant!r} needs a pair of batches (x1, x2)")
             images = x1
         else:
@@ -149,7 +152,7 @@ class ReIDModel(nn.Module):
         }
         if self.verifier is None or x2 is None:
             return out
-        if self.variant == "mutual":
+        if self._mutual:
             with _batch_stats_only(self._pair_path_norms()):
                 pair_emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
         else:
@@ -191,9 +194,9 @@ class ReIDModel(nn.Module):
         """
         if mode not in TEST_EMBEDDINGS:
             raise ValueError(f"test embedding {mode!r} is unknown; choose one of {', '.join(TEST_EMBEDDINGS)}")
-        if self.variant != "mutual" and mode != "single":
+        if not self._mutual and mode != "single":
             raise ValueError(f"variant {self.variant!r} embeds test images one way only ('single'), not {mode!r}")
-        if self.variant == "mutual":
+        if self._mutual:
             self.test_embedding = mode
 
     def activation_maps(self, x: Tensor, partner: Tensor | None = None, stage: int = 4) -> Tensor:
@@ -206,7 +209,7 @@ class ReIDModel(nn.Module):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
         if partner is not None:
-            if self.variant != "mutual":
+            if not self._mutual:
                 raise ValueError(f"activation maps with a partner need the mutual variant, not {self.variant!r}")
             if partner.shape != x.shape:
                 raise ValueError(f"partner shape {tuple(partner.shape)} differs from x {tuple(x.shape)}")
@@ -231,14 +234,14 @@ class ReIDModel(nn.Module):
         return self.attention_layers[0] if self.attention_layers else STAGES[-1]
 
     def _single_mode(self) -> str:
-        return self.test_embedding if self.variant == "mutual" else "single"
+        return self.test_embedding if self._mutual else "single"
 
     def _trunk(self, images: Tensor) -> tuple[Tensor, LowRankMap | None]:
         """Stem .. split stage, and the self-attention there (shared by both paths)."""
         f = run_stem(self.backbone, images)
         for stage in range(STAGES[0], self.split_stage + 1):
             f = run_stage(self.backbone, stage, f)
-        needs_sa = self.attention_layers and (self.variant == "mutual" or self._single_mode() != "plain")
+        needs_sa = self.attention_layers and (self._mutual or self._single_mode() != "plain")
         first_sa = self.self_attention[str(self.split_stage)](f) if needs_sa else None
         return f, first_sa
 
@@ -287,7 +290,7 @@ def build_model(
     pretrained_sha256: str | None = None,
     **options,
 ) -> ReIDModel:
-    """Build a variant (ide | baseline | self_attention | mutual); load ImageNet weights if given.
+    """Build one of VARIANTS (the built-ins of reid.variants); load ImageNet weights if given.
 
     ``options`` are ReIDModel's keyword arguments (backbone, embedding_dim, dropout, ...: see its
     docstring). New layers are Kaiming-initialised. Without ``pretrained`` the backbone stays
@@ -304,6 +307,25 @@ def build_model(
     else:
         load_pretrained_backbone(model, pretrained, pretrained_sha256)
     return model
+
+
+def model_options(model_cfg: dict) -> dict:
+    """ReIDModel's keyword arguments from config ``model:`` (schema-complete; the defaults below only
+    serve hand-made sections of files written before a key existed)."""
+    return dict(backbone=model_cfg["backbone"], embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
+                attention_layers=tuple(model_cfg["attention_layers"]), test_embedding=model_cfg["test_embedding"],
+                attention_norm=model_cfg.get("attention_norm", "rms"),
+                attention_init=model_cfg.get("attention_init", "kaiming"),
+                identification_path=model_cfg.get("identification_path", "single"),
+                verification_norm=model_cfg.get("verification_norm", "batchnorm"))
+
+
+def build_from_config(num_classes: int, config: dict, variant: str) -> ReIDModel:
+    """The builder of the paper's variants in reid.variants: ``build_model`` with config ``model:``'s keys
+    (ImageNet weights from ``model.pretrained`` when set)."""
+    model_cfg = config["model"]
+    return build_model(variant, num_classes, **model_options(model_cfg), pretrained=model_cfg.get("pretrained"),
+                       pretrained_sha256=model_cfg.get("pretrained_sha256"))
 
 
 def _check_arguments(
@@ -323,7 +345,7 @@ def _check_arguments(
     layers = list(attention_layers)
     if any(layer not in STAGES for layer in layers) or len(set(layers)) != len(layers):
         raise ValueError(f"model.attention_layers must be distinct stages among {list(STAGES)}, got {layers!r}")
-    if variant in _ATTENTION_VARIANTS and not layers:
+    if get_variant(variant).has_attention and not layers:
         raise ValueError(f"model.attention_layers is empty: variant {variant!r} needs at least one stage")
     if test_embedding not in TEST_EMBEDDINGS:
         choices = ", ".join(TEST_EMBEDDINGS)
@@ -336,7 +358,8 @@ def _check_arguments(
     if identification_path not in IDENTIFICATION_PATHS:
         choices = ", ".join(IDENTIFICATION_PATHS)
         raise ValueError(f"model.identification_path {identification_path!r} is unknown; choose one of {choices}")
-    if variant == "mutual" and identification_path == "pair" and test_embedding != "mutual_self":
+    if get_variant(variant).attention == "mutual" and identification_path == "pair" \
+            and test_embedding != "mutual_self":
         raise ValueError(
             f"model.identification_path 'pair' trains only the mutual-attention path, but model.test_embedding "
             f"is {test_embedding!r}: set it to 'mutual_self' so that test images go through the trained path"

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from reid.report.runs import ReportInputError
+from reid.variants import get_variant
 
 
 def _specs(text: str) -> dict:
@@ -125,8 +126,10 @@ def _cmd_table_readings(args: argparse.Namespace) -> int:
 def _cmd_figure_losses(args: argparse.Namespace) -> int:
     from reid.report import figures
 
-    _pair_check(args, "history", "labels")
-    out = figures.losses_figure(dict(zip(args.labels, args.history)), args.out, title=args.title)
+    _pair_check(args, "history", "models")
+    labels = _labels(args.models)
+    out = figures.losses_figure(dict(zip(labels, args.history)), args.out, title=args.title,
+                                colours={label: get_variant(m).colour for label, m in zip(labels, args.models)})
     print(f"wrote {out}")
     return 0
 
@@ -143,8 +146,8 @@ def _cmd_figure_cmc(args: argparse.Namespace) -> int:
 def _cmd_figure_ranked(args: argparse.Namespace) -> int:
     from reid.report import figures
 
-    _pair_check(args, "features", "labels")
-    out = figures.ranked_figure(dict(zip(args.labels, args.features)), args.out, root=Path(args.root),
+    _pair_check(args, "features", "models")
+    out = figures.ranked_figure(dict(zip(_labels(args.models), args.features)), args.out, root=Path(args.root),
                                 n_queries=args.queries, top_k=args.top_k, seed=args.seed, title=args.title)
     print(f"wrote {out}")
     return 0
@@ -153,9 +156,9 @@ def _cmd_figure_ranked(args: argparse.Namespace) -> int:
 def _cmd_figure_attention(args: argparse.Namespace) -> int:
     from reid.report import figures
 
-    _pair_check(args, "model", "labels")
+    _pair_check(args, "model", "models")
     out = figures.attention_figure_from_files(
-        dict(zip(args.labels, args.model)), features_path=Path(args.features), mean_image=Path(args.mean_image),
+        dict(zip(_labels(args.models), args.model)), features_path=Path(args.features), mean_image=Path(args.mean_image),
         out=args.out, root=Path(args.root), n_images=args.images, seed=args.seed, title=args.title)
     print(f"wrote {out}")
     return 0
@@ -167,6 +170,14 @@ def _cmd_report_mlflow(args: argparse.Namespace) -> int:
     log_report_artifacts([Path(p) for p in args.run_info], [Path(p) for p in args.files], Path(args.done),
                          artifact_path=args.artifact_path)
     return 0
+
+
+def _labels(models: list[str]) -> list[str]:
+    """Each variant's short label (reid.variants), as figures name the models."""
+    try:
+        return [get_variant(m).short_label for m in models]
+    except ValueError as e:
+        raise ReportInputError(f"--models: {e}") from None
 
 
 def _pair_check(args: argparse.Namespace, a: str, b: str) -> None:
@@ -233,7 +244,8 @@ def add_report_commands(subparsers) -> None:
 
     p = subparsers.add_parser("figure-losses", help="Figure 6: identification and verification loss per epoch")
     p.add_argument("--history", nargs="+", required=True, help="history.csv files, one per model")
-    p.add_argument("--labels", nargs="+", required=True, help="one legend label per history file")
+    p.add_argument("--models", nargs="+", required=True,
+                   help="the model variant of each history file (labels and colours: reid.variants)")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_figure_losses)
@@ -247,7 +259,7 @@ def add_report_commands(subparsers) -> None:
 
     p = subparsers.add_parser("figure-ranked", help="Figure 5: queries and their top-k gallery images")
     p.add_argument("--features", nargs="+", required=True, help="features.pt files, one per model")
-    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="the model variant of each file (reid.variants)")
     p.add_argument("--root", default=".", help="directory the image paths in features.pt are relative to")
     p.add_argument("--queries", type=int, default=4)
     p.add_argument("--top-k", type=int, default=10)
@@ -258,7 +270,7 @@ def add_report_commands(subparsers) -> None:
 
     p = subparsers.add_parser("figure-attention", help="Figure 4: layer4 activation maps over the input")
     p.add_argument("--model", nargs="+", required=True, help="model.pt files, one per model")
-    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", required=True, help="the model variant of each file (reid.variants)")
     p.add_argument("--features", required=True, help="a features.pt whose query_paths supply the images")
     p.add_argument("--mean-image", required=True)
     p.add_argument("--root", default=".")

@@ -9,7 +9,7 @@ this file for their interval cells and their paired-comparison section.
      "pairs": [{"a": model, "b": model, "seeds": [...],
                 "differences": {key: {"difference", "ci95", "p_value", "significant"}}}]}
 
-Pairs follow MODEL_ORDER (``a`` before ``b``), differences are B minus A over the seeds both have.
+Pairs follow the registry's order of variants (reid.variants; ``a`` before ``b``), differences are B minus A over the seeds both have.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 from reid import files
 from reid.metrics import uncertainty as U
-from reid.report.runs import MODEL_ORDER, ReportInputError, Run
+from reid import variants
+from reid.report.runs import ReportInputError, Run
 
 METHOD = ("95% percentile bootstrap resampling query identities (all queries of a person together); "
           "with several seeds, the seeds are resampled too and each replicate averages the drawn seeds "
@@ -50,7 +51,7 @@ def build(runs: list[Run], per_query_paths: list[str | Path], dataset: str, *, r
     if not runs:
         raise ReportInputError(f"comparisons: no metrics.json of dataset '{dataset}' among the inputs")
     tables = _per_query_of(runs, per_query_paths)
-    seeds = {m: sorted(s for mm, s in tables if mm == m) for m in MODEL_ORDER}
+    seeds = {m: sorted(s for mm, s in tables if mm == m) for m in variants.names()}
     seeds = {m: s for m, s in seeds.items() if s}
     first = next(iter(tables.values()))
     cache: dict[int, U.Bootstrap] = {}

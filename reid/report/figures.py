@@ -23,10 +23,10 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reid.report.runs import ReportInputError, Run, group_runs  # noqa: E402
+from reid.variants import REGISTRY, get_variant  # noqa: E402
 
 FIG_DPI = 120
 MIN_WIDTH_PX = 1000
-MODEL_COLOURS = {"ide": "#7f7f7f", "baseline": "#1f77b4", "self_attention": "#2ca02c", "mutual": "#d62728"}
 CORRECT, WRONG, QUERY = "#1a9d1a", "#d62020", "#1f3fbf"
 plt.rcParams.update({"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 11})
 
@@ -64,14 +64,16 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
     return {col: np.array([r[col] for r in rows]) for col in rows[0]}
 
 
-def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: str = "") -> Path:
-    """Identification and verification loss per epoch, one line per model (label -> history.csv)."""
+def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: str = "",
+                  colours: Mapping[str, str] | None = None) -> Path:
+    """Identification and verification loss per epoch, one line per model (label -> history.csv);
+    ``colours``: label -> colour (a variant's, reid.variants), matplotlib's cycle otherwise."""
     data = {label: read_history(p) for label, p in histories.items()}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     for ax, col, name in ((axes[0], "loss_id", "Identification loss"), (axes[1], "loss_verif", "Verification loss")):
         for i, (label, h) in enumerate(data.items()):
             ax.plot(h["epoch"], h[col], marker="o", markersize=4, linewidth=2, label=label,
-                    color=_colour_for(label, i))
+                    color=(colours or {}).get(label, f"C{i}"))
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -81,14 +83,6 @@ def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: s
     if title:
         fig.suptitle(title)
     return _save(fig, out)
-
-
-def _colour_for(label: str, i: int) -> str:
-    low = label.lower()
-    for model in ("self_attention", "mutual", "baseline", "ide"):
-        if model.replace("_", " ") in low.replace("-", " ") or model in low:
-            return MODEL_COLOURS[model]
-    return f"C{i}"
 
 
 # ---------------------------------------------------------------- CMC curves
@@ -116,8 +110,8 @@ def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: 
     fig, ax = plt.subplots(figsize=(10, 6.5), constrained_layout=True)
     ranks = np.arange(1, max_rank + 1)
     for model, model_runs in by_model.items():
-        colour = MODEL_COLOURS[model]
-        name = (labels or {}).get(model, model.replace("_", " "))
+        colour = get_variant(model).colour
+        name = (labels or {}).get(model, get_variant(model).short_label)
         seeds = f" ({len(model_runs)} seeds)" if len(model_runs) > 1 else ""
         for key, style, suffix in (("cmc", "-", ""), ("rerank/cmc", "--", " + re-ranking")):
             curve = mean_cmc(model_runs, key, max_rank)
@@ -459,9 +453,13 @@ def attention_figure_from_files(models: Mapping[str, str | Path], features_path:
     layers = [k for model, _ in loaded.values() for k in getattr(model, "attention_layers", ())]
     res = figure_resolution(size[0], size[1], layers)
     tf = load_eval_transform(mean_image, res.height, res.width)
-    maps, paired = {}, False
+    maps, paired, without = {}, False, []
     for label, (model, meta) in loaded.items():
-        if meta.get("variant") == "mutual":
+        variant = REGISTRY.get(str(meta.get("variant")))
+        if not callable(getattr(model, "activation_maps", None)):  # a custom model need not have them
+            without.append(label)
+            continue
+        if variant is not None and variant.attention == "mutual":
             maps[f"{label} (single image)"] = compute_activation_maps(model, tf, pil, stage=res.stage)
             maps[f"{label} (paired with partner)"] = compute_activation_maps(model, tf, pil, partner_pil,
                                                                              stage=res.stage)
@@ -470,8 +468,12 @@ def attention_figure_from_files(models: Mapping[str, str | Path], features_path:
             maps[label] = compute_activation_maps(model, tf, pil, stage=res.stage)
     # show each input at the resolution of the figure's forward pass
     shown = lambda ims: [np.asarray(im.convert("RGB").resize((res.width, res.height), Image.BILINEAR)) for im in ims]  # noqa: E731
+    if not maps:
+        raise ReportInputError(f"figure-attention: none of {', '.join(models)} has activation_maps(x) "
+                               "(custom models need not have it)")
+    note = res.describe() + (f"; not shown (no activation_maps): {', '.join(without)}" if without else "")
     return attention_figure(shown(pil), maps, out, title, partners=shown(partner_pil) if paired else None,
-                            note=res.describe())
+                            note=note)
 
 
 __all__ = ["losses_figure", "cmc_figure", "ranked_figure", "ranked_gallery", "pick_queries", "attention_figure",

@@ -23,6 +23,7 @@ from reid.metrics import uncertainty as U
 from reid.report.paper import DatasetInfo
 from reid.report.runs import ReportInputError, Run, load_run
 from reid.report.tables import NO_DIFFERENCE, TableDoc, _fmt_p, flip_note, run_ids_frame
+from reid.variants import get_variant
 
 PAIRED = ("rank1", "mAP")
 PER_QUERY = "per_query.csv"
@@ -130,7 +131,8 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
         d_r1, d_map, p = _diff_cells(row, base, bootstrap)
         name = row.reading.name
         trained = row.embedding == row.reading.trained_embedding
-        embedding = "–" if row.reading.variant != "mutual" else row.embedding + (" (trained)" if trained else "")
+        chooses = get_variant(row.reading.variant).chooses_test_embedding  # only then is the column meaningful
+        embedding = row.embedding + (" (trained)" if trained else "") if chooses else "–"
         cell = {key: U.format_interval(intervals["estimate"][key], *intervals["ci95"][key]) for key in PAIRED}
         table.append({
             "Reading": f"`{name}`: {row.reading.label}",

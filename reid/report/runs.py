@@ -12,8 +12,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The order in which reproduced variants appear in every table.
-MODEL_ORDER = ("ide", "baseline", "self_attention", "mutual")
+from reid import variants
+
 REQUIRED_KEYS = ("dataset", "model", "seed")  # = reid.files.METRICS_KEYS
 
 
@@ -50,8 +50,8 @@ def load_run(path: str | Path) -> Run:
         raise ReportInputError(f"{path}: metrics file not found ({e})") from None
     except DamagedFileError as e:
         raise ReportInputError(str(e)) from None
-    if raw["model"] not in MODEL_ORDER:
-        raise ReportInputError(f"{path}: unknown model '{raw['model']}' (expected one of {', '.join(MODEL_ORDER)})")
+    if raw["model"] not in variants.REGISTRY:  # plug-ins and custom models are registered by then (reid.plugins)
+        raise ReportInputError(f"{path}: unknown model '{raw['model']}' (expected one of {', '.join(variants.names())})")
     metrics: dict[str, float] = {}
     info: dict[str, object] = {}
     for key, value in raw.items():
@@ -87,9 +87,9 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
 
 
 def group_runs(runs: list[Run], dataset: str) -> dict[str, list[Run]]:
-    """The runs of one dataset, by model in MODEL_ORDER, each list sorted by seed."""
+    """The runs of one dataset, by model in the registry's order (reid.variants), each list sorted by seed."""
     by_model: dict[str, list[Run]] = {}
-    for model in MODEL_ORDER:
+    for model in variants.names():
         chosen = sorted((r for r in runs if r.dataset == dataset and r.model == model), key=lambda r: r.seed)
         if chosen:
             by_model[model] = chosen

@@ -17,17 +17,11 @@ import pandas as pd
 
 from reid import io
 from reid.metrics.uncertainty import format_interval, metric_key
+from reid.variants import get_variant
 from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
 from reid.report.runs import (MODEL_ORDER, Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
                               group_runs, summarise)
 
-BACKBONE_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
-MODEL_LABELS = {
-    "ide": "{bb} IDE (identification loss only)",
-    "baseline": "{bb} baseline (Siamese, no attention)",
-    "self_attention": "{bb} + self-attention",
-    "mutual": "{bb} + mutual attention",
-}
 AP_NOTE = ("mAP uses the step convention (mean of the precision at each correct match, as torchreid and "
            "fast-reid compute it); the *trapezoid* column integrates the precision-recall curve by trapezoids, "
            "as the official Market-1501 evaluation code does, and is never higher. The paper does not say "
@@ -36,8 +30,12 @@ PAPER_SOURCE = "reported by the paper"
 
 
 def model_label(model: str, backbone: str) -> str:
-    bb = BACKBONE_LABELS.get(backbone, backbone)
-    return MODEL_LABELS[model].format(bb=bb)
+    """The row label of a variant (reid.variants), with the backbone's name where it has one."""
+    return get_variant(model).label_for(backbone)
+
+
+def short_label(model: str) -> str:
+    return get_variant(model).short_label
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -148,7 +146,6 @@ def _check_datasets(runs: list[Run], allowed: set[str], table: str) -> None:
 
 # ---------------------------------------------------------------- intervals and paired comparisons
 
-SHORT_LABELS = {"ide": "IDE", "baseline": "baseline", "self_attention": "self-attention", "mutual": "mutual attention"}
 NO_DIFFERENCE = "no significant difference at 95%"
 
 
@@ -229,9 +226,9 @@ def paired_rows(comparison: dict | None, protocols: list[tuple[str, str]], datas
                 if not d["significant"]:
                     reading = NO_DIFFERENCE
                 else:
-                    reading = f"{SHORT_LABELS[pair['b']]} {'higher' if d['difference'] > 0 else 'lower'} (significant at 95%)"
+                    reading = f"{short_label(pair['b'])} {'higher' if d['difference'] > 0 else 'lower'} (significant at 95%)"
                 row = {"Dataset": dataset} if dataset is not None else {}
-                row.update({"A": SHORT_LABELS[pair["a"]], "B": SHORT_LABELS[pair["b"]], "Protocol": plabel,
+                row.update({"A": short_label(pair["a"]), "B": short_label(pair["b"]), "Protocol": plabel,
                             "Metric": mlabel, "B − A (pp) [95% interval]": cell, "p": _fmt_p(d["p_value"]),
                             "At 95%": reading})
                 rows.append(row)

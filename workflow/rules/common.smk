@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 
 from reid.config import effective_synthetic, result_keys
@@ -38,6 +39,16 @@ def synthetic_section(name):
     section("synthetic")."""
     return json.dumps(result_keys(effective_synthetic(config, name), "synthetic"), sort_keys=True,
                       separators=(",", ":"))
+
+
+def custom_model_option(model):
+    """`--custom-model JSON` for a model of config `custom_models:` (its entry, a result key: changing
+    it retrains that model only), nothing for the others (reid.plugins, docs/extending.md)."""
+    spec = (config.get("custom_models") or {}).get(model)
+    if spec is None:
+        return ""
+    entry = json.dumps({"entry": spec["entry"]}, separators=(",", ":"))
+    return f"--custom-model {shlex.quote(entry)}"
 
 
 # What each dataset-making step declares as its output, see data.smk; the folder data/{dataset}/

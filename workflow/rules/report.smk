@@ -99,12 +99,6 @@ rule table3:
 # ---------------------------------------------------------------- figures (one set per dataset)
 
 
-FIGURE_LABELS = " ".join(
-    {"ide": "IDE", "baseline": "baseline", "self_attention": "self-attention", "mutual": "mutual-attention"}[m]
-    for m in FIGURE_MODELS
-)
-
-
 rule figure_losses:
     localrule: True
     input:
@@ -118,10 +112,10 @@ rule figure_losses:
     conda:
         "../../envs/reid.yaml"
     params:
-        labels=FIGURE_LABELS,
+        models=FIGURE_MODELS,  # labels and colours come from the variant registry (reid.variants)
         title=f"Training losses per epoch ({{dataset}}, seed {FIGURE_SEED})",
     shell:
-        "python -m reid figure-losses --history {input} --labels {params.labels} "
+        "python -m reid figure-losses --history {input} --models {params.models} "
         "--title {params.title:q} --out {output} > {log} 2>&1"
 
 
@@ -157,10 +151,10 @@ rule figure_ranked:
     conda:
         "../../envs/reid.yaml"
     params:
-        labels=FIGURE_LABELS,
+        models=FIGURE_MODELS,  # labels and colours come from the variant registry (reid.variants)
         title=f"Top-10 gallery images per query ({{dataset}}, seed {FIGURE_SEED})",
     shell:
-        "python -m reid figure-ranked --features {input.features} --labels {params.labels} --root . "
+        "python -m reid figure-ranked --features {input.features} --models {params.models} --root . "
         "--queries 4 --top-k 10 --title {params.title:q} --out {output} > {log} 2>&1"
 
 
@@ -180,10 +174,10 @@ rule figure_attention:
     conda:
         "../../envs/reid.yaml"
     params:
-        labels=FIGURE_LABELS,
+        models=FIGURE_MODELS,  # labels and colours come from the variant registry (reid.variants)
         title=f"Activation maps ({{dataset}}, seed {FIGURE_SEED}); red = strongest",
     shell:
-        "python -m reid figure-attention --model {input.models} --labels {params.labels} "
+        "python -m reid figure-attention --model {input.models} --models {params.models} "
         "--features {input.features} --mean-image {input.mean_image} --root . --images 6 "
         "--title {params.title:q} --out {output} > {log} 2>&1"
 

@@ -33,9 +33,10 @@ rule train:
         train=section("train"),
         out_dir=RUN_DIR,
         checkpoints="results/checkpoints/{dataset}/{model}/seed{seed}",
+        custom_model=lambda w: custom_model_option(w.model),
     shell:
         "python -m reid train --dataset {wildcards.dataset} --model {wildcards.model} "
         "--seed {wildcards.seed} --data data/{wildcards.dataset} --mean-image {input.mean_image} "
         "--model-params {params.model:q} --train-params {params.train:q} "
         "--workers {resources.workers} --device {resources.device} --out-dir {params.out_dir} "
-        "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
+        "--checkpoint-dir {params.checkpoints} --threads {threads} {params.custom_model} > {log} 2>&1"

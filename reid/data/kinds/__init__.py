@@ -2,12 +2,13 @@
 
 Each kind lives in one module of this package (its published counts, where it comes from, its
 native layout and how it becomes Market-1501, the paper numbers it maps to) and is listed once in
-``REGISTRY`` below. The config schema's ``kind`` enum must equal ``sorted(REGISTRY)``
-(tests/data/test_kinds.py checks it).
+``REGISTRY`` below. ``reid.config.check_references`` checks config ``dataset.*.kind`` against it;
+the schema's description of ``kind`` lists the same names (tests/data/test_kinds.py checks both).
 
 To add a kind: write ``reid/data/kinds/<name>.py`` defining ``KIND = DatasetKind(...)`` with a
-``Layout``, add it to ``_KINDS`` below and to the schema's enum. Code outside ``reid/`` (a test, a
-plug-in) can call ``register(kind)`` instead.
+``Layout``, add it to ``_KINDS`` below and to the schema's description. Code outside ``reid/`` (a
+module listed in config ``plugins:``, reid.plugins) calls ``register(kind)`` instead
+(docs/extending.md).
 """
 
 from __future__ import annotations
