@@ -80,16 +80,20 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
                            train_cfg["horizontal_flip"], train_cfg["random_erasing"])
     data = PairDataset(records, pid_to_label, augment, seed)
     data_digest = training_data_digest(records, data_root)
-    chash = config_hash(dataset, variant, seed, result_keys(model_cfg, "model"), result_keys(train_cfg, "train"))
-    checkpoints = Checkpointer(checkpoint_dir, config_hash(dataset, variant, seed, checkpoint_keys(model_cfg, "model"),
-                                                           checkpoint_keys(train_cfg, "train"), data_digest),
-                               train_cfg["epochs"])
-    resume = checkpoints.load()
-
     spec = get_variant(variant)
     build_config = {"model": model_cfg, "train": train_cfg}
     if not spec.builtin:
         build_config["custom_models"] = {variant: dict(custom_model or {"entry": spec.builder})}
+    # another builder under the same name is another model: its own hash, no resuming the old one's
+    # checkpoint (the built-ins' hashes stay what they were)
+    builder = () if spec.builtin else (build_config["custom_models"][variant]["entry"],)
+    chash = config_hash(dataset, variant, seed, result_keys(model_cfg, "model"), result_keys(train_cfg, "train"),
+                        *builder)
+    checkpoints = Checkpointer(checkpoint_dir, config_hash(dataset, variant, seed, checkpoint_keys(model_cfg, "model"),
+                                                           checkpoint_keys(train_cfg, "train"), data_digest, *builder),
+                               train_cfg["epochs"])
+    resume = checkpoints.load()
+
     torch.manual_seed(seed)
     if spec.builtin:
         model = spec.build(len(pid_to_label), build_config)

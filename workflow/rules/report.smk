@@ -64,6 +64,7 @@ rule table2:
     params:
         dataset=_report_dataset("table2_dataset"),
         specs=_dataset_specs(_table_datasets(2)),
+        labels=_custom_labels(),  # not on the command line: a new label reruns the table
         backbone=config["model"]["backbone"],
     shell:
         "python -m reid table2 --metrics {input.metrics} --comparisons {input.comparisons} "
@@ -88,6 +89,7 @@ rule table3:
     params:
         dataset=_report_dataset("table3_dataset"),
         specs=_dataset_specs(_table_datasets(3)),
+        labels=_custom_labels(),  # not on the command line: a new label reruns the table
         backbone=config["model"]["backbone"],
     shell:
         "python -m reid table3 --metrics {input.metrics} --comparisons {input.comparisons} "
@@ -113,6 +115,7 @@ rule figure_losses:
         "../../envs/reid.yaml"
     params:
         models=FIGURE_MODELS,  # labels and colours come from the variant registry (reid.variants)
+        labels=_custom_labels(),
         title=f"Training losses per epoch ({{dataset}}, seed {FIGURE_SEED})",
     shell:
         "python -m reid figure-losses --history {input} --models {params.models} "
@@ -133,6 +136,7 @@ rule figure_cmc:
         "../../envs/reid.yaml"
     params:
         max_rank=config["evaluate"]["max_rank"],
+        labels=_custom_labels(),  # not on the command line: a new label reruns the table
     shell:
         "python -m reid figure-cmc --metrics {input} --max-rank {params.max_rank} --out {output} > {log} 2>&1"
 
@@ -152,6 +156,7 @@ rule figure_ranked:
         "../../envs/reid.yaml"
     params:
         models=FIGURE_MODELS,  # labels and colours come from the variant registry (reid.variants)
+        labels=_custom_labels(),
         title=f"Top-10 gallery images per query ({{dataset}}, seed {FIGURE_SEED})",
     shell:
         "python -m reid figure-ranked --features {input.features} --models {params.models} --root . "
@@ -175,6 +180,7 @@ rule figure_attention:
         "../../envs/reid.yaml"
     params:
         models=FIGURE_MODELS,  # labels and colours come from the variant registry (reid.variants)
+        labels=_custom_labels(),
         title=f"Activation maps ({{dataset}}, seed {FIGURE_SEED}); red = strongest",
     shell:
         "python -m reid figure-attention --model {input.models} --models {params.models} "

@@ -62,6 +62,13 @@ def _bootstrap_params():
     return json.dumps(config["evaluate"]["bootstrap"], sort_keys=True, separators=(",", ":"))
 
 
+def _custom_labels():
+    """The labels of the configured custom models (config custom_models), as a param of the report
+    rules: their jobs read labels from the registry (REID_PLUGINS), so a changed label reruns them through this."""
+    custom = config.get("custom_models") or {}
+    return json.dumps({m: custom[m].get("label", m) for m in config["models"] if m in custom}, sort_keys=True)
+
+
 def _pair(models):
     """The models a baseline-vs-mutual figure compares: those of baseline and mutual that are configured."""
     return [m for m in models if m in config["models"]]
