@@ -216,3 +216,30 @@ def test_pick_partners_same_identity_other_camera(tmp_path):
     for q, g in zip([0, 3], partners):
         assert blob["gallery_pids"][g] == blob["query_pids"][q]
         assert blob["gallery_camids"][g] != blob["query_camids"][q]
+
+
+def test_attention_figure_leaves_out_a_model_without_activation_maps(tmp_path, monkeypatch):
+    import reid.data.transforms as transforms
+    import reid.models.runtime as runtime
+
+    path, _ = fake_dataset(tmp_path)
+
+    class NoMaps(torch.nn.Module):  # a custom model need not have activation_maps
+        def embed(self, x):
+            return x.flatten(1)
+
+    def fake_load(p):
+        return (StandIn() if p == "b.pt" else NoMaps()), {"height": 32, "width": 16,
+                                                          "variant": "baseline" if p == "b.pt" else "mine"}
+    monkeypatch.setattr(runtime, "load_trained_model", fake_load)
+    monkeypatch.setattr(transforms, "load_eval_transform", lambda mean, h, w: lambda im: torch.from_numpy(
+        np.asarray(im.resize((w, h)), dtype=np.float32) / 255).permute(2, 0, 1))
+    drawn = {}
+    monkeypatch.setattr(figures, "attention_figure", lambda images, maps, out, title, partners=None, note="":
+                        drawn.update(maps=list(maps), note=note) or out)
+    figures.attention_figure_from_files({"baseline": "b.pt", "my net": "m.pt"}, path, tmp_path / "mean.pt",
+                                        tmp_path / "a.png", root=tmp_path, n_images=2)
+    assert drawn["maps"] == ["baseline"] and drawn["note"].endswith("not shown (no activation_maps): my net")
+    with pytest.raises(ReportInputError, match="none of my net has activation_maps"):
+        figures.attention_figure_from_files({"my net": "m.pt"}, path, tmp_path / "mean.pt", tmp_path / "b.png",
+                                            root=tmp_path, n_images=2)
