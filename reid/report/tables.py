@@ -17,9 +17,10 @@ import pandas as pd
 
 from reid import io
 from reid.metrics.uncertainty import format_interval, metric_key
+from reid import variants
 from reid.variants import get_variant
 from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
-from reid.report.runs import (MODEL_ORDER, Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
+from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
                               group_runs, summarise)
 
 AP_NOTE = ("mAP uses the step convention (mean of the precision at each correct match, as torchreid and "
@@ -491,7 +492,7 @@ def cross_domain_table(in_domain: list[Run], cross: list[Run], pairs: list[tuple
         groups[(a, a)] = group_runs(in_domain, a)
     for a, b in pairs:
         groups[(a, b)] = group_runs([r for r in cross if r.train_dataset == a], b)
-    models = [m for m in MODEL_ORDER if any(m in g for g in groups.values())]
+    models = [m for m in variants.names() if any(m in g for g in groups.values())]
     if not models:
         raise ReportInputError("cross-domain table: no metrics.json among the inputs")
     for (a, b), group in groups.items():
