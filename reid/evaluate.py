@@ -177,7 +177,7 @@ def evaluation_settings(record: dict, features_meta: dict, *, max_rank: int, rer
     from reid.variants import REGISTRY
 
     variant = REGISTRY.get(str(features_meta.get("variant")))
-    chooses = variant is None or variant.chooses_test_embedding  # an unknown variant: cannot tell
+    chooses = variant is not None and variant.chooses_test_embedding
     test_embedding = features_meta.get("test_embedding", "unknown" if chooses else "single")
     return {"flip": bool(record.get("flip_test")), "max_rank": max_rank, "test_embedding": test_embedding,
             "rerank": {"k1": rerank["k1"], "k2": rerank["k2"], "lambda": rerank["lambda"]},
