@@ -30,6 +30,20 @@ def _json(what: str, section: str | None = None):
     return parse
 
 
+def _typed(cls, what: str):
+    """An argparse type for a JSON config section read into its typed class (reid.typed_config):
+    checked by the schema and completed with its defaults, errors naming ``what`` and the key."""
+
+    def parse(text: str):
+        try:
+            return cls.from_dict(parse_json_arg(text, what), what)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = what
+    return parse
+
+
 def _positive_float(what: str):
     def parse(text: str) -> float:
         try:
@@ -85,7 +99,10 @@ def cmd_verify(args) -> None:
 
 
 def cmd_train(args) -> None:
+    import dataclasses
+
     from reid.train import TrainOutputs, train
+    from reid.typed_config import ModelConfig
 
     out = Path(args.out_dir)
     variant, model_cfg = args.model, args.model_params
@@ -93,7 +110,8 @@ def cmd_train(args) -> None:
         from reid.readings import reading
 
         chosen = reading(args.reading)
-        variant, model_cfg = chosen.variant, chosen.model_config(model_cfg)
+        variant = chosen.variant
+        model_cfg = ModelConfig.from_dict(chosen.model_config(model_cfg.as_dict()), f"reading {chosen.name!r}")
     elif variant is None:
         raise ConfigError("train: give --model or --reading")
     if args.custom_model is not None:
@@ -106,10 +124,10 @@ def cmd_train(args) -> None:
     # workers and device change how training runs, not its numbers: the workflow passes them apart
     # from the JSON section (which the schema completed with their defaults), so that changing them
     # reruns nothing (reid.config.RUNTIME_KEYS)
-    train_cfg = {**args.train_params, **{k: v for k, v in (("workers", args.workers), ("device", args.device))
-                                         if v is not None}}
+    train_cfg = dataclasses.replace(args.train_params, **{k: v for k, v in (("workers", args.workers),
+                                                                             ("device", args.device)) if v is not None})
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
-                    variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=train_cfg,
+                    variant=variant, seed=args.seed, model_cfg=model_cfg.as_dict(), train_cfg=train_cfg.as_dict(),
                     custom_model=args.custom_model, tracker=_tracker(args),
                     outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                     checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)
@@ -151,14 +169,17 @@ def cmd_evaluate_features(args) -> None:
     feats = load_external_features(path)
     out = Path(args.out)
     inputs = {"dataset": None, "model": None, "seed": None, "config_hash": None,
-              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank, "bootstrap": args.bootstrap}}
+              "evaluate_config": {"max_rank": args.max_rank, "rerank": args.rerank.as_dict(),
+                                  "bootstrap": args.bootstrap.as_dict()}}
     record = evaluate_loaded(feats, source=str(path), out=out / "metrics.json", per_query_out=out / "per_query.csv",
                              max_rank=args.max_rank, rerank=args.rerank, bootstrap=args.bootstrap, inputs=inputs,
                              memory_gb=args.memory_gb)
-    keys = [k for k in ("rank1", "mAP", "rerank/rank1", "rerank/mAP", "multi_query_mean/rank1") if k in record]
-    for key in keys:
-        low, high = record["ci95"][key]
-        print(f"{key:24s} {100 * record[key]:6.2f} [{100 * low:.2f}, {100 * high:.2f}]")
+    from reid.metrics import keys
+
+    shown = [keys.key(p, m) for p, m in (("single", "rank1"), ("single", "mAP"), ("rerank", "rank1"),
+                                         ("rerank", "mAP"), ("multi_query_mean", "rank1"))]
+    for key in (k for k in shown if k in record):
+        print(f"{key:24s} {keys.format_interval(key, record[key], *record['ci95'][key])}")
     print(f"wrote {out / 'metrics.json'} and {out / 'per_query.csv'}")
 
 
@@ -194,6 +215,8 @@ def _tracker(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from reid.typed_config import BootstrapConfig, ModelConfig, RerankConfig, TrainConfig
+
     p = argparse.ArgumentParser(prog="reid", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
 
@@ -243,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
-    s.add_argument("--model-params", type=_json("--model-params (config 'model')", "model"), required=True)
-    s.add_argument("--train-params", type=_json("--train-params (config 'train')", "train"), required=True)
+    s.add_argument("--model-params", type=_typed(ModelConfig, "--model-params (config 'model')"), required=True)
+    s.add_argument("--train-params", type=_typed(TrainConfig, "--train-params (config 'train')"), required=True)
     s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')", "mlflow"), default=None,
                    help="default: experiment prefix from REID_EXPERIMENT_PREFIX, tracking URI from MLFLOW_TRACKING_URI")
     s.add_argument("--tracking", choices=TRACKERS, default=None,
@@ -281,11 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the evaluation is recorded (with --run-info): mlflow or none; default: "
                         "$REID_TRACKING, else mlflow")
     s.add_argument("--max-rank", type=int, default=50)
-    s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), required=True)
+    s.add_argument("--rerank", type=_typed(RerankConfig, "--rerank (config 'evaluate.rerank')"), required=True)
     s.add_argument("--memory-gb", type=_positive_float("config 'evaluate.memory_gb'"), default=None,
                    help="working memory (GiB) beyond the features, default 2; queries are ranked in blocks "
                         "that fit (config 'evaluate.memory_gb'; the numbers do not depend on it)")
-    s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
+    s.add_argument("--bootstrap", type=_typed(BootstrapConfig, "--bootstrap (config 'evaluate.bootstrap')"),
                    required=True, help='JSON {"resamples": N, "seed": S}: the identity bootstrap behind metrics.json ci95')
     s.add_argument("--test-dataset", default=None,
                    help="cross-domain evaluation: the dataset the features' query and gallery come from, when "
@@ -304,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("features_file", metavar="FILE")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for metrics.json and per_query.csv")
     s.add_argument("--max-rank", type=int, default=50)
-    s.add_argument("--rerank", type=_json("--rerank (config 'evaluate.rerank')", "evaluate.rerank"), default="{}",
+    s.add_argument("--rerank", type=_typed(RerankConfig, "--rerank (config 'evaluate.rerank')"), default="{}",
                    help='JSON {"k1": 20, "k2": 6, "lambda": 0.3}; missing keys take the config defaults')
-    s.add_argument("--bootstrap", type=_json("--bootstrap (config 'evaluate.bootstrap')", "evaluate.bootstrap"),
+    s.add_argument("--bootstrap", type=_typed(BootstrapConfig, "--bootstrap (config 'evaluate.bootstrap')"),
                    default="{}", help='JSON {"resamples": 10000, "seed": 0}; missing keys take the config defaults')
     s.add_argument("--memory-gb", type=_positive_float("--memory-gb"), default=None,
                    help="working memory (GiB) beyond the features, default 2 (the numbers do not depend on it)")

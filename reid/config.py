@@ -1,7 +1,8 @@
 """The one place that knows config.yaml's keys: loading, schema validation, defaults, hashing.
 
 Snakemake validates the config when the Snakefile is parsed; the package validates the same file
-with the same schema when used on its own, so both paths reject the same mistakes.
+with the same schema when used on its own, so both paths reject the same mistakes. The validated
+config becomes typed, frozen objects in reid.typed_config (which also holds the cross-key rules).
 """
 
 from __future__ import annotations
@@ -27,10 +28,18 @@ def load_schema() -> dict:
 
 
 def validate(config: dict, source: str = "config") -> dict:
-    """Validate against the JSON schema, filling schema defaults in place; returns config.
+    """Validate against the JSON schema, filling schema defaults in place, then check the cross-key
+    rules (reid.typed_config.check_rules); returns config.
 
     Errors name the offending key path, e.g. ``train.epohcs: unexpected key``.
     """
+    validate_schema(config, source)
+    check_references(config, source)
+    return config
+
+
+def validate_schema(config: dict, source: str = "config") -> dict:
+    """The schema part of ``validate`` only (no cross-key rules); returns config, defaults filled."""
     import jsonschema
 
     schema = load_schema()
@@ -43,7 +52,6 @@ def validate(config: dict, source: str = "config") -> dict:
             lines.append(f"  {where}: {err.message}")
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
     _fill_defaults(config, schema, schema)
-    check_references(config, source)
     return config
 
 
@@ -83,12 +91,17 @@ def _fill_defaults(value: Any, node: dict, root: dict) -> None:
                 _fill_defaults(value[key], extra, root)
 
 
+# ---------------------------------------------------------------- cross-key rules (the one place)
+# A rule across keys that a JSON schema cannot say is written here once; reid.typed_config's builder
+# (common.smk's CFG), ``validate`` and the model (reid.models.siamese) call it.
+
 def check_references(config: dict, source: str = "config") -> None:
-    """Cross-key rules a JSON schema cannot say: every named dataset must be defined, ..."""
+    """Cross-key rules on a config the schema has validated and completed: every named dataset is
+    defined, per-dataset synthetic keys and cross-domain pairs make sense, the pair identification
+    path has the mutual_self test embedding. Raises ConfigError naming ``source`` and the keys."""
     defined = config.get("dataset", {})
-    named = list(config["datasets"])
-    report = config.get("report", {})
-    named += report.get("table1_datasets") or []
+    report = config.get("report") or {}
+    named = list(config["datasets"]) + list(report.get("table1_datasets") or [])
     named += [report[k] for k in ("table2_dataset", "table3_dataset", "readings_dataset") if report.get(k) is not None]
     for name in named:
         if name not in defined:

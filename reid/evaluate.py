@@ -17,7 +17,8 @@ from pathlib import Path
 from reid import io
 from reid.files import load_features
 from reid.metrics import DEFAULT_MEMORY_GB, evaluate_protocols, flat_metrics, per_query_arrays
-from reid.metrics import uncertainty
+from reid.metrics import keys, uncertainty
+from reid.typed_config import BootstrapConfig, RerankConfig
 
 MULTI_QUERY_POOLINGS = ("mean", "max")
 
@@ -45,12 +46,11 @@ def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None,
     valid_queries: dict[str, int] = {}
     per_query: dict[str, dict] = {}
     for protocol, full in results.items():
-        prefix = "" if protocol == "single" else protocol + "/"
         flat = flat_metrics(full)
-        # metrics stay flat fractions; the count of queries with a true match goes to "counts"
-        valid_queries[prefix or "single_query"] = flat.pop("num_valid_queries")
+        # metrics stay flat; the count of queries with a true match goes to "counts"
+        valid_queries[keys.prefix(protocol) or "single_query"] = flat.pop("num_valid_queries")
         for k, v in flat.items():
-            out[f"{prefix}{k}"] = v
+            out[keys.key(protocol, k)] = v
         per_query[protocol] = per_query_arrays(full)
     out["counts"] = {"query": len(qp), "gallery": len(gp), "valid_queries": valid_queries}
     out["per_query"] = per_query
@@ -62,11 +62,12 @@ def query_names(paths) -> list[str]:
     return [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
 
 
-def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, rerank: dict, bootstrap: dict,
-             inputs: dict, device=None, memory_gb: float | None = None) -> dict:
+def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, rerank: RerankConfig,
+             bootstrap: BootstrapConfig, inputs: dict, device=None, memory_gb: float | None = None) -> dict:
     """Write per_query.csv, then metrics.json (with ``ci95``); returns the metrics.json record.
 
-    bootstrap: {"resamples": int, "seed": int} (config ``evaluate.bootstrap``).
+    rerank, bootstrap: config ``evaluate.rerank`` and ``evaluate.bootstrap`` (reid.typed_config,
+    already checked by the schema).
     memory_gb: the working-memory budget of the evaluation (config ``evaluate.memory_gb``).
     """
     return evaluate_loaded(load_features(features), source=str(features), out=out, per_query_out=per_query_out,
@@ -74,12 +75,12 @@ def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, r
                            memory_gb=memory_gb)
 
 
-def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path, max_rank: int, rerank: dict,
-                    bootstrap: dict, inputs: dict, device=None, memory_gb: float | None = None) -> dict:
+def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path, max_rank: int,
+                    rerank: RerankConfig, bootstrap: BootstrapConfig, inputs: dict, device=None,
+                    memory_gb: float | None = None) -> dict:
     """`evaluate` on features already in memory (the layout of features.pt; reid.external reads other
     tools' files into it). ``source`` names them in messages and in metrics.json's "features"."""
-    _check_bootstrap(bootstrap)
-    metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device,
+    metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank.as_dict(), device=device,
                               memory_gb=DEFAULT_MEMORY_GB if memory_gb is None else memory_gb)
     if "query_paths" not in feats:
         raise ValueError(f"{source}: missing 'query_paths' (per_query.csv names every query)")
@@ -91,12 +92,12 @@ def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path,
         if key not in metrics or not math.isclose(metrics[key], value, rel_tol=1e-9, abs_tol=1e-12):
             raise RuntimeError(f"{source}: {key} = {metrics.get(key)} but the per-query rows give {value}")
     metrics.update(exact)
-    intervals = uncertainty.model_intervals(table, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
+    intervals = uncertainty.model_intervals(table, resamples=bootstrap.resamples, seed=bootstrap.seed)
     # how the test embeddings were made travels with the numbers (the tables print it)
     flip = feats.get("meta", {}).get("flip", "false")
     flip = {"true": True, "false": False}.get(flip)  # None (JSON null): made by another tool, not known
     record = {**metrics, **inputs, "features": source, "flip_test": flip, "ci95": intervals["ci95"],
-              "bootstrap": {"resamples": bootstrap["resamples"], "seed": bootstrap["seed"],
+              "bootstrap": {"resamples": bootstrap.resamples, "seed": bootstrap.seed,
                             "over": "query identities", "identities": len(uncertainty.identities(table))}}
     io.write_text(per_query_out, uncertainty.per_query_csv(table))
     io.write_json(out, record)
@@ -109,16 +110,6 @@ def scalar_metrics(record: dict) -> dict:
             and k not in ("seed",)}
 
 
-def _check_bootstrap(bootstrap: dict) -> None:
-    for key, low in (("resamples", 1), ("seed", 0)):
-        value = bootstrap.get(key) if isinstance(bootstrap, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"evaluate.bootstrap.{key} = {value!r}: expected an integer >= {low}")
-    unknown = set(bootstrap) - {"resamples", "seed"}
-    if unknown:
-        raise ValueError(f"evaluate.bootstrap: unknown key(s) {sorted(unknown)}, expected resamples and seed")
-
-
 def interval_metrics(record: dict) -> dict:
     """The ci95 bounds as MLflow metrics: ``rank1_ci95_low``, ``rerank/mAP_ci95_high``, ..."""
     out = {}
@@ -128,7 +119,7 @@ def interval_metrics(record: dict) -> dict:
 
 
 def curves(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k == "cmc" or k.endswith("/cmc")}
+    return {k: v for k, v in record.items() if keys.is_curve(k)}
 
 
 def provenance(features_meta: dict, run_info: dict | None, settings: dict, *, features: str = "features.pt",
@@ -196,7 +187,7 @@ def evaluated_split(feats: dict, dataset: str | None, source: str) -> dict:
 
 
 def evaluate_run(*, features: Path, run_info: Path | None, out: Path, per_query_out: Path, max_rank: int,
-                 rerank: dict, bootstrap: dict, tracker=None, memory_gb: float | None = None,
+                 rerank: RerankConfig, bootstrap: BootstrapConfig, tracker=None, memory_gb: float | None = None,
                  test_dataset: str | None = None) -> dict:
     """The evaluate stage as the workflow runs it: metrics.json and per_query.csv of ``features``, the
     provenance from ``run_info`` (run.json of the training run; None: from features.pt alone), and,
@@ -208,7 +199,7 @@ def evaluate_run(*, features: Path, run_info: Path | None, out: Path, per_query_
     info = load_run_info(run_info) if run_info is not None else None  # fail before the work
     feats = load_features(features)
     meta = dict(feats.get("meta", {}))
-    settings = {"max_rank": max_rank, "rerank": rerank, "bootstrap": bootstrap}
+    settings = {"max_rank": max_rank, "rerank": rerank.as_dict(), "bootstrap": bootstrap.as_dict()}
     inputs = provenance(meta, info, settings, features=str(features), run_info_path=str(run_info))
     inputs = cross_domain_inputs(inputs, test_dataset)
     record = evaluate_loaded(feats, source=str(features), out=out, per_query_out=per_query_out, max_rank=max_rank,
@@ -216,8 +207,8 @@ def evaluate_run(*, features: Path, run_info: Path | None, out: Path, per_query_
     if info is not None and tracker is not None:
         counts = record.get("counts", {})
         tracker.log_evaluation(info, {**scalar_metrics(record), **interval_metrics(record)},
-                               evaluation_settings(record, meta, max_rank=max_rank, rerank=rerank,
-                                                   bootstrap=bootstrap),
+                               evaluation_settings(record, meta, max_rank=max_rank, rerank=rerank.as_dict(),
+                                                   bootstrap=bootstrap.as_dict()),
                                test_data=evaluated_split(feats, inputs["dataset"], str(features)), curves=curves(record),
                                artifacts=[Path(out)],
                                data_params={"data": {"query_images": counts.get("query"),

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from reid.evaluate import evaluate, interval_metrics
+from reid.config import ConfigError
 from reid.metrics import uncertainty as U
+from reid.typed_config import BootstrapConfig, RerankConfig
 
-RERANK = {"k1": 6, "k2": 3, "lambda": 0.3}
+RERANK = RerankConfig.from_dict({"k1": 6, "k2": 3, "lambda": 0.3})
 
 
 def features_file(path, seed=0):
@@ -46,7 +48,8 @@ def evaluated(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval")
     record = evaluate(features=features_file(d / "features.pt"), out=d / "metrics.json",
                       per_query_out=d / "per_query.csv", max_rank=10, rerank=RERANK,
-                      bootstrap={"resamples": 500, "seed": 0}, inputs={"model": "mutual", "seed": 0})
+                      bootstrap=BootstrapConfig.from_dict({"resamples": 500, "seed": 0}),
+                      inputs={"model": "mutual", "seed": 0})
     return d, record
 
 
@@ -98,7 +101,7 @@ def test_every_scalar_key_has_a_95_interval_around_it(evaluated):
 
 def test_bad_bootstrap_settings_are_refused_before_anything_is_written(tmp_path):
     feats = features_file(tmp_path / "features.pt")
-    with pytest.raises(ValueError, match="evaluate.bootstrap.resamples = 0"):
+    with pytest.raises(ConfigError, match=r"config 'evaluate.bootstrap': invalid\n  resamples: 0 is less than"):
         evaluate(features=feats, out=tmp_path / "m.json", per_query_out=tmp_path / "p.csv", max_rank=10,
-                 rerank=RERANK, bootstrap={"resamples": 0, "seed": 0}, inputs={})
+                 rerank=RERANK, bootstrap=BootstrapConfig.from_dict({"resamples": 0, "seed": 0}), inputs={})
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p.csv").exists()

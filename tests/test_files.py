@@ -18,6 +18,7 @@ from reid.report.figures import read_history
 from reid.report.runs import ReportInputError, load_run
 from reid.models.runtime import load_trained_model
 from reid.train import write_history
+from reid.typed_config import BootstrapConfig, RerankConfig
 
 HISTORY_ROW = {"epoch": 1, "lr": 0.1, "loss_total": 2.5, "loss_id": 2.0, "loss_verif": 0.5, "acc_id": 0.25,
                "acc_verif": 0.5, "images_per_s": 100.0, "seconds": 3.25}
@@ -185,7 +186,8 @@ def test_evaluate_refuses_a_cut_features_file_and_keeps_the_previous_metrics(tmp
     out.write_text('{"previous": true}\n')
     with pytest.raises(files.DamagedFileError, match="cut short or not a torch file.*rule `extract`"):
         evaluate(features=features, out=out, per_query_out=tmp_path / "per_query.csv", max_rank=5,
-                 rerank={"k1": 2, "k2": 1, "lambda": 0.3}, bootstrap={"resamples": 10, "seed": 0}, inputs={})
+                 rerank=RerankConfig(k1=2, k2=1, lambda_=0.3), bootstrap=BootstrapConfig(resamples=10, seed=0),
+                 inputs={})
     assert json.loads(out.read_text()) == {"previous": True} and not (tmp_path / "per_query.csv").exists()
 
 

@@ -37,6 +37,7 @@ import torch
 
 from . import _inputs
 from .distance import l2_normalize
+from .keys import PROTOCOLS  # the metric-key registry's, in metrics.json order
 from .multi_query import POOLINGS, pool_multi_query
 from .rank import match_ranks, summarise
 from .rerank import (_RunningNearest, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
@@ -46,9 +47,6 @@ DEFAULT_MEMORY_GB = 2.0
 SPAN_ROWS = 2048  # the unstreamed re_ranking_features' default block_rows: which query pairs are
 #                   computed directly and which transposed is decided by these spans, as there
 MIN_TILE_ROWS = 16  # MKL computes a product's entries alike from 12 rows/columns up (see above)
-
-PROTOCOLS = ("single", "rerank", "multi_query_mean", "multi_query_mean/rerank", "multi_query_max",
-             "multi_query_max/rerank")
 
 
 def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank=50, rerank=None,

@@ -68,8 +68,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-PROTOCOLS = ("single", "rerank", "multi_query_mean", "multi_query_mean/rerank", "multi_query_max",
-             "multi_query_max/rerank")
+from .keys import PROTOCOLS, key as _key  # the metric-key registry: protocols and key spelling
+
 PER_QUERY_COLUMNS = ("protocol", "query", "pid", "camid", "first_match_rank", "ap", "ap_trapezoid", "inp")
 RESULT_COLUMNS = ("first_match_rank", "ap", "ap_trapezoid", "inp")
 RANKS = (1, 5, 10, 20)
@@ -81,8 +81,9 @@ DEFAULT_RESAMPLES = 10_000
 
 
 def metric_key(protocol: str, metric: str) -> str:
-    """The metrics.json key: ``rank1`` for the single-query protocol, ``rerank/rank1`` for ``rerank``."""
-    return metric if protocol == "single" else f"{protocol}/{metric}"
+    """The metrics.json key: ``rank1`` for the single-query protocol, ``rerank/rank1`` for ``rerank``
+    (reid.metrics.keys.key)."""
+    return _key(protocol, metric)
 
 
 @dataclass(frozen=True)
@@ -430,7 +431,10 @@ def paired_difference(table_a, table_b, *, protocol: str = "single", resamples: 
 
 def format_interval(value: float, low: float, high: float, *, scale: float = 100.0, digits: int = 2,
                     signed: bool = False) -> str:
-    """``'37.27 [33.10, 41.52]'`` from fractions (scale 100 = percent); ``signed`` prints +/- (differences)."""
+    """``'37.27 [33.10, 41.52]'`` from fractions (scale 100 = percent); ``signed`` prints +/- (differences).
+
+    Tables print through reid.metrics.keys.format_interval, which takes the scale and digits from the
+    metric's unit; this one is for callers that hold a bare number (benchmarks)."""
     sign = "+" if signed else ""
     v, lo, hi = (f"{x * scale:{sign}.{digits}f}" for x in (value, low, high))
     return f"{v} [{lo}, {hi}]"

@@ -113,7 +113,9 @@ def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: 
         colour = get_variant(model).colour
         name = (labels or {}).get(model, get_variant(model).short_label)
         seeds = f" ({len(model_runs)} seeds)" if len(model_runs) > 1 else ""
-        for key, style, suffix in (("cmc", "-", ""), ("rerank/cmc", "--", " + re-ranking")):
+        from reid.metrics.keys import curve_key
+
+        for key, style, suffix in ((curve_key("single"), "-", ""), (curve_key("rerank"), "--", " + re-ranking")):
             curve = mean_cmc(model_runs, key, max_rank)
             if curve is None:
                 continue

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from reid import readings as R
+from reid.metrics import keys
 from reid.metrics import uncertainty as U
 from reid.report.paper import DatasetInfo
 from reid.report.runs import ReportInputError, Run, load_run
@@ -96,7 +97,7 @@ def _diff_cells(row: Row, base: Row, bootstrap: dict) -> tuple[str, str, str]:
     cells = []
     for key in PAIRED:
         d = res[key]
-        cell = U.format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+        cell = keys.format_interval(key, d["difference"], *d["ci95"], signed=True).replace("-", "−")
         cells.append(cell + ("" if d["significant"] else " n.s."))
     return cells[0], cells[1], " / ".join(_fmt_p(res[k]["p_value"]) for k in PAIRED)
 
@@ -133,7 +134,7 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
         trained = row.embedding == row.reading.trained_embedding
         chooses = get_variant(row.reading.variant).chooses_test_embedding  # only then is the column meaningful
         embedding = row.embedding + (" (trained)" if trained else "") if chooses else "–"
-        cell = {key: U.format_interval(intervals["estimate"][key], *intervals["ci95"][key]) for key in PAIRED}
+        cell = {key: keys.format_interval(key, intervals["estimate"][key], *intervals["ci95"][key]) for key in PAIRED}
         table.append({
             "Reading": f"`{name}`: {row.reading.label}",
             "Test embedding": embedding,

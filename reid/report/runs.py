@@ -1,18 +1,19 @@
 """Reading the pipeline's metrics.json files and summarising them over seeds.
 
-Tables are built from these files only. A metrics.json is flat: fractions in [0, 1] under names
-such as ``rank1`` or ``rerank/mAP`` plus the inputs that produced them (dataset, model, seed,
-config_hash, git_commit, and mlflow_run_id when MLflow recorded the training run).
+Tables are built from these files only. A metrics.json is flat: metrics under keys such as
+``rank1`` or ``rerank/mAP`` (reid.metrics.keys: each with its unit, a fraction for the CMC and the
+mAPs) plus the inputs that produced them (dataset, model, seed, config_hash, git_commit, and
+mlflow_run_id when MLflow recorded the training run).
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reid import variants
+from reid.metrics import keys
 
 REQUIRED_KEYS = ("dataset", "model", "seed")  # = reid.files.METRICS_KEYS
 
@@ -40,7 +41,9 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """One metrics.json (read by reid.files.load_metrics), its values checked to be fractions."""
+    """One metrics.json (read by reid.files.load_metrics), each metric checked against its unit's range
+    (reid.metrics.keys.check: a fraction in [0, 1], a rank >= 1, ...). Numbers under keys that are
+    not metrics of the registry are kept in ``info``."""
     from reid.files import DamagedFileError, load_metrics
 
     path = Path(path)
@@ -57,11 +60,13 @@ def load_run(path: str | Path) -> Run:
     for key, value in raw.items():
         if key in REQUIRED_KEYS or key == "mlflow_run_id":
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not keys.is_metric(key) or isinstance(value, bool) or not isinstance(value, (int, float)):
             info[key] = value  # cmc lists, hashes, commits
             continue
-        if not (0.0 <= value <= 1.0) or math.isnan(value):
-            raise ReportInputError(f"{path}: {key} = {value} is not a fraction in [0, 1]")
+        try:
+            keys.check(key, value)
+        except ValueError as e:
+            raise ReportInputError(f"{path}: {e}") from None
         metrics[key] = float(value)
     return Run(path=path, dataset=str(raw["dataset"]), model=str(raw["model"]), seed=int(raw["seed"]),
                run_id=None if raw.get("mlflow_run_id") is None else str(raw["mlflow_run_id"]), metrics=metrics,
@@ -98,15 +103,18 @@ def group_runs(runs: list[Run], dataset: str) -> dict[str, list[Run]]:
 
 @dataclass(frozen=True)
 class Summary:
-    """A metric over seeds, in percent. ``std`` is the sample standard deviation (None for one seed)."""
+    """A metric over seeds in its display unit (percent for a fraction; reid.metrics.keys.Unit).
+    ``std`` is the sample standard deviation (None for one seed)."""
 
     mean: float
     std: float | None
     n: int
+    unit: keys.Unit = keys.UNITS["fraction"]
 
 
 def summarise(runs: list[Run], key: str) -> Summary | None:
-    """Mean and sample std (ddof=1) of ``key`` over the runs, in percent; None when no run has it.
+    """Mean and sample std (ddof=1) of ``key`` over the runs, in its display unit (percent for a
+    fraction); None when no run has it.
 
     A key present in some seeds but not others is an error: the cell would silently average fewer runs.
     """
@@ -116,26 +124,30 @@ def summarise(runs: list[Run], key: str) -> Summary | None:
     if len(have) != len(runs):
         lacking = [str(r.path) for r in runs if key not in r.metrics]
         raise ReportInputError(f"{key} is missing from {', '.join(lacking)} but present in other seeds")
-    values = [100.0 * r.metrics[key] for r in have]
+    unit = keys.unit_of(key)
+    values = [unit.display(r.metrics[key]) for r in have]
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
-    return Summary(mean=mean, std=std, n=len(values))
+    return Summary(mean=mean, std=std, n=len(values), unit=unit)
 
 
 def fmt_pct(value: float | None) -> str:
-    """A percentage with two decimals; a dash where there is no value."""
+    """A value already in percent (the paper's numbers) with two decimals; a dash where there is none."""
     return "–" if value is None else f"{value:.2f}"
 
 
 def fmt_summary(s: Summary | None) -> str:
+    """``mean`` or ``mean ± std`` in the summary's display unit, with its unit's decimals."""
     if s is None:
         return "–"
+    d = s.unit.digits
     if s.std is None:
-        return f"{s.mean:.2f}"
-    return f"{s.mean:.2f} ± {s.std:.2f}"
+        return f"{s.mean:.{d}f}"
+    return f"{s.mean:.{d}f} ± {s.std:.{d}f}"
 
 
-def fmt_diff(value: float | None) -> str:
+def fmt_diff(value: float | None, digits: int = 2) -> str:
+    """A difference of two displayed values (percentage points for fractions), signed."""
     if value is None:
         return "–"
-    return f"{value:+.2f}".replace("-", "−")
+    return f"{value:+.{digits}f}".replace("-", "−")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from reid import io
-from reid.metrics.uncertainty import format_interval, metric_key
 from reid import variants
+from reid.metrics import keys
 from reid.variants import get_variant
 from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
 from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
@@ -186,7 +186,7 @@ class Cells:
         if ci is None:
             return fmt_summary(s)
         self.used_intervals = True
-        return format_interval(s.mean / 100.0, ci[0], ci[1])
+        return keys.format_interval(key, s.mean / s.unit.scale, ci[0], ci[1])
 
     def caption(self) -> str:
         """What the intervals are over, for the caption ('' when no cell has one)."""
@@ -213,17 +213,19 @@ def _fmt_p(p: float) -> str:
 def paired_rows(comparison: dict | None, protocols: list[tuple[str, str]], dataset: str | None = None) -> list[dict]:
     """One row per (pair, protocol, metric) of comparisons.json: B − A in points, its interval, p, the reading.
 
-    protocols: (protocol name as in reid.metrics.uncertainty.PROTOCOLS, label); a protocol the file
+    protocols: (protocol name as in reid.metrics.keys.PROTOCOLS, label); a protocol the file
     lacks (no gt_bbox) is left out. ``dataset`` adds a Dataset column.
     """
     rows = []
     for pair in (comparison or {}).get("pairs", []):
         for protocol, plabel in protocols:
-            for metric, mlabel in (("rank1", "Rank-1"), ("mAP", "mAP")):
-                d = pair["differences"].get(metric_key(protocol, metric))
+            for metric in ("rank1", "mAP"):
+                mlabel = keys.METRICS[metric].label
+                d = pair["differences"].get(keys.key(protocol, metric))
                 if d is None:
                     continue
-                cell = format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+                cell = keys.format_interval(keys.key(protocol, metric), d["difference"], *d["ci95"],
+                                            signed=True).replace("-", "−")
                 if not d["significant"]:
                     reading = NO_DIFFERENCE
                 else:
@@ -326,7 +328,10 @@ def _join(*parts: str) -> str:
 
 # ---------------------------------------------------------------- Table 3
 
-MQ = "multi_query_mean/"
+def _mq(metric: str) -> str:
+    """The multi-query (mean pooling) key of ``metric``, the paper's multi-query protocol."""
+    return keys.key("multi_query_mean", metric)
+
 
 
 def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None) -> TableDoc:
@@ -342,13 +347,13 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
                      "SQ mAP, trapezoid (%)": "–", "MQ mAP, trapezoid (%)": "–"})
     any_mq = False
     for model, model_runs in by_model.items():
-        mq_r1 = summarise(model_runs, MQ + "rank1")
+        mq_r1 = summarise(model_runs, _mq("rank1"))
         any_mq = any_mq or mq_r1 is not None
         rows.append({"Method": model_label(model, backbone), "Rows": f"reproduced here ({info.name})",
                      "SQ Rank-1 (%)": cell(model, "rank1"), "SQ mAP (%)": cell(model, "mAP"),
-                     "MQ Rank-1 (%)": cell(model, MQ + "rank1"), "MQ mAP (%)": cell(model, MQ + "mAP"),
+                     "MQ Rank-1 (%)": cell(model, _mq("rank1")), "MQ mAP (%)": cell(model, _mq("mAP")),
                      "SQ mAP, trapezoid (%)": cell(model, "mAP_trapezoid"),
-                     "MQ mAP, trapezoid (%)": cell(model, MQ + "mAP_trapezoid")})
+                     "MQ mAP, trapezoid (%)": cell(model, _mq("mAP_trapezoid"))})
     caption = (f"**Table 3.** Rank-1 and mAP (%), single query (SQ) and multi-query (MQ). The first "
                f"{len(paper['rows'])} rows are {PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 3) on "
                f"{paper_label(paper_kind)}; the last {len(by_model)} were reproduced by this pipeline. "
@@ -365,16 +370,19 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
 
 # ---------------------------------------------------------------- Table 1
 
-# (protocol key in paper_numbers.yaml or None, label, metrics.json prefix)
+# (protocol key in paper_numbers.yaml or None, protocol of reid.metrics.keys); labels from the registry
 TABLE1_PROTOCOLS = (
-    ("single_query", "single query", ""),
-    ("multi_query", "multi-query (mean pooling)", "multi_query_mean/"),
-    (None, "multi-query (max pooling)", "multi_query_max/"),
-    ("rerank", "single query + re-ranking", "rerank/"),
-    (None, "multi-query (mean) + re-ranking", "multi_query_mean/rerank/"),
+    ("single_query", "single"),
+    ("multi_query", "multi_query_mean"),
+    (None, "multi_query_max"),
+    ("rerank", "rerank"),
+    (None, "multi_query_mean/rerank"),
 )
-TABLE1_METRICS = (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("rank20", "Rank-20"),
-                  ("mAP", "mAP"), ("mAP_trapezoid", "mAP, trapezoid"))
+
+
+def table1_metrics() -> list[keys.Metric]:
+    """The metrics Table 1 lists (``Metric.table1`` in reid.metrics.keys), in registry order."""
+    return [m for m in keys.METRICS.values() if m.table1]
 # Paper reference for a dataset that is not one of the paper's: Market-1501, whose layout (with
 # gt_bbox multi-query) the synthetic generator copies. Shown for orientation only; no difference.
 REFERENCE_KIND = "market1501"
@@ -393,10 +401,13 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
     cells: list[Cells] = []
     paired: list[dict] = []
     used_comparisons: list[dict] = []
-    for _, plabel, prefix in TABLE1_PROTOCOLS:
-        for _, mlabel in TABLE1_METRICS:
-            protocol_labels.append(plabel)
-            metric_labels.append(mlabel)
+    metrics = table1_metrics()
+    percent_only = all(m.unit == "fraction" for m in metrics)
+    for _, protocol in TABLE1_PROTOCOLS:
+        for m in metrics:
+            protocol_labels.append(keys.PROTOCOL_LABELS[protocol])
+            # the columns say (%) when every row is a percentage; otherwise each row names its unit
+            metric_labels.append(m.label if percent_only else f"{m.label} ({m.units.symbol})")
     for info in infos:
         ds_runs = group_runs(mutual, info.name).get("mutual", [])
         if not ds_runs:
@@ -408,32 +419,35 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
         cells.append(ours)
         if comparison is not None:
             used_comparisons.append(comparison)
-            paired += paired_rows(comparison, [(prefix.rstrip("/") or "single", plabel)
-                                               for _, plabel, prefix in TABLE1_PROTOCOLS], dataset=info.name)
+            paired += paired_rows(comparison, [(protocol, keys.PROTOCOL_LABELS[protocol])
+                                               for _, protocol in TABLE1_PROTOCOLS], dataset=info.name)
         comparable = info.kind is not None
         ref_kind = info.kind if comparable else REFERENCE_KIND
         ref = paper.get(ref_kind, {})
         repro, reported, diff = [], [], []
-        for pkey, _, prefix in TABLE1_PROTOCOLS:
-            for mkey, mlabel in TABLE1_METRICS:
-                s: Summary | None = summarise(ds_runs, prefix + mkey)
-                p = ref.get(pkey, {}).get(mkey) if pkey else None
+        for pkey, protocol in TABLE1_PROTOCOLS:
+            for m in metrics:
+                mkey, mlabel = m.name, m.label
+                s: Summary | None = summarise(ds_runs, keys.key(protocol, mkey))
+                # the paper reports fractions only, in percent
+                p = ref.get(pkey, {}).get(mkey) if pkey and m.unit == "fraction" else None
                 cell = fmt_pct(p)
                 note = sic_note("table1", ref_kind, pkey, mkey) if pkey else None
                 if p is not None and note:
                     footnotes.append(f"(sic) {paper_label(ref_kind)}, {pkey.replace('_', ' ')}, {mlabel}: {note}.")
                     cell += " (sic)"
-                repro.append(ours("mutual", prefix + mkey))
+                repro.append(ours("mutual", keys.key(protocol, mkey)))
                 reported.append(cell)
                 if comparable:
                     diff.append(fmt_diff(s.mean - p) if (s is not None and p is not None) else "–")
                 else:
                     diff.append("n/c")
         ref_label = paper_label(ref_kind)
-        columns[f"{info.name}: reproduced (%)"] = repro
+        pct, pp = (" (%)", " (pp)") if percent_only else ("", "")
+        columns[f"{info.name}: reproduced{pct}"] = repro
         # every column names its dataset: two datasets with the same paper reference must not collide
-        columns[f"{info.name}: paper, {ref_label}" + ("" if comparable else " (reference only)") + " (%)"] = reported
-        columns[f"{info.name}: difference (pp)"] = diff
+        columns[f"{info.name}: paper, {ref_label}" + ("" if comparable else " (reference only)") + pct] = reported
+        columns[f"{info.name}: difference{pp}"] = diff
     df = pd.DataFrame({"Protocol": protocol_labels, "Metric": metric_labels, **columns})
 
     described = "; ".join(info.label for info in infos)

@@ -16,12 +16,12 @@ rule extract:
         mem_mb=8000,
         runtime=60,
         # how extraction runs, not what it computes: resources, not params (docs/reruns.md)
-        batch_size=config["evaluate"]["batch_size"],
+        batch_size=lookup(dpath="evaluate/batch_size", within=config),
         device=EXTRACT_DEVICE,
     conda:
         "../../envs/reid.yaml"
     params:
-        flip="--flip" if config["evaluate"]["flip"] else "",
+        flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
         "--mean-image {input.mean_image} "
@@ -51,7 +51,7 @@ rule evaluate:
     conda:
         "../../envs/reid.yaml"
     params:
-        max_rank=config["evaluate"]["max_rank"],
+        max_rank=lookup(dpath="evaluate/max_rank", within=config),
         rerank=section("evaluate", "rerank"),
         bootstrap=section("evaluate", "bootstrap"),
     shell:

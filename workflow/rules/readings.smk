@@ -4,7 +4,7 @@
 
 from reid import readings as READINGS_DEF
 
-READINGS_DATASET = config.get("report", {}).get("readings_dataset") or config["datasets"][0]
+READINGS_DATASET = CFG.report.readings_dataset  # unset or null: the first dataset (reid.typed_config)
 
 
 wildcard_constraints:
@@ -35,8 +35,8 @@ rule train_reading:
         mem_mb=16000,
         runtime=24 * 60,
         # runtime keys: resources and the environment, not params (docs/reruns.md)
-        workers=config["train"]["workers"],
-        device=config["train"]["device"],
+        workers=lookup(dpath="train/workers", within=config),
+        device=lookup(dpath="train/device", within=config),
     conda:
         "../../envs/reid.yaml"
     params:
@@ -66,12 +66,12 @@ rule extract_reading:
         gpu=EXTRACT_GPUS,
         mem_mb=8000,
         runtime=60,
-        batch_size=config["evaluate"]["batch_size"],
+        batch_size=lookup(dpath="evaluate/batch_size", within=config),
         device=EXTRACT_DEVICE,
     conda:
         "../../envs/reid.yaml"
     params:
-        flip="--flip" if config["evaluate"]["flip"] else "",
+        flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
         "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} "
@@ -96,7 +96,7 @@ rule evaluate_reading:
     conda:
         "../../envs/reid.yaml"
     params:
-        max_rank=config["evaluate"]["max_rank"],
+        max_rank=lookup(dpath="evaluate/max_rank", within=config),
         rerank=section("evaluate", "rerank"),
         bootstrap=section("evaluate", "bootstrap"),
     shell:

@@ -6,19 +6,13 @@ from reid.config import result_keys
 
 def _report_dataset(key):
     """report.table2_dataset / table3_dataset; the first configured dataset when unset; None when
-    set to null (the table is not built)."""
-    reporting = config.get("report", {})
-    if key in reporting and reporting[key] is None:
-        return None
-    return reporting.get(key) or config["datasets"][0]
+    set to null (the table is not built). Resolved once in reid.typed_config.ReportConfig."""
+    return getattr(CFG.report, key)
 
 
 def _table1_datasets():
     """report.table1_datasets; every configured dataset when unset; [] when null (not built)."""
-    reporting = config.get("report", {})
-    if "table1_datasets" in reporting and reporting["table1_datasets"] is None:
-        return []
-    return reporting.get("table1_datasets") or config["datasets"]
+    return list(CFG.report.table1_datasets)
 
 
 def _table_datasets(n):

@@ -24,8 +24,8 @@ rule train:
         gpu=GPU_PER_JOB,
         mem_mb=16000,
         runtime=24 * 60,
-        workers=config["train"]["workers"],
-        device=config["train"]["device"],
+        workers=lookup(dpath="train/workers", within=config),
+        device=lookup(dpath="train/device", within=config),
     conda:
         "../../envs/reid.yaml"
     params:
