@@ -219,6 +219,7 @@ class DatasetSpec(Section):
     md5: str | None
     sha256: str | None
     custom: bool
+    synthetic: Mapping[str, Any] | None  # source: synthetic only: keys merged over the top-level section
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ class Config:
     seeds: tuple[int, ...]
     dataset: Mapping[str, DatasetSpec]
     synthetic: SyntheticConfig
+    cross_domain: tuple[Mapping[str, str], ...]  # ({"train": A, "test": B}, ...)
     model: ModelConfig
     train: TrainConfig
     evaluate: EvaluateConfig
@@ -299,6 +301,7 @@ def from_validated(config: Mapping, source: str = "config") -> Config:
     cfg = Config(datasets=tuple(config["datasets"]), models=tuple(config["models"]), seeds=tuple(config["seeds"]),
                  dataset=types.MappingProxyType({name: DatasetSpec._from_validated(spec)
                                                  for name, spec in config["dataset"].items()}),
+                 cross_domain=_frozen(list(config.get("cross_domain") or [])),
                  **sections)
     return cfg
 
