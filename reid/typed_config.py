@@ -241,9 +241,10 @@ class ReportConfig(Section):
 
 @dataclass(frozen=True)
 class MlflowConfig(Section):
-    """Config ``mlflow:``, where runs are recorded (runtime keys only)."""
+    """Config ``mlflow:``, whether and where runs are recorded (runtime keys only)."""
 
     SECTION: ClassVar[str] = "mlflow"
+    enabled: bool
     tracking_uri: str | None
     experiment_prefix: str
 
