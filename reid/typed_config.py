@@ -175,10 +175,11 @@ class BootstrapConfig(Section):
 
 @dataclass(frozen=True)
 class EvaluateConfig(Section):
-    """Config ``evaluate:``; ``batch_size`` and ``memory_gb`` are runtime keys."""
+    """Config ``evaluate:``; ``batch_size``, ``device`` and ``memory_gb`` are runtime keys."""
 
     SECTION: ClassVar[str] = "evaluate"
     batch_size: int
+    device: str | None  # where extraction runs; None: as train.device
     flip: bool
     max_rank: int
     memory_gb: float
