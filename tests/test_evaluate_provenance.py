@@ -7,11 +7,12 @@ import torch
 
 from reid import io
 from reid.evaluate import evaluate_run
+from reid.typed_config import BootstrapConfig, RerankConfig
 
 META = {"dataset": "tiny", "variant": "mutual", "seed": "3", "config_hash": "c0ffee", "flip": "true",
         "precision": "fp32", "test_embedding": "mutual_self"}
-RERANK = {"k1": 2, "k2": 1, "lambda": 0.3}
-BOOTSTRAP = {"resamples": 20, "seed": 0}
+RERANK = RerankConfig.from_dict({"k1": 2, "k2": 1, "lambda": 0.3})
+BOOTSTRAP = BootstrapConfig.from_dict({"resamples": 20, "seed": 0})
 
 
 def features(path, meta=META):
@@ -62,7 +63,7 @@ def test_provenance_comes_from_run_json_and_the_tracker_gets_the_settings(tmp_pa
     assert provenance["tracking"] == "none" and metrics["rank1"] == record["rank1"]
     assert "rank1_ci95_low" in metrics and "cmc" not in metrics
     assert settings == {"flip": True, "max_rank": 5, "test_embedding": "mutual_self",
-                        "rerank": {"k1": 2, "k2": 1, "lambda": 0.3}, "bootstrap": BOOTSTRAP}
+                        "rerank": {"k1": 2, "k2": 1, "lambda": 0.3}, "bootstrap": BOOTSTRAP.as_dict()}
     assert kw["test_data"]["name"] == "tiny/test" and kw["test_data"]["source"] == "d"
     assert kw["data_params"] == {"data": {"query_images": 3, "gallery_images": 5}}
     assert kw["curves"]["cmc"] == record["cmc"] and kw["artifacts"] == [tmp_path / "metrics.json"]
