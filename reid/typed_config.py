@@ -267,6 +267,8 @@ class Config:
 
     datasets: tuple[str, ...]
     models: tuple[str, ...]
+    plugins: tuple[str, ...]  # modules imported first (reid.plugins)
+    custom_models: Mapping[str, Mapping[str, Any]]  # name -> its entry (reid.variants)
     seeds: tuple[int, ...]
     dataset: Mapping[str, DatasetSpec]
     synthetic: SyntheticConfig
@@ -304,6 +306,8 @@ def from_validated(config: Mapping, source: str = "config") -> Config:
                  dataset=types.MappingProxyType({name: DatasetSpec._from_validated(spec)
                                                  for name, spec in config["dataset"].items()}),
                  cross_domain=_frozen(list(config.get("cross_domain") or [])),
+                 plugins=_frozen(list(config.get("plugins") or [])),
+                 custom_models=_frozen(dict(config.get("custom_models") or {})),
                  **sections)
     return cfg
 

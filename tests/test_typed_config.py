@@ -71,19 +71,15 @@ def test_report_keys_unset_and_null_mean_different_things():
 
 
 def test_defaults_come_from_the_schema_alone(monkeypatch):
-    """Change a default in the schema: the typed section and the model builder both follow it."""
+    """Change a default in the schema: the typed sections follow it."""
     schema = load_schema()
     changed = copy.deepcopy(schema)
     changed["properties"]["train"]["properties"]["lr"]["default"] = 0.123
     changed["properties"]["model"]["properties"]["embedding_dim"]["default"] = 8
     monkeypatch.setattr(config_module, "load_schema", lambda: copy.deepcopy(changed))
     assert TrainConfig.from_dict({}).lr == 0.123
-    from reid.models import build_model
-
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        model = build_model("baseline", 3, backbone="resnet18")
-    assert model.build_kwargs["embedding_dim"] == 8
-    assert model.build_kwargs["dropout"] == schema["properties"]["model"]["properties"]["dropout"]["default"]
+    assert ModelConfig.from_dict({}).embedding_dim == 8
+    assert ModelConfig.from_dict({}).dropout == schema["properties"]["model"]["properties"]["dropout"]["default"]
 
 
 def test_a_misspelt_key_in_a_section_is_named():
