@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .rank import cmc_at
+from .stream import DEFAULT_MEMORY_GB, evaluate_protocols
 
 REPORTED_RANKS = (1, 5, 10, 20)
-RERANK_KEYS = ("k1", "k2", "lambda_value")
 
 
 def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, max_rank=50,
@@ -75,27 +75,7 @@ def _flat(full: dict, per_query: bool) -> dict:
 
 
 def _run(*args, memory_gb=None, **kwargs):
-    from .stream import DEFAULT_MEMORY_GB, evaluate_protocols
-
     return evaluate_protocols(*args, memory_gb=DEFAULT_MEMORY_GB if memory_gb is None else memory_gb, **kwargs)
-
-
-def _rerank_args(rerank) -> dict:
-    if not isinstance(rerank, dict):
-        raise ValueError(f"rerank={rerank!r}: expected None or a dict with keys {RERANK_KEYS}")
-    args = dict(rerank)
-    if "lambda" in args:
-        if "lambda_value" in args:
-            raise ValueError("rerank: give either 'lambda' or 'lambda_value', not both")
-        args["lambda_value"] = args.pop("lambda")
-    unknown = set(args) - set(RERANK_KEYS)
-    if unknown:
-        raise ValueError(f"rerank: unknown keys {sorted(unknown)}, expected {RERANK_KEYS}")
-    return args
-
-
-def _as_tensor(x, device):
-    return _inputs.float_tensor(x, "features", device)
 
 
 __all__ = ["evaluate_features", "evaluate_multi_query", "flat_metrics", "per_query_arrays", "REPORTED_RANKS"]

@@ -37,6 +37,10 @@ import torch
 
 from . import _inputs
 
+# The published parameters (Zhong et al., CVPR 2017, section 4.2: k1 = 20, k2 = 6, lambda = 0.3).
+RERANK_DEFAULTS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
+RERANK_KEYS = tuple(RERANK_DEFAULTS)
+
 _PAIR_CHUNK = 1 << 13  # (i, j) pairs per gathered dot-product batch
 _GROUP = 16  # columns per group in the running nearest-neighbour selection
 _MAX_GROUPS = 6  # more candidate groups than this in a row: topk that row instead
@@ -289,6 +293,26 @@ def _rerank(src, num_q, n, k1, k2, lambda_value, dev, block_rows):
             v = _expand(v, nn[:, :k_qe], n)
         _jaccard_into(out, v, num_q, n, lambda_value)
     return out
+
+
+def rerank_args(rerank: dict) -> dict:
+    """The re-ranking parameters of a config-style dict, every one present (unset: RERANK_DEFAULTS).
+
+    rerank: keys among k1, k2, lambda_value; the config's `lambda` is accepted for lambda_value.
+    Raises ValueError on a non-dict, an unknown key, or both `lambda` and `lambda_value`. The
+    values are checked where they are used (k1, k2 positive integers, lambda_value in [0, 1]).
+    """
+    if not isinstance(rerank, dict):
+        raise ValueError(f"rerank={rerank!r}: expected None or a dict with keys {RERANK_KEYS}")
+    args = dict(rerank)
+    if "lambda" in args:
+        if "lambda_value" in args:
+            raise ValueError("rerank: give either 'lambda' or 'lambda_value', not both")
+        args["lambda_value"] = args.pop("lambda")
+    unknown = set(args) - set(RERANK_KEYS)
+    if unknown:
+        raise ValueError(f"rerank: unknown keys {sorted(unknown)}, expected {RERANK_KEYS}")
+    return {**RERANK_DEFAULTS, **args}
 
 
 def _check_params(k1, k2, lambda_value, block_rows):

@@ -40,7 +40,7 @@ from .distance import l2_normalize
 from .keys import PROTOCOLS  # the metric-key registry's, in metrics.json order
 from .multi_query import POOLINGS, pool_multi_query
 from .rank import match_ranks, summarise
-from .rerank import (_RunningNearest, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
+from .rerank import (_RunningNearest, rerank_args, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
                      _jaccard_rows, _stable_from_candidates)
 
 DEFAULT_MEMORY_GB = 2.0
@@ -75,11 +75,9 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
     Raises ValueError on malformed input, non-finite features or distances, and a protocol in
     which no query has a true match.
     """
-    from .api import _rerank_args
-
-    rr = None if rerank is None else _rerank_args(rerank)
+    rr = None if rerank is None else rerank_args(rerank)
     if rr is not None:
-        _check_params(rr.get("k1", 20), rr.get("k2", 6), rr.get("lambda_value", 0.3), SPAN_ROWS)
+        _check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
     if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
                                   or tile_rows < MIN_TILE_ROWS):
         raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
@@ -261,7 +259,7 @@ def _plain(q, gal: _Gallery, labels, max_rank, budget, tile_rows) -> dict:
 # k-reciprocal re-ranking
 
 
-def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1=20, k2=6, lambda_value=0.3) -> dict:
+def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lambda_value) -> dict:
     """As `evaluate(re_ranking_features(q, g, k1, k2, lambda_value), ...)`, a block of queries at a time."""
     num_q, num_g = q.shape[0], gal.n
     n = num_q + num_g

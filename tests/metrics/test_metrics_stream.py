@@ -175,11 +175,24 @@ def test_first_k_stable_matches_a_stable_sort():
     (dict(memory_gb=0), "memory_gb=0"),
     (dict(tile_rows=8), "tile_rows=8"),
     (dict(rerank={"k1": 0, "k2": 3, "lambda": 0.3}), "k1=0"),
+    (dict(rerank={"k1": 6, "k3": 3}), r"rerank: unknown keys \['k3'\]"),
+    (dict(rerank={"lambda": 0.3, "lambda_value": 0.3}), "either 'lambda' or 'lambda_value'"),
+    (dict(rerank=[20, 6, 0.3]), "expected None or a dict"),
 ])
 def test_bad_arguments(kwargs, message):
     q, g, qp, gp, qc, gc, _ = problem(8)
     with pytest.raises(ValueError, match=message):
         evaluate_protocols(q, g, qp, gp, qc, gc, **kwargs)
+
+
+def test_unset_rerank_parameters_are_the_published_ones():
+    # Zhong et al. (CVPR 2017), section 4.2: k1 = 20, k2 = 6, lambda = 0.3
+    q, g, qp, gp, qc, gc, _ = problem(10)
+    partial = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k2": 6})["rerank"]
+    explicit = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 20, "k2": 6, "lambda": 0.3})["rerank"]
+    other = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 5, "k2": 6, "lambda": 0.3})["rerank"]
+    assert np.array_equal(partial["AP"], explicit["AP"], equal_nan=True)
+    assert not np.array_equal(partial["AP"], other["AP"], equal_nan=True)
 
 
 def test_non_finite_features_are_an_error():
