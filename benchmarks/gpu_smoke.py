@@ -126,6 +126,7 @@ def run_all(args, work: Path, cuda: bool, problems: list[str]) -> None:
     from reid.evaluate import compute_metrics
     from reid.features import extract, load_features
     from reid.train import TrainOutputs, train
+    from reid.typed_config import ModelConfig, TrainConfig
 
     t0 = time.perf_counter()
     data, mean, n_train = make_dataset(work, args.tiny)
@@ -154,7 +155,8 @@ def run_all(args, work: Path, cuda: bool, problems: list[str]) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "randomly initialised": intended here
                 history = train(data_root=data, mean_image=mean, dataset="synthetic", variant="mutual", seed=0,
-                                model_cfg=model_cfg, train_cfg=train_cfg,
+                                model_cfg=ModelConfig.from_dict(model_cfg),
+                                train_cfg=TrainConfig.from_dict(train_cfg),
                                 tracker=tracking.MlflowTracker("smoke", uri),
                                 outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                                 checkpoint_dir=out / "ckpt", threads=os.cpu_count() or 1)

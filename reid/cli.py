@@ -127,7 +127,7 @@ def cmd_train(args) -> None:
     train_cfg = dataclasses.replace(args.train_params, **{k: v for k, v in (("workers", args.workers),
                                                                              ("device", args.device)) if v is not None})
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
-                    variant=variant, seed=args.seed, model_cfg=model_cfg.as_dict(), train_cfg=train_cfg.as_dict(),
+                    variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=train_cfg,
                     custom_model=args.custom_model, tracker=_tracker(args),
                     outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                     checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)

@@ -116,12 +116,13 @@ def check_references(config: dict, source: str = "config") -> None:
     model = config["model"]
     from reid.variants import REGISTRY
 
+    from reid.readings import identification_path_conflict
+
     pair_path = any(REGISTRY[m].builtin and REGISTRY[m].attention == "mutual" for m in config["models"])
-    if pair_path and model["identification_path"] == "pair" \
-            and model["test_embedding"] != "mutual_self":
+    conflict = identification_path_conflict(model["identification_path"], model["test_embedding"])
+    if pair_path and conflict:
         # caught here, before any job runs, rather than when the mutual model is built
-        raise ConfigError(f"{source}: model.identification_path 'pair' needs model.test_embedding 'mutual_self' "
-                          f"(got {model['test_embedding']!r}): the single-image path is not trained in that reading")
+        raise ConfigError(f"{source}: {conflict}")
 
 
 def merge_sections(base: Any, override: Any) -> Any:

@@ -35,9 +35,24 @@ READING_KEYS = {
     "evaluate.flip": "not in the paper: flip test or none",
 }
 
-# reid.models.TEST_EMBEDDINGS, repeated here so that parsing the Snakefile does not import torch
-# (tests/test_readings.py checks that the two agree).
+# How the mutual model embeds a test image alone, and which of its paths the identification loss
+# trains (docs/model.md, choice 1). Defined here, not in reid.models, so that parsing the Snakefile
+# does not import torch; reid.models.siamese and reid.variants take them from here.
 TEST_EMBEDDINGS = ("single", "mutual_self", "plain")
+IDENTIFICATION_PATHS = ("single", "pair")
+
+
+def identification_path_conflict(identification_path: str, test_embedding: str) -> str | None:
+    """Why this pair of readings of the mutual model cannot train and test, or None when it can.
+
+    identification_path 'pair' trains only the mutual-attention path, so test images must go
+    through it (test_embedding 'mutual_self'); the single-image path is left untrained otherwise.
+    The one statement of this rule: the configuration check and ReIDModel both ask it.
+    """
+    if identification_path == "pair" and test_embedding != "mutual_self":
+        return (f"model.identification_path 'pair' needs model.test_embedding 'mutual_self' (got {test_embedding!r}): "
+                f"it trains only the mutual-attention path, so test images must go through it")
+    return None
 
 
 @dataclass(frozen=True)

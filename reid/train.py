@@ -29,6 +29,7 @@ from reid.data.market import TRAIN_DIR, Record
 from reid.data.pairs import PairDataset, training_records
 from reid.data.transforms import TrainAugment, load_mean_image
 from reid.models.runtime import autocast, load_trained_model, select_device
+from reid.typed_config import ModelConfig, TrainConfig
 
 log = logging.getLogger("reid.train")
 
@@ -53,13 +54,14 @@ def _sigterm_to_exit(signum, frame):
 
 
 def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed: int,
-          model_cfg: dict, train_cfg: dict, tracker: tracking.Tracker, outputs: TrainOutputs,
+          model_cfg: ModelConfig, train_cfg: TrainConfig, tracker: tracking.Tracker, outputs: TrainOutputs,
           checkpoint_dir: Path, threads: int = 1, reading: str | None = None,
           custom_model: dict | None = None) -> dict:
     """Train one model, resuming from ``checkpoint_dir`` (see reid.checkpoint); returns the history rows.
 
     ``train_cfg`` is the config's ``train`` section (runtime keys ``workers`` and ``device``
-    included), ``model_cfg`` its ``model`` section. The run is reported to ``tracker``
+    included), ``model_cfg`` its ``model`` section, both typed and schema-complete
+    (reid.typed_config: build them with ``from_dict``, which fills every default). The run is reported to ``tracker``
     (reid.tracking: MLflow, or the null tracker) and described in ``outputs.run_info`` (run.json),
     written last. ``reading`` (a name of reid.readings) names the run and tags it; ``model_cfg``
     must already hold its overrides. ``variant`` is a name of the registry (reid.variants); a custom
@@ -70,9 +72,11 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     from reid.models import custom
     from reid.variants import get_variant
 
+    # every key present (the schema's defaults filled once, by from_dict): no fallbacks below
+    model_cfg, train_cfg = model_cfg.as_dict(), train_cfg.as_dict()
     torch.set_num_threads(max(1, threads))
     device = select_device(train_cfg["device"])
-    autocast(device, train_cfg.get("precision", "fp32"))  # a bad value fails here, before any work
+    autocast(device, train_cfg["precision"])  # a bad value fails here, before any work
     cuda = device.type == "cuda"
     records, pid_to_label = training_records(data_root)
     stats = load_mean_image(mean_image)
@@ -138,7 +142,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
             callbacks=[run, saver], check=check)
         meta = {**described, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
-                "precision": train_cfg.get("precision", "fp32"),
+                "precision": train_cfg["precision"],
                 "label_to_pid": {v: k for k, v in pid_to_label.items()}}
         io.torch_save(outputs.model, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                                       "meta": meta})
@@ -258,7 +262,7 @@ def _train_epoch(model, optimizer, data: PairDataset, epoch: int, cfg: dict, dev
         la, lb, same = la.to(device), lb.to(device), same.to(device)
         xa = xa.contiguous(memory_format=torch.channels_last)
         xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg.get("precision", "fp32")):
+        with autocast(device, cfg["precision"]):
             out = model(xa, xb)
             if check is not None:
                 check(out, xa.shape[0])

@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from reid.readings import TEST_EMBEDDINGS
+
 ATTENTIONS = ("none", "self", "mutual")
 # colours of the variants registered after the built-ins, in registration order (matplotlib's
 # tab10 without the built-ins' four)
@@ -138,7 +140,6 @@ def backbone_label(backbone: str | None) -> str:
 
 
 _PAPER_BUILDER = "reid.models.siamese:build_from_config"
-_MUTUAL_EMBEDDINGS = ("single", "mutual_self", "plain")  # = reid.models.siamese.TEST_EMBEDDINGS (tested)
 
 # The paper's variants (docs/model.md), in the order tables list them.
 BUILTIN = (
@@ -148,7 +149,7 @@ BUILTIN = (
             _PAPER_BUILDER, {"variant": "baseline"}, builtin=True),
     Variant("self_attention", "{bb} + self-attention", "self-attention", "#2ca02c", "self", True, ("single",),
             _PAPER_BUILDER, {"variant": "self_attention"}, builtin=True),
-    Variant("mutual", "{bb} + mutual attention", "mutual attention", "#d62728", "mutual", True, _MUTUAL_EMBEDDINGS,
+    Variant("mutual", "{bb} + mutual attention", "mutual attention", "#d62728", "mutual", True, TEST_EMBEDDINGS,
             _PAPER_BUILDER, {"variant": "mutual"}, builtin=True),
 )
 

@@ -35,12 +35,17 @@ def flat(d, prefix=""):
     return out
 
 
-def test_test_embeddings_agree_with_the_model():
-    from reid.models import TEST_EMBEDDINGS
+def test_every_test_embedding_is_one_the_model_builds():
+    from reid.models import ReIDModel
 
-    assert R.TEST_EMBEDDINGS == TEST_EMBEDDINGS
     for reading in R.READINGS:
-        assert set(reading.embeddings) <= set(TEST_EMBEDDINGS)
+        assert set(reading.embeddings) <= set(R.TEST_EMBEDDINGS)
+    for embedding in R.TEST_EMBEDDINGS:
+        path = "pair" if embedding == "mutual_self" else "single"
+        ReIDModel("mutual", 3, backbone="resnet18", embedding_dim=8, test_embedding=embedding, identification_path=path)
+    with pytest.raises(ValueError, match="model.test_embedding 'bogus' is unknown"):
+        ReIDModel("mutual", 3, backbone="resnet18", embedding_dim=8, test_embedding="bogus")
+    assert R.identification_path_conflict("pair", "single") and not R.identification_path_conflict("single", "single")
 
 
 def test_every_reading_builds_a_valid_config_and_model():

@@ -12,6 +12,7 @@ from reid import tracking
 from reid.checkpoint import Checkpointer
 from reid.models.runtime import load_trained_model
 from reid.train import TrainOutputs, lr_at, train
+from reid.typed_config import ModelConfig, TrainConfig
 
 MODEL = dict(backbone="resnet18", pretrained=None, pretrained_sha256=None, pretrained_url=None, embedding_dim=32,
              dropout=0.5, attention_layers=[3, 4], test_embedding="single")
@@ -24,9 +25,9 @@ def run(tmp_path, tiny_dataset, name, variant="mutual", train_cfg=TRAIN, tracker
     root, mean = tiny_dataset
     out = tmp_path / name
     outputs = TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json")
-    history = train(data_root=root, mean_image=mean, dataset="tiny", variant=variant, seed=3, model_cfg=MODEL,
-                    train_cfg=train_cfg, tracker=tracker or tracking.MlflowTracker("reid"), outputs=outputs,
-                    checkpoint_dir=out / "ckpt")
+    history = train(data_root=root, mean_image=mean, dataset="tiny", variant=variant, seed=3,
+                    model_cfg=ModelConfig.from_dict(MODEL), train_cfg=TrainConfig.from_dict(train_cfg),
+                    tracker=tracker or tracking.MlflowTracker("reid"), outputs=outputs, checkpoint_dir=out / "ckpt")
     return outputs, history
 
 
@@ -296,5 +297,6 @@ def test_bf16_autocast_on_cpu_trains_with_finite_falling_losses(tmp_path, tiny_d
 
 
 def test_unknown_precision_is_refused_before_training(tmp_path, tiny_dataset, mlflow_store):
-    with pytest.raises(ValueError, match="train.precision"):
+    # refused when the typed section is built, naming the section and the key
+    with pytest.raises(ValueError, match=r"config 'train': invalid\s+precision: 'fp16' is not one of"):
         run(tmp_path, tiny_dataset, "bad", train_cfg={**TRAIN, "precision": "fp16"})

@@ -25,6 +25,7 @@ from reid.models.attention import ATTENTION_INITS, INPUT_NORMS, LowRankMap, Mutu
 from reid.models.backbone import BACKBONES, STAGES, build_resnet, run_stage, run_stem, stage_channels
 from reid.models.heads import Embedding, linear_head, verification_head
 from reid.models.pretrained import load_pretrained_backbone
+from reid.readings import IDENTIFICATION_PATHS, TEST_EMBEDDINGS, identification_path_conflict
 from reid.variants import BUILTIN, get_variant
 
 # The variants ReIDModel builds: the registry's built-ins (reid.variants says what each one has).
@@ -33,13 +34,12 @@ VARIANTS = tuple(v.name for v in BUILTIN)
 #   single      - self-attention only, F = f * SA + f (the mutual term needs a partner)
 #   mutual_self - the image is its own partner, F = f * conv1x1(SA * SA) + f
 #   plain       - no attention at all on this path ("the original input")
-TEST_EMBEDDINGS = ("single", "mutual_self", "plain")
 # Which path of the mutual model the identification loss trains:
 #   single - the single-image path (default, docs/model.md choice 1); the later stages run twice
 #   pair   - the mutual-attention path of the pair, as the verification loss; each stage runs once
 #            per image. Test images then go through the pair path with themselves as partner,
 #            so it requires test_embedding "mutual_self".
-IDENTIFICATION_PATHS = ("single", "pair")
+# Both tuples and that rule live in reid.readings, which the Snakefile parses without torch.
 
 
 class ReIDModel(nn.Module):
@@ -310,22 +310,21 @@ def build_model(
 
 
 def model_options(model_cfg: dict) -> dict:
-    """ReIDModel's keyword arguments from config ``model:`` (schema-complete; the defaults below only
-    serve hand-made sections of files written before a key existed)."""
+    """ReIDModel's keyword arguments from config ``model:``, schema-complete (as ``ModelConfig.as_dict()``
+    gives it); a missing key is a KeyError naming it."""
     return dict(backbone=model_cfg["backbone"], embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
                 attention_layers=tuple(model_cfg["attention_layers"]), test_embedding=model_cfg["test_embedding"],
-                attention_norm=model_cfg.get("attention_norm", "rms"),
-                attention_init=model_cfg.get("attention_init", "kaiming"),
-                identification_path=model_cfg.get("identification_path", "single"),
-                verification_norm=model_cfg.get("verification_norm", "batchnorm"))
+                attention_norm=model_cfg["attention_norm"], attention_init=model_cfg["attention_init"],
+                identification_path=model_cfg["identification_path"],
+                verification_norm=model_cfg["verification_norm"])
 
 
 def build_from_config(num_classes: int, config: dict, variant: str) -> ReIDModel:
     """The builder of the paper's variants in reid.variants: ``build_model`` with config ``model:``'s keys
     (ImageNet weights from ``model.pretrained`` when set)."""
     model_cfg = config["model"]
-    return build_model(variant, num_classes, **model_options(model_cfg), pretrained=model_cfg.get("pretrained"),
-                       pretrained_sha256=model_cfg.get("pretrained_sha256"))
+    return build_model(variant, num_classes, **model_options(model_cfg), pretrained=model_cfg["pretrained"],
+                       pretrained_sha256=model_cfg["pretrained_sha256"])
 
 
 def _check_arguments(
@@ -358,12 +357,9 @@ def _check_arguments(
     if identification_path not in IDENTIFICATION_PATHS:
         choices = ", ".join(IDENTIFICATION_PATHS)
         raise ValueError(f"model.identification_path {identification_path!r} is unknown; choose one of {choices}")
-    if get_variant(variant).attention == "mutual" and identification_path == "pair" \
-            and test_embedding != "mutual_self":
-        raise ValueError(
-            f"model.identification_path 'pair' trains only the mutual-attention path, but model.test_embedding "
-            f"is {test_embedding!r}: set it to 'mutual_self' so that test images go through the trained path"
-        )
+    conflict = identification_path_conflict(identification_path, test_embedding)
+    if get_variant(variant).attention == "mutual" and conflict:
+        raise ValueError(conflict)
 
 
 @contextlib.contextmanager

@@ -307,7 +307,7 @@ def test_random_initialisation_warns():
         (dict(attention_norm="batch"), "model.attention_norm"),
         (dict(attention_init="xavier"), "model.attention_init 'xavier'"),
         (dict(identification_path="both"), "model.identification_path 'both'"),
-        (dict(identification_path="pair"), "set it to 'mutual_self'"),
+        (dict(identification_path="pair"), "needs model.test_embedding 'mutual_self'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
