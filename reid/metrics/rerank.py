@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from . import _inputs
+from .distance import SPAN
 
 # The published parameters (Zhong et al., CVPR 2017, section 4.2: k1 = 20, k2 = 6, lambda = 0.3).
 RERANK_DEFAULTS = {"k1": 20, "k2": 6, "lambda_value": 0.3}
@@ -72,7 +73,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3, *, d
 
 
 def re_ranking_features(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3, *, device=None,
-                        block_rows=2048):
+                        block_rows=SPAN):
     """The same as `re_ranking(euclidean(q, g), euclidean(q, q), euclidean(g, g), ...)` from features
     (Q x D and G x D), without ever holding an N x N matrix. Numpy in, numpy out; torch in, torch
     out. Peak memory is about the Q x G float32 result plus a few block_rows^2 buffers.
@@ -147,14 +148,20 @@ class _FeatureRows:
                 if b <= num_q <= c:  # a query x gallery block
                     out[a:b, c - num_q:d - num_q] = p + sq[a:b, None]
                 if a != c:
-                    pt = torch.sub(p.T, sq[c:d, None])
-                    pt = pt.contiguous() if not pt.is_contiguous() else pt
-                    best.absorb(c, a, pt.add_(sq[None, a:b]))  # |f_a|^2 - 2 S^T
+                    best.absorb(c, a, _transposed(p, sq[c:d], sq[a:b]))  # |f_a|^2 - 2 S^T
         rowmax = (best.top + sq).clamp_(min=0)
         out.clamp_(min=0).div_(rowmax[:num_q, None])
         vals = (best.vals + sq[:, None]).clamp_(min=0) / rowmax[:, None]
         nn, nn_d = _stable_from_candidates(vals, best.idx, k, lambda r: self.full_rows(r) / rowmax[r, None])
         return out, nn, nn_d, rowmax
+
+
+def _transposed(p, sq_rows, sq_cols):
+    """The p-values of the transposed block: (p^T - |rows|^2) + |cols|^2, for p holding
+    |cols|^2 - 2 S (p's columns are the new rows). A contiguous copy of p^T first (the transpose
+    kernel is about twice as fast as subtracting through the transposed view), then in place;
+    p itself is left as it was."""
+    return p.T.clone(memory_format=torch.contiguous_format).sub_(sq_rows[:, None]).add_(sq_cols[None, :])
 
 
 class _RunningNearest:
@@ -404,11 +411,17 @@ def _encode(src, nn, nn_d, rowmax, k_fwd, k_half, chunk=1024):
     fwd, half = nn[:, :k_fwd], nn[:, :k_half]
     recip, recip_half = _reciprocal(nn, k_fwd), _reciprocal(nn, k_half)
     counts, cols, vals = [], [], []
+    chunk = max(1, min(chunk, (1 << 25) // n))  # the membership marks below: at most 32 MiB
+    mark = torch.zeros((min(chunk, n), n), dtype=torch.bool, device=dev)  # mark[i, j]: j in R(i)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         cand, in_r = fwd[s:e], recip[s:e]                  # R(i): cand where in_r
         h_ids, h_in = half[cand], recip_half[cand]          # R(c, k1/2) of each candidate c
-        inside = ((h_ids[..., None] == cand[:, None, None, :]) & in_r[:, None, None, :]).any(-1)
+        r_row, r_pos = torch.nonzero(in_r, as_tuple=True)
+        r_col = cand[r_row, r_pos]
+        mark[r_row, r_col] = True
+        inside = mark[:e - s].gather(1, h_ids.reshape(e - s, -1)).view(h_ids.shape)  # h_ids in R(i)?
+        mark[r_row, r_col] = False
         n_inside = (inside & h_in).sum(-1).to(torch.float64)
         size = h_in.sum(-1).to(torch.float64)
         accept = in_r & (n_inside > (2.0 / 3.0) * size)    # same float64 test as the reference
@@ -499,6 +512,10 @@ def _jaccard_rows(out, v, q0, inv, lambda_value, chunk=256):
     crow, col, val = v
     dev = crow.device
     num_g = inv.num_g
+    # two working buffers reused by every chunk, and arithmetic in place: the same operations in
+    # the same order as 1 - t / (2 - t), then jaccard * (1 - lambda) + d * lambda
+    buf = torch.empty(min(chunk, out.shape[0]) * num_g, dtype=torch.float32, device=dev)
+    den = torch.empty_like(buf)
     for s in range(0, out.shape[0], chunk):
         e = min(s + chunk, out.shape[0])
         qs, qe = q0 + s, q0 + e
@@ -507,12 +524,13 @@ def _jaccard_rows(out, v, q0, inv, lambda_value, chunk=256):
         j, vq = col[a:b], val[a:b]
         seg = inv.col_len[j]
         pos = _segment_positions(inv.col_start[j], seg)
-        target = q_local.repeat_interleave(seg) * num_g + inv.rows[pos]
-        contrib = torch.minimum(vq.repeat_interleave(seg), inv.vals[pos])
-        t = torch.zeros((e - s) * num_g, dtype=torch.float32, device=dev).index_add_(0, target, contrib)
-        t = t.view(e - s, num_g)
-        jaccard = 1 - t / (2.0 - t)
-        out[s:e] = jaccard * (1 - lambda_value) + out[s:e] * lambda_value
+        target = q_local.repeat_interleave(seg).mul_(num_g).add_(inv.rows.index_select(0, pos))
+        contrib = torch.minimum(vq.repeat_interleave(seg), inv.vals.index_select(0, pos))
+        n = (e - s) * num_g
+        t = buf[:n].zero_().index_add_(0, target, contrib).view(e - s, num_g)
+        d = torch.neg(t, out=den[:n].view(e - s, num_g)).add_(2.0)  # 2 - t
+        t.div_(d).neg_().add_(1.0).mul_(1 - lambda_value)  # the Jaccard distance, times 1 - lambda
+        out[s:e].mul_(lambda_value).add_(t)
 
 
 def _array(x, name):

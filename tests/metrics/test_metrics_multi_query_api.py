@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid.metrics import (evaluate, evaluate_features, evaluate_multi_query, euclidean_distance,
+from reid.metrics import (evaluate, evaluate_features, evaluate_multi_query, euclidean_distance, l2_normalize,
                           pool_multi_query, re_ranking_features)
+from reid.metrics import distance as distance_mod
 
 
 def unit(x):
@@ -32,6 +33,41 @@ def test_euclidean_distance_brute_force():
     np.testing.assert_allclose(euclidean_distance(a, b, block_rows=3), expected, atol=1e-5)
     t = euclidean_distance(torch.from_numpy(a), torch.from_numpy(b))
     assert isinstance(t, torch.Tensor)
+
+
+def test_l2_normalize_scales_rows_and_leaves_unit_rows_as_they_are():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((400, 64)).astype(np.float32) * 3.0)
+    x[0] = 0.0
+    unit_rows = torch.nn.functional.normalize(x[1:200], dim=1)  # as `reid extract` writes them
+    x[1:200] = unit_rows
+    once = l2_normalize(x)
+    # rows of any length: scaled by their float32 norm, exactly as x / |x| (zeros stay zeros)
+    np.testing.assert_array_equal(once[200:], x[200:] / x[200:].norm(dim=1, keepdim=True))
+    assert torch.equal(once[0], torch.zeros(64))
+    # unit rows: as given, although dividing them again would move the last bits of many
+    assert torch.equal(once[1:200], unit_rows)
+    assert not torch.equal(unit_rows / unit_rows.norm(dim=1, keepdim=True), unit_rows)
+    # so normalising is idempotent, and the result is never an alias of the input
+    assert torch.equal(l2_normalize(once), once)
+    same = l2_normalize(unit_rows)
+    same[0, 0] = 7.0
+    assert unit_rows[0, 0] != 7.0
+    np.testing.assert_allclose(np.linalg.norm(l2_normalize(x.numpy())[1:], axis=1), 1.0, atol=distance_mod.UNIT_NORM_TOLERANCE)
+
+
+def test_euclidean_distance_is_the_rerank_arithmetic_per_column_span(monkeypatch):
+    # the same bits whatever the block of rows, computed per span of SPAN columns: a narrow last
+    # span is computed as its own product, as re-ranking computes it
+    monkeypatch.setattr(distance_mod, "SPAN", 8)
+    rng = np.random.default_rng(4)
+    a, b = torch.from_numpy(rng.standard_normal((40, 32)).astype(np.float32)), \
+        torch.from_numpy(rng.standard_normal((35, 32)).astype(np.float32))
+    sa, sb = (a * a).sum(1), (b * b).sum(1)
+    expected = torch.cat([torch.addmm(sb[None, c:c + 8], a, b[c:c + 8].T, alpha=-2.0) for c in range(0, 35, 8)], 1)
+    expected = (expected + sa[:, None]).clamp_(min=0).sqrt_()
+    for block_rows in (40, 16, 7):
+        assert torch.equal(euclidean_distance(a, b, block_rows=block_rows), expected)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])

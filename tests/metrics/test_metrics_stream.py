@@ -14,6 +14,7 @@ import torch
 from reid.evaluate import compute_metrics
 from reid.metrics import (PROTOCOLS, euclidean_distance, evaluate, evaluate_protocols, l2_normalize,
                           pool_multi_query, re_ranking_features)
+from reid.metrics import distance as distance_mod
 from reid.metrics import stream as stream_mod
 from reid.metrics.rerank import _first_k_stable
 
@@ -100,14 +101,37 @@ def test_tiny_memory_budget_forces_many_blocks_and_matches_one_block(monkeypatch
 
 
 def test_larger_than_one_span_of_queries(monkeypatch):
-    # more queries than one span (SPAN_ROWS, made small here): the query pairs across spans are
-    # computed transposed, as in re_ranking_features with the same block_rows
+    # more queries and gallery images than one span (SPAN_ROWS, made small here): the query pairs
+    # across spans are computed transposed, as in re_ranking_features with the same block_rows,
+    # and the gallery's last span is narrow (5 columns): the plain protocol, made from the
+    # re-ranking's products, still matches euclidean_distance with the same spans
     monkeypatch.setattr(stream_mod, "SPAN_ROWS", 32)
-    q, g, qp, gp, qc, gc, mq = problem(4, nq=90, ng=150)
-    rr = evaluate_protocols(q, g, qp, gp, qc, gc, rerank=RR, memory_gb=1e-9, tile_rows=16)["rerank"]
-    expected = evaluate(re_ranking_features(q, g, **RR, block_rows=32), qp, gp, qc, gc, max_rank=50)
-    for key in PER_QUERY:
-        np.testing.assert_array_equal(rr[key], expected[key])
+    monkeypatch.setattr(distance_mod, "SPAN", 32)
+    q, g, qp, gp, qc, gc, mq = problem(4, nq=90, ng=133)
+    for memory_gb in (1e-9, 4.0):  # pass 2 recomputes the distances, or keeps them from pass 1
+        got = evaluate_protocols(q, g, qp, gp, qc, gc, rerank=RR, memory_gb=memory_gb, tile_rows=16)
+        expected = {"single": evaluate(euclidean_distance(q, g), qp, gp, qc, gc, max_rank=50),
+                    "rerank": evaluate(re_ranking_features(q, g, **RR, block_rows=32), qp, gp, qc, gc, max_rank=50)}
+        assert_identical(got, expected)
+
+
+def test_each_product_is_computed_once(monkeypatch):
+    # one gallery-to-gallery product (unit-length features: the multi-query protocols share it),
+    # and per protocol one queries x queries and one queries x gallery product, which the plain
+    # protocol and its re-ranked form share
+    q, g, qp, gp, qc, gc, mq = problem(8)
+    nq, ng = len(q), len(g)
+    entries = []
+    real_addmm = torch.addmm
+
+    def counting(c, a, b, **kw):
+        if b.shape[1] != nq + ng:  # not a row redone whole because of a tie at the k-th place
+            entries.append(a.shape[0] * b.shape[1])
+        return real_addmm(c, a, b, **kw)
+
+    monkeypatch.setattr(torch, "addmm", counting)
+    evaluate_protocols(q, g, qp, gp, qc, gc, rerank=RR, multi_query=mq, memory_gb=4.0)
+    assert sum(entries) == ng * ng + 3 * (nq * nq + nq * ng)
 
 
 def test_gallery_search_done_once_per_gallery(monkeypatch):
@@ -121,14 +145,15 @@ def test_gallery_search_done_once_per_gallery(monkeypatch):
 
     monkeypatch.setattr(stream_mod._Gallery, "lists", spy)
     q, g, qp, gp, qc, gc, mq = problem(5)
-    evaluate_protocols(q, g, qp, gp, qc, gc, rerank=RR, multi_query=mq, memory_gb=1e-9, tile_rows=16)
+    # features of any length: the multi-query protocols rank their L2-normalised copy
+    evaluate_protocols(q, 1.5 * g, qp, gp, qc, gc, rerank=RR, multi_query=mq, memory_gb=1e-9, tile_rows=16)
     assert len(searches) == 2  # the gallery as given, and L2-normalised for multi-query
     searches.clear()
-    # features that normalising leaves bit for bit unchanged (as `reid extract` writes them,
-    # usually) share one search between the single- and multi-query protocols
-    unit = torch.zeros_like(g)
-    unit[torch.arange(len(g)), torch.arange(len(g)) % g.shape[1]] = 1.0
-    evaluate_protocols(q, unit, qp, gp, qc, gc, rerank=RR, multi_query=mq, memory_gb=1e-9, tile_rows=16)
+    # unit-length features (as `reid extract` writes them) share one search between the single-
+    # and multi-query protocols, although dividing them by their float32 norm again would change
+    # the last bits of some rows
+    assert not torch.equal(g / g.norm(dim=1, keepdim=True), g)
+    evaluate_protocols(q, g, qp, gp, qc, gc, rerank=RR, multi_query=mq, memory_gb=1e-9, tile_rows=16)
     assert len(searches) == 1
 
 
