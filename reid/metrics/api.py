@@ -35,7 +35,8 @@ def evaluate_multi_query(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, m
     """Multi-query evaluation: queries pooled over their gt_bbox images (see multi_query.py).
 
     Pooled queries are unit length, so the gallery features are L2-normalised too (as in the
-    official Market-1501 code, whose features are all normalised); single-query evaluation is left
+    official Market-1501 code, whose features are all normalised; rows already of unit length,
+    within `distance.UNIT_NORM_TOLERANCE`, are ranked as given); single-query evaluation is left
     to `evaluate_features` on whatever features the caller has. Same keys as `evaluate_features`.
     """
     protocol = f"multi_query_{pooling}" + ("" if rerank is None else "/rerank")

@@ -18,6 +18,12 @@ without ever holding a queries x gallery matrix when the memory budget does not 
   Pass 1 goes over the query tiles once (their rows and, transposed, their columns); pass 2 goes
   over the query blocks again for the Jaccard distances, recomputing the block's distances unless
   the budget allows keeping all of them from pass 1.
+* The plain protocol costs no matrix product of its own when re-ranking runs: pass 1's queries x
+  gallery products, completed by |q|^2, are exactly `squared_euclidean_distance`'s, so each tile
+  is ranked plainly as soon as its row of products is complete.
+* The multi-query protocols rank the L2-normalised gallery; `l2_normalize` leaves rows already of
+  unit length as they are, so for features from `reid extract` that is the single-query gallery
+  itself, with one neighbour search for all six protocols.
 
 Exactly the same numbers as the unstreamed path (`euclidean_distance` or `re_ranking_features`,
 then `evaluate`): every entry is computed with the same arithmetic as there (the same matrix
@@ -56,7 +62,7 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
 
     q_feats (Q x D), g_feats (G x D): features, numpy or torch, any float dtype (computed in
         float32). Single-query protocols rank g_feats as given; multi-query protocols rank the
-        L2-normalised gallery (as `evaluate_multi_query`).
+        L2-normalised gallery (as `evaluate_multi_query`; `l2_normalize` leaves unit rows as given).
     q_pids, g_pids, q_camids, g_camids: integer labels (pid -1 junk, 0 distractor).
     rerank: None, or {"k1", "k2", "lambda_value"} (or "lambda"): also run the re-ranked protocols.
     multi_query: None, or (mq_feats, mq_pids, mq_camids), the gt_bbox images: also run
