@@ -17,26 +17,23 @@ printed. `--reid-from DIR` measures the `reid` package of another checkout (e.g.
 made with `git worktree add`), to compare versions on the same features. `--profile N` prints the
 N most expensive functions with their callees (cProfile, cumulative): the phases below.
 
-Measured (2 threads, nothing else running, session 3): Market-1501 scale every protocol 10.40 s wall,
-20.6 s CPU, 587-601 MiB beyond the features; MSMT17 scale plain + re-ranked 75.2 s, 1,398 MiB.
+Measured (2 threads, nothing else running, session 5): Market-1501 scale every protocol 6.71-7.40 s
+wall over five runs (median 6.90 s; 13.3-14.7 s CPU), 508-569 MiB beyond the features; MSMT17 scale
+plain + re-ranked 55.6 s, 1,101 MiB. Session 3 and 4: 10.40-12.22 s and 75.2 s, 1,398 MiB.
 
-Where the time goes at Market-1501 scale (session 4; CPU seconds of one thread, measured per phase
-on a machine shared with other jobs, so the split is meaningful and the sum only roughly so):
-  - the gallery-to-gallery neighbour search, twice (the single-query gallery as given, and the
-    L2-normalised one the multi-query protocols rank; on unit-length features normalising again
-    still changes the bits of 27% of the rows, so the two searches cannot share results exactly):
-    about 3.0 s each, of which 1.8 s is the matrix product (half of G x G x 512, the symmetric
-    blocks) and 1.2 s the running k-nearest selection;
-  - each plain protocol (3): about 1.5 s, half of it the Q x G product, most of the rest ranking
-    (`match_ranks`, about 0.5 s);
-  - each re-ranked protocol (3), beyond the gallery search: about 2.9 s: query rows and columns of
-    the neighbour search 1.3 s (0.85 s of it matrix products), the Jaccard distances 0.75 s, the
-    k-reciprocal encoding 0.6 s, expansion, inverted index and ranking 0.35 s;
-  - pooling, normalising and the per-query reduction: under 1 s in all.
-Matrix products are about 9 s of the 20 s, and every one is needed for bit-identical results: the
-plain and the re-ranked protocols rank the same pairs but with different formulas
-(|q|^2 + |g|^2 - 2 q.g against |g|^2 - 2 q.g, then + |q|^2), and MKL's product adds its C input in
-K-blocks of 192 (on this machine), so neither set of bits can be made from the other's product.
+Where the time goes at Market-1501 scale (session 5, cProfile at 2 threads, wall seconds, 6.8 s
+in all):
+  - matrix products 2.0 s, each made once: the gallery-to-gallery products (the span pairs on and
+    above the diagonal; the multi-query protocols rank the same unit-length gallery, so there is
+    one search for all six protocols) and per protocol one queries x queries and one queries x
+    gallery product, which the plain protocol shares with its re-ranked form (the same arithmetic
+    as `squared_euclidean_distance`);
+  - the running k-nearest selection (`absorb`, mostly topk) 1.0 s, and the transposed blocks it
+    needs 0.4 s;
+  - ranking the true matches (`match_ranks`) 0.8 s for the six protocols, most of it the
+    multi-query max protocols, whose pooled features leave many gallery images before the last match;
+  - the Jaccard distances 0.8 s, the k-reciprocal encoding 0.65 s, local query expansion 0.2 s;
+  - pooling and normalising 0.2 s.
 """
 
 from __future__ import annotations

@@ -18,15 +18,14 @@ resident memory. It then checks that the two agree exactly: every number of metr
 (scalars, CMC curves, ci95 bounds, counts) is equal, and per_query.csv is byte for byte the same.
 Exit status 1 if they differ.
 
-Measured on the 2-core development machine, 2 threads (session 4), while four other sessions'
-test suites and demo trainings ran on the same two cores (load average 14-18), so the wall times
-say nothing about an idle machine:
-  evaluate-features  658 s wall, 110 s CPU, peak RSS 1,190 MiB
-  evaluate (stage)   700 s wall, 115 s CPU, peak RSS 1,118 MiB
+Measured on the 2-core development machine, 2 threads, nothing else running (session 5):
+  evaluate-features  9.41 s wall, 16.3 s CPU, peak RSS 1,105 MiB
+  evaluate (stage)   9.69 s wall, 16.7 s CPU, peak RSS 1,114 MiB
   metrics.json numbers and per_query.csv identical.
-Per phase of evaluate-features (same load, CPU seconds): importing torch 1.4, reading the .npz 0.5,
-per-query table 0.02, 10,000-resample intervals of 42 keys 0.34, CSV text 0.07; the rest is the
-evaluate stage's computation (`bench_evaluate.py`: 10.4 s wall on the idle machine in session 3).
+(Session 4, idle: evaluate-features 13.72 s, the stage 14.56 s.) Per phase of evaluate-features
+(session 4, CPU seconds): importing torch 1.4, reading the .npz 0.5, per-query table 0.02,
+10,000-resample intervals of 42 keys 0.34, CSV text 0.07; the rest is the evaluate stage's
+computation (`bench_evaluate.py`: 6.9 s wall in session 5).
 mlflow, pandas and matplotlib are never imported. `--scale tiny` is the tests' smoke run.
 """
 
