@@ -405,18 +405,21 @@ def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[s
 # the compare view (which sorts metric names) and the Models page list mAP and rank1 first; the
 # re-ranked protocol keeps its rerank/ prefix, which sorts after rank*. The single-query extras
 # (the trapezoid mAP, mINP) go under single_query/. The multi-query protocols (Market-1501 only, 24
-# numbers whose multi_query_ prefix would sort between mAP and rank1) stay in evaluation/metrics.json
-# and Table 3 rather than in the metric list.
+# numbers whose multi_query_ prefix would sort between mAP and rank1; reid.metrics.keys says which
+# protocols they are) stay in evaluation/metrics.json and Table 3 rather than in the metric list.
 HEADLINE = ("rank1", "rank5", "rank10", "rank20", "mAP")
 
 
 def mlflow_metrics(record: Mapping[str, float]) -> dict[str, float]:
     """The evaluation metrics as MLflow logs them (see HEADLINE), from the flat metrics.json keys."""
+    from reid.metrics import keys  # here: the Snakefile imports this module, and reid.metrics imports torch
+
     out = {}
     for key, value in record.items():
-        if key.startswith("multi_query_"):
+        protocol = keys.protocol_of(key)
+        if keys.is_multi_query(protocol):
             continue
-        if "/" not in key and key not in HEADLINE:
+        if protocol == keys.SINGLE and key not in HEADLINE:
             key = f"single_query/{key}"
         out[key] = value
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import keys
 from .rank import cmc_at
 from .stream import DEFAULT_MEMORY_GB, evaluate_protocols
 
@@ -23,7 +24,7 @@ def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, m
     Returns `flat_metrics` of the protocol's result: all fractions in [0, 1] but the count. With
     per_query=True also "per_query": `per_query_arrays` of the result.
     """
-    protocol = "single" if rerank is None else "rerank"
+    protocol = keys.protocol(rerank=rerank is not None)
     full = _run(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, rerank=rerank,
                 device=device, memory_gb=memory_gb)[protocol]
     return _flat(full, per_query)
@@ -39,7 +40,7 @@ def evaluate_multi_query(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, m
     within `distance.UNIT_NORM_TOLERANCE`, are ranked as given); single-query evaluation is left
     to `evaluate_features` on whatever features the caller has. Same keys as `evaluate_features`.
     """
-    protocol = f"multi_query_{pooling}" + ("" if rerank is None else "/rerank")
+    protocol = keys.protocol(pooling, rerank=rerank is not None)
     full = _run(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, rerank=rerank,
                 device=device, memory_gb=memory_gb, multi_query=(mq_feats, mq_pids, mq_camids),
                 poolings=(pooling,), single=False)[protocol]

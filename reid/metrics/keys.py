@@ -94,6 +94,33 @@ PROTOCOL_LABELS: dict[str, str] = {
 }
 PROTOCOLS = tuple(PROTOCOL_LABELS)
 SINGLE = "single"
+RERANK_SUFFIX = "rerank"
+MULTI_QUERY = "multi_query_"  # multi-query protocols: MULTI_QUERY + pooling (+ "/rerank")
+
+
+def protocol(pooling: str | None = None, rerank: bool = False) -> str:
+    """The protocol name of single query (``pooling`` None) or multi-query with that pooling,
+    plain or re-ranked: ``protocol() == "single"``, ``protocol("max", True) == "multi_query_max/rerank"``.
+    ValueError when no such protocol is registered."""
+    base = SINGLE if pooling is None else MULTI_QUERY + pooling
+    name = (RERANK_SUFFIX if base == SINGLE else base + SEPARATOR + RERANK_SUFFIX) if rerank else base
+    if name not in PROTOCOL_LABELS:
+        raise ValueError(f"no protocol for pooling={pooling!r}, rerank={rerank}; the protocols are "
+                         f"{', '.join(PROTOCOLS)}")
+    return name
+
+
+def protocol_of(name: str) -> str | None:
+    """The protocol whose prefix a metrics.json-style key carries, whatever follows it (a metric, the
+    curve, an interval bound such as ``rerank/mAP_ci95_low``): ``"single"`` for no prefix, None for
+    an unknown prefix."""
+    head = name.rpartition(SEPARATOR)[0]
+    return SINGLE if not head else head if head in PROTOCOL_LABELS else None
+
+
+def is_multi_query(protocol_name: str | None) -> bool:
+    """Whether a protocol pools the queries' gt_bbox images (Market-1501's multi-query)."""
+    return protocol_name is not None and protocol_name.startswith(MULTI_QUERY)
 
 
 def register(metric: Metric) -> Metric:

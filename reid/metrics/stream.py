@@ -43,7 +43,7 @@ import torch
 
 from . import _inputs
 from .distance import SPAN, l2_normalize
-from .keys import PROTOCOLS  # the metric-key registry's, in metrics.json order
+from .keys import PROTOCOLS, protocol  # the metric-key registry's, in metrics.json order
 from .multi_query import POOLINGS, pool_multi_query
 from .rank import match_ranks, summarise
 from .rerank import (_RunningNearest, rerank_args, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
@@ -110,30 +110,30 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
         while tile_rows > MIN_TILE_ROWS and tile_rows * 8 * num_g > budget:
             tile_rows //= 2
 
-    runs = []  # (protocol, queries, gallery key)
+    runs = []  # (multi-query pooling or None, queries, gallery key)
     if single:
-        runs.append(("single", q, "raw"))
+        runs.append((None, q, "raw"))
     if multi_query is not None:
         mq_feats, mq_pids, mq_camids = multi_query
         for pooling in poolings:
             pooled = pool_multi_query(labels[0], labels[2], _inputs.float_tensor(mq_feats, "mq_feats", dev),
                                       mq_pids, mq_camids, pooling=pooling, q_feats=q)
-            runs.append((f"multi_query_{pooling}", pooled.contiguous(), "normalised"))
+            runs.append((pooling, pooled.contiguous(), "normalised"))
     galleries = {"raw": _Gallery(g)}
     if multi_query is not None:
         gn = l2_normalize(g).contiguous()
-        # features written by `reid extract` are already unit length; when normalising changes no
-        # bit, both kinds of protocol share one gallery (and one neighbour search)
+        # l2_normalize leaves unit-length rows (features written by `reid extract`) as they are:
+        # then both kinds of protocol share one gallery (and one neighbour search)
         galleries["normalised"] = galleries["raw"] if torch.equal(gn, g) else _Gallery(gn)
 
     results = {}
     with torch.inference_mode():
-        for name, queries, gkey in runs:
+        for pooling, queries, gkey in runs:
             gal = galleries[gkey]
             if rr is None:
-                results[name] = _plain(queries, gal, labels, max_rank, budget, tile_rows)
+                results[protocol(pooling)] = _plain(queries, gal, labels, max_rank, budget, tile_rows)
             else:  # one pass makes both: they rank the same products
-                results[name], results[f"{name}/rerank" if name != "single" else "rerank"] = _reranked(
+                results[protocol(pooling)], results[protocol(pooling, rerank=True)] = _reranked(
                     queries, gal, labels, max_rank, budget, tile_rows, **rr)
     return {p: results[p] for p in PROTOCOLS if p in results}
 

@@ -34,6 +34,34 @@ def test_keys_are_built_and_parsed_back_for_every_protocol_and_metric():
         keys.key("single", "rank2")
 
 
+def test_protocol_names_come_from_pooling_and_rerank():
+    from reid.metrics.multi_query import POOLINGS
+
+    named = {keys.protocol(pooling, rerank) for pooling in (None, *POOLINGS) for rerank in (False, True)}
+    assert named == set(keys.PROTOCOLS)
+    assert keys.protocol() == "single" and keys.protocol(rerank=True) == "rerank"
+    assert keys.protocol("max", rerank=True) == "multi_query_max/rerank"
+    with pytest.raises(ValueError, match="no protocol for pooling='median'"):
+        keys.protocol("median")
+    # the protocol of any key, interval bounds included; which of them pool gt_bbox images
+    assert keys.protocol_of("rank1_ci95_low") == "single"
+    assert keys.protocol_of("multi_query_mean/rerank/mAP_ci95_high") == "multi_query_mean/rerank"
+    assert keys.protocol_of("nonsense/rank1") is None
+    assert [p for p in keys.PROTOCOLS if keys.is_multi_query(p)] == [
+        keys.protocol(pooling, rerank) for pooling in POOLINGS for rerank in (False, True)]
+    assert not keys.is_multi_query(None)
+
+
+def test_mlflow_metric_names_leave_the_multi_query_protocols_to_metrics_json():
+    from reid.tracking import mlflow_metrics
+
+    record = {keys.key(p, m): 0.5 for p in keys.PROTOCOLS for m in ("rank1", "mAP", "mINP")}
+    record.update({"rank1_ci95_low": 0.4, "multi_query_max/mAP_ci95_low": 0.3, "rerank/mAP_ci95_high": 0.6})
+    assert sorted(mlflow_metrics(record)) == sorted([
+        "rank1", "mAP", "single_query/mINP", "single_query/rank1_ci95_low",
+        "rerank/rank1", "rerank/mAP", "rerank/mINP", "rerank/mAP_ci95_high"])
+
+
 def test_every_key_evaluate_writes_is_a_registered_metric_or_curve():
     from reid.evaluate import compute_metrics
 
