@@ -15,7 +15,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 
 def fsync_dir(folder: str | Path) -> None:
@@ -55,10 +55,91 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
+class WriteError(OSError):
+    """A file could not be written; ``str()`` names the file and the cause (errno kept)."""
+
+
+def _named(path: Path, err: OSError) -> WriteError:
+    cause = err.strerror or str(err)
+    return WriteError(err.errno, f"could not write {path}: {cause}")
+
+
+def commit_together(writes: Mapping[str | Path, Callable[[Path], Any]]) -> list[Path]:
+    """Write several files as one unit: all of them are replaced, or none is.
+
+    ``writes`` maps each target path to a ``write(tmp_path)`` callable. Every file is first written
+    to a temporary file beside its target and fsynced; only when all of them are complete are they
+    renamed over their targets, in the mapping's order, and their folders fsynced. A failure while
+    writing (a full disk, a file-size limit, an exception in a writer) removes every temporary file
+    and leaves every target exactly as it was; an ``OSError`` is raised again as :class:`WriteError`
+    naming the file it was writing. Renames need no space, so the only window in which a reader can
+    see a mix of old and new files is a crash between two renames (microseconds); loaders that pair
+    files (metrics.json and per_query.csv) check that they belong together.
+
+    Returns the target paths, in order.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, write in writes.items():
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            staged.append((target, tmp))
+            try:
+                write(tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+            except WriteError:
+                raise
+            except OSError as err:
+                raise _named(target, err) from err
+    except BaseException:
+        for _, tmp in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for target, tmp in staged:
+        os.replace(tmp, target)
+    for folder in dict.fromkeys(target.parent for target, _ in staged):
+        fsync_dir(folder)
+    return [target for target, _ in staged]
+
+
+def text_writer(text: str) -> Callable[[Path], Any]:
+    """A ``write(tmp)`` for :func:`commit_together` that writes ``text`` as UTF-8."""
+    return lambda tmp: tmp.write_text(text, encoding="utf-8")
+
+
+def json_writer(obj: Any) -> Callable[[Path], Any]:
+    """A ``write(tmp)`` for :func:`commit_together`: JSON as :func:`write_json` writes it."""
+    return text_writer(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def torch_writer(obj: Any, name: str) -> Callable[[Path], Any]:
+    """A ``write(tmp)`` for :func:`commit_together`: ``torch.save`` as :func:`torch_save` does it,
+    so that the bytes do not depend on the temporary name (``name`` is the target's file name)."""
+
+    def write(tmp: Path) -> None:
+        import torch
+
+        with tempfile.TemporaryDirectory(prefix=f".{name}.dir-", dir=tmp.parent) as folder:
+            inner = Path(folder) / f"{name}.tmp"
+            torch.save(obj, inner)
+            os.replace(inner, tmp)
+
+    return write
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` and move the result over ``path`` atomically; returns ``path``."""
-    with atomic_path(path) as tmp:
-        write(tmp)
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except WriteError:
+        raise
+    except OSError as err:
+        raise _named(Path(path), err) from err
     return Path(path)
 
 
@@ -67,12 +148,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, text_writer(text))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """JSON with sorted keys and a final newline (stable bytes for the same content)."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return atomic_write(path, json_writer(obj))
 
 
 def torch_save(path: str | Path, obj: Any) -> Path:
@@ -83,14 +164,5 @@ def torch_save(path: str | Path, obj: Any) -> Path:
     the name minus its last suffix), so the object is saved as ``<path name>.tmp`` in a private
     folder: the bytes are the same for the same object, whatever the random temporary name.
     """
-    import torch
-
     path = Path(path)
-
-    def write(tmp: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix=f".{path.name}.dir-", dir=tmp.parent) as folder:
-            inner = Path(folder) / f"{path.name}.tmp"
-            torch.save(obj, inner)
-            os.replace(inner, tmp)
-
-    return atomic_write(path, write)
+    return atomic_write(path, torch_writer(obj, path.name))
