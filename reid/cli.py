@@ -204,6 +204,32 @@ def cmd_rank(args) -> None:
         print(f"wrote {args.out}")
 
 
+def cmd_export(args) -> None:
+    from reid.export_onnx import export_model_file
+
+    result = export_model_file(model_path=Path(args.model_file), out=Path(args.out), data_root=args.data,
+                               mean_image=args.mean_image, images=args.images, test_embedding=args.test_embedding,
+                               threads=args.threads, tracker=_tracker(args))
+    meta = result.metadata
+    print(f"wrote {result.out}: ONNX opset {meta['opset']}, input images (N, 3, {meta['height']}, {meta['width']}), "
+          f"output embeddings (N, {meta['embedding_dim']}); parity on {result.images} test images: "
+          f"max |ONNX Runtime - PyTorch| = {result.max_abs_diff:.2e}")
+    print(f"recorded with the training run: {result.logged}" if result.logged else "not recorded by a tracker")
+
+
+def _bounded_int(what: str, low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer ({what})") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must lie in [{low}, {high}] ({what})")
+        return value
+
+    return parse
+
+
 def _tracker(args):
     """The tracker a stage reports to: --tracking, else $REID_TRACKING (set by the Snakefile from config
     mlflow.enabled), else MLflow; for MLflow, --mlflow-params when given, else the environment."""
@@ -348,6 +374,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", default=None, help="PNG of the query and its top matches")
     s.set_defaults(func=cmd_rank)
+
+    s = sub.add_parser("export", help="a trained model's test path as an ONNX graph, parity-checked in ONNX Runtime")
+    s.add_argument("--model-file", required=True, help="model.pt written by `reid train`")
+    s.add_argument("--format", choices=["onnx"], default="onnx")
+    s.add_argument("--out", required=True, help="the ONNX file (written only if the parity check passes)")
+    s.add_argument("--data", default=None, help="dataset folder whose test images the parity check embeds "
+                                                "(default: data/<dataset> beside the model's results/)")
+    s.add_argument("--mean-image", default=None,
+                   help="the training mean image (default: results/<dataset>/mean_image.pt beside the model's run)")
+    s.add_argument("--images", type=_bounded_int("--images", 1, 1024), default=32,
+                   help="test images in the parity check (1-1024)")
+    s.add_argument("--test-embedding", default=None, choices=["single", "mutual_self", "plain"],
+                   help="export this single-image path instead of the trained one (mutual models; same weights)")
+    s.add_argument("--threads", type=_bounded_int("--threads", 1, 256), default=2)
+    s.add_argument("--tracking", choices=TRACKERS, default=None,
+                   help="where the file is recorded with the training run: mlflow or none; default: "
+                        "$REID_TRACKING, else mlflow")
+    s.set_defaults(func=cmd_export)
 
     from reid.report.cli import add_report_commands
 

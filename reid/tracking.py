@@ -582,6 +582,11 @@ class Tracker:
         """Attach the report's files to the training runs ``provenances`` name; returns run id -> names."""
         return {}
 
+    def log_export(self, provenance: Mapping[str, Any], path: Path, artifact_path: str = "export") -> str | None:
+        """Keep an exported model file (``reid export``) with the training run that ``provenance``
+        (run.json) names; returns where it is kept, or None when nothing was recorded."""
+        return None
+
 
 NullTracker = Tracker
 
@@ -648,6 +653,22 @@ class MlflowTracker(Tracker):
         run_ids = list(dict.fromkeys(run_ids))  # one upload per run
         log_artifacts(run_ids, files, artifact_path=artifact_path)
         return {rid: [f"{artifact_path}/{f.name}" for f in files] for rid in run_ids}
+
+
+    def log_export(self, provenance, path, artifact_path: str = "export") -> str | None:
+        # an artifact of the training run (a re-export replaces it), named on its LoggedModel by a tag
+        run_id, path = provenance.get("mlflow_run_id"), Path(path)
+        if not run_id:
+            log.warning("%s %s seed %s was trained without MLflow (its run.json has no mlflow_run_id): %s is not "
+                        "recorded in MLflow", provenance.get("dataset"), provenance.get("model"),
+                        provenance.get("seed"), path)
+            return None
+        log_artifacts([run_id], [path], artifact_path=artifact_path)
+        name = f"{artifact_path}/{path.name}"
+        if provenance.get("logged_model_id"):
+            _client().set_logged_model_tags(provenance["logged_model_id"],
+                                            {f"export.{path.suffix.lstrip('.') or 'file'}": f"runs:/{run_id}/{name}"})
+        return name
 
 
 def make_tracker(kind: str | None = None, experiment_prefix: str | None = None, uri: str | None = None) -> Tracker:
