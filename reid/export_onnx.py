@@ -76,9 +76,8 @@ class ExportResult:
 def pipeline_inputs(model_file: str | Path, dataset: str) -> tuple[Path, Path]:
     """(data folder, mean image) of a pipeline model ``results/<dataset>/<model>/seed<seed>/model.pt``:
     ``data/<dataset>`` beside ``results/``, and ``results/<dataset>/mean_image.pt``."""
-    run_dir = Path(model_file).resolve().parent
-    dataset_dir = run_dir.parents[1]
-    return dataset_dir.parents[1] / "data" / dataset, dataset_dir / "mean_image.pt"
+    dataset_dir = Path(model_file).resolve().parent.parent.parent  # .parent never fails, even at the root
+    return dataset_dir.parent.parent / "data" / dataset, dataset_dir / "mean_image.pt"
 
 
 def parity_images(data_root: str | Path, mean_image: str | Path, height: int, width: int,
@@ -110,13 +109,6 @@ def preprocessing_metadata(mean_image: str | Path, height: int, width: int) -> d
     mean = np.ascontiguousarray(norm.mean.numpy(), dtype="<f4")
     return {"preprocessing": PREPROCESSING, "mean_image": base64.b64encode(mean.tobytes()).decode("ascii"),
             "std": json.dumps([float(v) for v in norm.std.flatten()])}
-
-
-def decode_mean_image(metadata: dict, height: int, width: int) -> np.ndarray:
-    """The (3, height, width) float32 mean image from an exported file's metadata (the inverse of
-    ``preprocessing_metadata``)."""
-    raw = base64.b64decode(metadata["mean_image"])
-    return np.frombuffer(raw, dtype="<f4").reshape(3, height, width).astype(np.float32)
 
 
 def to_onnx(net: torch.nn.Module, example: torch.Tensor, who: str) -> bytes:
