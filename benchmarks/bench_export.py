@@ -9,7 +9,7 @@ the attention maps are not zero): throughput does not depend on them. Each model
 ``reid.export_onnx.export_model`` (parity-checked like ``reid export``), then timed at one thread and
 at all threads (``os.cpu_count()``): PyTorch eager on a contiguous batch (what the LoggedModel runs),
 PyTorch eager channels-last (what ``reid extract`` runs), and ONNX Runtime (CPU provider, default
-graph optimisations). The three are timed in interleaved rounds and the median round is reported, so
+graph optimisations); wall and process CPU time per image are printed. The three are timed in interleaved rounds and the median round is reported, so
 that load from other processes hits all of them alike.
 
 ``--parity`` exports every built-in variant and test embedding of each config on real images (a
@@ -87,7 +87,10 @@ def _copy_channels_last(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def time_config(name: str, cfg: dict, thread_counts: list[int], rounds: int, batches: int) -> list[tuple]:
-    """Rows (config, threads, engine, images/s, ms per image) for one config."""
+    """Rows (config, threads, engine, images/s, wall ms per image, process CPU ms per image) for one config.
+
+    Process CPU time (all threads of this process) is less sensitive to other jobs on a shared
+    machine than wall time; at one thread it is the work itself."""
     model = _model(cfg["backbone"])
     batch = torch.randn(cfg["batch"], 3, cfg["height"], cfg["width"], generator=torch.Generator().manual_seed(0))
     graph, worst = export_onnx.export_model(model, batch, {}, name, threads=max(thread_counts))
@@ -98,18 +101,20 @@ def time_config(name: str, cfg: dict, thread_counts: list[int], rounds: int, bat
         engines = _engines(model, graph, threads)
         for run in engines.values():  # warm-up: allocations, ONNX Runtime's first-run planning
             run(batch)
-        times: dict[str, list[float]] = {k: [] for k in engines}
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in engines}
+        n = batches * batch.shape[0]
         for _ in range(rounds):
             for engine, run in engines.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(batches):
                     run(batch)
-                times[engine].append((time.perf_counter() - t0) / (batches * batch.shape[0]))
+                times[engine].append(((time.perf_counter() - t0) / n, (time.process_time() - c0) / n))
         for engine, per_image in times.items():
-            s = statistics.median(per_image)
-            rows.append((name, threads, engine, 1.0 / s, 1000.0 * s))
-            print(f"{name:9s} threads={threads:<2d} {engine:22s} {1.0 / s:8.1f} img/s  {1000.0 * s:7.2f} ms/img",
-                  flush=True)
+            s = statistics.median(t for t, _ in per_image)
+            cpu = statistics.median(c for _, c in per_image)
+            rows.append((name, threads, engine, 1.0 / s, 1000.0 * s, 1000.0 * cpu))
+            print(f"{name:9s} threads={threads:<2d} {engine:22s} {1.0 / s:8.1f} img/s  {1000.0 * s:7.2f} ms/img  "
+                  f"{1000.0 * cpu:7.2f} CPU ms/img", flush=True)
     return rows
 
 

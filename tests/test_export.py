@@ -247,3 +247,13 @@ def test_cli_bounds_its_options_and_names_missing_inputs(project, tmp_path, caps
     assert "parity on 3 test images" in out and "not recorded by a tracker" in out
     meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
     assert meta["test_embedding"] == "plain"
+
+
+def test_a_model_trained_without_mlflow_is_exported_but_not_recorded(tmp_path, caplog):
+    model_file = tmp_path / "m.onnx"
+    model_file.write_bytes(b"graph")
+    provenance = {"dataset": "synthetic", "model": "mutual", "seed": 0, "config_hash": "ab", "tracking": "none"}
+    assert tracking.NullTracker().log_export(provenance, model_file) is None
+    with caplog.at_level("WARNING", logger="reid.tracking"):
+        assert tracking.MlflowTracker("reid").log_export(provenance, model_file) is None
+    assert "trained without MLflow" in caplog.text and str(model_file) in caplog.text
