@@ -46,8 +46,9 @@ from .distance import SPAN, l2_normalize
 from .keys import PROTOCOLS, protocol  # the metric-key registry's, in metrics.json order
 from .multi_query import POOLINGS, pool_multi_query
 from .rank import match_ranks, summarise
-from .rerank import (_RunningNearest, rerank_args, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
-                     _jaccard_rows, _stable_from_candidates, _transposed)
+from .kreciprocal import (InvertedGallery, RunningNearest, check_params, check_rowmax, encode, expand, jaccard_rows,
+                          stable_from_candidates, transposed)
+from .rerank import rerank_args
 
 DEFAULT_MEMORY_GB = 2.0
 SPAN_ROWS = SPAN  # the unstreamed re_ranking_features' default block_rows: which query pairs are
@@ -83,7 +84,7 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
     """
     rr = None if rerank is None else rerank_args(rerank)
     if rr is not None:
-        _check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
+        check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
     if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
                                   or tile_rows < MIN_TILE_ROWS):
         raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
@@ -220,7 +221,7 @@ class _Gallery:
         computes them: the products of span pairs on and above the diagonal, the others transposed."""
         if kk not in self._lists:
             f, sq = self.f, self.sq
-            best = _RunningNearest(self.n, kk, f.device)
+            best = RunningNearest(self.n, kk, f.device)
             for bi, (a, b) in enumerate(self.spans):
                 for c, d in self.spans[bi:]:
                     p = torch.addmm(sq[None, c:d], f[a:b], f[c:d].T, alpha=-2.0)
@@ -229,7 +230,7 @@ class _Gallery:
                         p[ar, ar] = -sq[a:b]
                     best.absorb(a, c, p)
                     if a != c:
-                        best.absorb(c, a, _transposed(p, sq[c:d], sq[a:b]))
+                        best.absorb(c, a, transposed(p, sq[c:d], sq[a:b]))
             self._lists[kk] = (best.vals, best.idx, best.top)
         return self._lists[kk]
 
@@ -289,7 +290,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
 
     # pass 1: the nearest neighbours and the largest distance of every row
     g_vals, g_idx, g_top = gal.lists(kk)
-    g_best = _RunningNearest.from_state(g_vals.clone(), g_idx + num_q, g_top.clone())
+    g_best = RunningNearest.from_state(g_vals.clone(), g_idx + num_q, g_top.clone())
     q_vals = torch.empty((num_q, kk), dtype=torch.float32, device=dev)
     q_idx = torch.empty((num_q, kk), dtype=torch.int64, device=dev)
     q_top = torch.empty(num_q, dtype=torch.float32, device=dev)
@@ -297,7 +298,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
     # one tile's plain Euclidean distances (and its squared distances when they are not kept)
     buf = torch.empty((max(t1 - t0 for t0, t1, _ in tiles), num_g), dtype=torch.float32, device=dev)
     for t0, t1, sa in tiles:
-        best = _RunningNearest(t1 - t0, kk, dev)
+        best = RunningNearest(t1 - t0, kk, dev)
         for c, d in q_spans:
             if c >= sa:  # the unstreamed path's products on and above the diagonal
                 p = torch.addmm(sq_q[None, c:d], q[t0:t1], q[c:d].T, alpha=-2.0)
@@ -305,7 +306,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
                     ar = torch.arange(t1 - t0, device=dev)
                     p[ar, ar + (t0 - sa)] = -sq_q[t0:t1]  # self distance exactly zero
             else:  # ... and below it, transposed
-                p = _transposed(torch.addmm(sq_q[None, t0:t1], q[c:d], q[t0:t1].T, alpha=-2.0),
+                p = transposed(torch.addmm(sq_q[None, t0:t1], q[c:d], q[t0:t1].T, alpha=-2.0),
                                 sq_q[t0:t1], sq_q[c:d])
             best.absorb(0, c, p)
         # the tile's squared distances (as _squared_rows): kept for pass 2 if the budget allows
@@ -314,7 +315,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
             p = torch.addmm(gal.sq[None, c:d], q[t0:t1], gal.f[c:d].T, alpha=-2.0)
             best.absorb(0, num_q + c, p)
             rows[:, c:d] = p
-            g_best.absorb(c, t0, _transposed(p, gal.sq[c:d], sq_q[t0:t1]))
+            g_best.absorb(c, t0, transposed(p, gal.sq[c:d], sq_q[t0:t1]))
         rows += sq_q[t0:t1, None]
         plain.add(t0, torch.clamp(rows, min=0, out=buf[:t1 - t0]).sqrt_(), "Euclidean distances")
         q_vals[t0:t1], q_idx[t0:t1], q_top[t0:t1] = best.vals, best.idx, best.top
@@ -323,22 +324,22 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
 
     sq = torch.cat([sq_q, gal.sq])
     rowmax = (torch.cat([q_top, g_best.top]) + sq).clamp_(min=0)
-    _check_rowmax(rowmax)
+    check_rowmax(rowmax)
     vals = (torch.cat([q_vals, g_best.vals]) + sq[:, None]).clamp_(min=0) / rowmax[:, None]
     idx = torch.cat([q_idx, g_best.idx])
     del q_vals, q_idx, q_top, g_best
     src = _QueryGalleryPairs(q, sq_q, gal)
-    nn, nn_d = _stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
+    nn, nn_d = stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
     del vals, idx
-    v = _encode(src, nn, nn_d, rowmax, k_fwd, k_half)
+    v = encode(src, nn, nn_d, rowmax, k_fwd, k_half)
     if k2 != 1:
-        v = _expand(v, nn[:, :k_qe], n)
+        v = expand(v, nn[:, :k_qe], n)
     del nn, nn_d
-    inverted = _InvertedGallery(v, num_q, n)
+    inverted = InvertedGallery(v, num_q, n)
 
     # pass 2: Jaccard distances and the final ranking, a block of queries at a time
     ranks = _Ranks(labels)
-    fixed = 4 * 256 * num_g * 4  # the Jaccard's working rows (see _jaccard_rows)
+    fixed = 4 * 256 * num_g * 4  # the Jaccard's working rows (see jaccard_rows)
     per_query = (0 if keep is not None else 4 * num_g) + 4 * num_g
     for block in _blocks(tiles, per_query, fixed, budget):
         s, e = block[0][0], block[-1][1]
@@ -349,7 +350,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
             for t0, t1, _ in block:
                 _squared_rows(q[t0:t1], sq_q[t0:t1], gal, out[t0 - s:t1 - s])
         out.clamp_(min=0).div_(rowmax[s:e, None])
-        _jaccard_rows(out, v, s, inverted, lambda_value)
+        jaccard_rows(out, v, s, inverted, lambda_value)
         ranks.add(s, out, "re-ranked distances")
         del out
     return plain.summary(max_rank), ranks.summary(max_rank)

@@ -93,13 +93,14 @@ def _write(tmp_path, model, seed, extra_values, ci=None):
 
 
 @pytest.fixture
-def mean_rank():
-    """Two metrics that are not fractions, registered for the test only."""
-    added = [keys.register(keys.Metric("mean_rank", "mean first-match rank", "rank", True, "test")),
-             keys.register(keys.Metric("ms_per_query", "time per query", "ms", True, "test"))]
-    yield added
-    for m in added:
-        keys.unregister(m.name)
+def mean_rank(monkeypatch):
+    """Two metrics that are not fractions, registered for the test only (the registry is restored after)."""
+    monkeypatch.setattr(keys, "METRICS", dict(keys.METRICS))
+    monkeypatch.setattr(keys, "COLUMNS", dict(keys.COLUMNS))
+    timing = keys.Column("ms", lambda m: np.full(m.counts.shape, 12.5))  # a stand-in per-query time
+    return [keys.register(keys.Metric("mean_rank", "mean first-match rank", "rank", True, "test",
+                                      keys.FIRST_MATCH_RANK)),
+            keys.register(keys.Metric("ms_per_query", "time per query", "ms", True, "test", timing))]
 
 
 def test_a_metric_that_is_not_a_fraction_prints_as_itself_in_every_table(tmp_path, mean_rank):
