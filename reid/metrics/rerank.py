@@ -22,7 +22,8 @@ nearest neighbours of every row are kept; V is sparse (a few dozen entries a row
 computed through an inverted index restricted to gallery rows. Memory is dominated by the queries x
 gallery result; `stream.py` computes the same numbers for the evaluate stage without ever holding
 it, a block of queries at a time, sharing the gallery-to-gallery work across blocks and protocols. `re_ranking` (given the three distance matrices) takes rows of those matrices by
-blocks instead, and shares everything after the neighbour lists.
+blocks instead, and shares everything after the neighbour lists. The steps both drivers share
+(neighbour lists, the k-reciprocal features V, query expansion, Jaccard) are in `kreciprocal.py`.
 
 Numerics: everything is float32 like the authors' current code (their repository replaced the
 original float16 storage of V by float32; torchreid's copy still stores V in float16, which moves

@@ -63,7 +63,8 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
 
     q_feats (Q x D), g_feats (G x D): features, numpy or torch, any float dtype (computed in
         float32). Single-query protocols rank g_feats as given; multi-query protocols rank the
-        L2-normalised gallery (as `evaluate_multi_query`; `l2_normalize` leaves unit rows as given).
+        L2-normalised gallery (`l2_normalize` leaves unit rows as given), as the official
+        Market-1501 code, whose features are all normalised.
     q_pids, g_pids, q_camids, g_camids: integer labels (pid -1 junk, 0 distractor).
     rerank: None, or {"k1", "k2", "lambda_value"} (or "lambda"): also run the re-ranked protocols.
     multi_query: None, or (mq_feats, mq_pids, mq_camids), the gt_bbox images: also run
@@ -77,8 +78,9 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
         do not depend on it (see the module docstring).
 
     Returns {protocol: dict} with protocol names from PROTOCOLS (only those run) and the keys of
-    `reid.metrics.evaluate` (cmc of length max_rank, mAP, mAP_trapezoid, mINP, num_valid_queries,
-    per-query AP, AP_trapezoid, INP, first_match_rank, num_matches), queries in input order.
+    `reid.metrics.evaluate` ("cmc" of length max_rank, "num_valid_queries", "num_matches",
+    "per_query": every registered per-query column, and every registered metric by name), queries
+    in input order.
     Raises ValueError on malformed input, non-finite features or distances, and a protocol in
     which no query has a true match.
     """
