@@ -84,18 +84,7 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
     Raises ValueError on malformed input, non-finite features or distances, and a protocol in
     which no query has a true match.
     """
-    rr = None if rerank is None else rerank_args(rerank)
-    if rr is not None:
-        check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
-    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
-                                  or tile_rows < MIN_TILE_ROWS):
-        raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
-    if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
-        raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
-    for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
-        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
-        if len(shape) != 2 or 0 in shape:
-            raise ValueError(f"{name}: expected a non-empty 2-D (images x dims) matrix, got shape {shape}")
+    rr = _check_arguments(q_feats, g_feats, rerank, memory_gb, tile_rows)
     dev = _inputs.resolve_device(device, q_feats, g_feats)
     q = _inputs.float_tensor(q_feats, "q_feats", dev).contiguous()
     g = _inputs.float_tensor(g_feats, "g_feats", dev).contiguous()
@@ -139,6 +128,23 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
                 results[protocol(pooling)], results[protocol(pooling, rerank=True)] = _reranked(
                     queries, gal, labels, max_rank, budget, tile_rows, **rr)
     return {p: results[p] for p in PROTOCOLS if p in results}
+
+
+def _check_arguments(q_feats, g_feats, rerank, memory_gb, tile_rows) -> dict | None:
+    """The re-ranking parameters (None: no re-ranking), after refusing malformed arguments (ValueError)."""
+    rr = None if rerank is None else rerank_args(rerank)
+    if rr is not None:
+        check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
+    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
+                                  or tile_rows < MIN_TILE_ROWS):
+        raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
+    if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
+        raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
+    for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
+        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"{name}: expected a non-empty 2-D (images x dims) matrix, got shape {shape}")
+    return rr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,7 +296,31 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
     keep = torch.empty((num_q, num_g), dtype=torch.float32, device=dev) if 8 * num_q * num_g <= budget else None
     plain = _Ranks(labels)
 
-    # pass 1: the nearest neighbours and the largest distance of every row
+    q_vals, q_idx, q_top, g_best = _pass1(q, sq_q, gal, tiles, kk, keep, plain)
+
+    sq = torch.cat([sq_q, gal.sq])
+    rowmax = (torch.cat([q_top, g_best.top]) + sq).clamp_(min=0)
+    check_rowmax(rowmax)
+    vals = (torch.cat([q_vals, g_best.vals]) + sq[:, None]).clamp_(min=0) / rowmax[:, None]
+    idx = torch.cat([q_idx, g_best.idx])
+    del q_vals, q_idx, q_top, g_best
+    src = _QueryGalleryPairs(q, sq_q, gal)
+    nn, nn_d = stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
+    del vals, idx
+    v = encode(src, nn, nn_d, rowmax, k_fwd, k_half)
+    if k2 != 1:
+        v = expand(v, nn[:, :k_qe], n)
+    del nn, nn_d
+    ranks = _pass2(q, sq_q, gal, tiles, keep, rowmax, v, labels, budget, lambda_value)
+    return plain.summary(max_rank), ranks.summary(max_rank)
+
+
+def _pass1(q, sq_q, gal: _Gallery, tiles, kk: int, keep, plain: _Ranks):
+    """Re-ranking's pass 1 over the query tiles: the kk nearest (p-values, indices) and the largest
+    p-value of every query row and, merged into the gallery's own lists, of every gallery row
+    (q_vals, q_idx, q_top, g_best); each tile's plain Euclidean distances go to `plain`, and its
+    squared distances into `keep` when it is not None."""
+    num_q, num_g, dev = q.shape[0], gal.n, q.device
     g_vals, g_idx, g_top = gal.lists(kk)
     g_best = RunningNearest.from_state(g_vals.clone(), g_idx + num_q, g_top.clone())
     q_vals = torch.empty((num_q, kk), dtype=torch.float32, device=dev)
@@ -309,7 +339,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
                     p[ar, ar + (t0 - sa)] = -sq_q[t0:t1]  # self distance exactly zero
             else:  # ... and below it, transposed
                 p = transposed(torch.addmm(sq_q[None, t0:t1], q[c:d], q[t0:t1].T, alpha=-2.0),
-                                sq_q[t0:t1], sq_q[c:d])
+                               sq_q[t0:t1], sq_q[c:d])
             best.absorb(0, c, p)
         # the tile's squared distances (as _squared_rows): kept for pass 2 if the budget allows
         rows = keep[t0:t1] if keep is not None else buf[:t1 - t0]
@@ -323,23 +353,13 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
         q_vals[t0:t1], q_idx[t0:t1], q_top[t0:t1] = best.vals, best.idx, best.top
         del best, p, rows
     del buf
+    return q_vals, q_idx, q_top, g_best
 
-    sq = torch.cat([sq_q, gal.sq])
-    rowmax = (torch.cat([q_top, g_best.top]) + sq).clamp_(min=0)
-    check_rowmax(rowmax)
-    vals = (torch.cat([q_vals, g_best.vals]) + sq[:, None]).clamp_(min=0) / rowmax[:, None]
-    idx = torch.cat([q_idx, g_best.idx])
-    del q_vals, q_idx, q_top, g_best
-    src = _QueryGalleryPairs(q, sq_q, gal)
-    nn, nn_d = stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
-    del vals, idx
-    v = encode(src, nn, nn_d, rowmax, k_fwd, k_half)
-    if k2 != 1:
-        v = expand(v, nn[:, :k_qe], n)
-    del nn, nn_d
-    inverted = InvertedGallery(v, num_q, n)
 
-    # pass 2: Jaccard distances and the final ranking, a block of queries at a time
+def _pass2(q, sq_q, gal: _Gallery, tiles, keep, rowmax, v, labels, budget, lambda_value) -> _Ranks:
+    """Re-ranking's pass 2, a block of queries at a time: Jaccard distances and the final ranking."""
+    num_g, dev = gal.n, q.device
+    inverted = InvertedGallery(v, q.shape[0], q.shape[0] + num_g)
     ranks = _Ranks(labels)
     fixed = 4 * 256 * num_g * 4  # the Jaccard's working rows (see jaccard_rows)
     per_query = (0 if keep is not None else 4 * num_g) + 4 * num_g
@@ -355,7 +375,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
         jaccard_rows(out, v, s, inverted, lambda_value)
         ranks.add(s, out, "re-ranked distances")
         del out
-    return plain.summary(max_rank), ranks.summary(max_rank)
+    return ranks
 
 
 class _QueryGalleryPairs:
