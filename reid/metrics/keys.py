@@ -33,7 +33,7 @@ same-camera views removed, see reid.metrics.rank) of a query's m true matches:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
@@ -167,7 +167,7 @@ class Metric:
     table1: bool
     description: str
     column: Column
-    per_query: Callable[[np.ndarray], np.ndarray] = field(default=_as_float)
+    per_query: Callable[[np.ndarray], np.ndarray] = _as_float
     reduce: Reduction = MEAN
     headline: bool = False
     paired: bool = False

@@ -105,6 +105,7 @@ class RunningNearest:
 
 
 def check_params(k1, k2, lambda_value, block_rows):
+    """ValueError unless k1, k2 and block_rows are positive integers and lambda_value is in [0, 1]."""
     for name, val in (("k1", k1), ("k2", k2), ("block_rows", block_rows)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{name}={val!r}: expected a positive integer")
@@ -113,6 +114,7 @@ def check_params(k1, k2, lambda_value, block_rows):
 
 
 def check_rowmax(rowmax):
+    """ValueError naming the first image whose largest distance (rowmax, (N,) float32) is not positive."""
     if bool((rowmax <= 0).any()):
         bad = int(torch.nonzero(rowmax <= 0)[0])
         raise ValueError(f"image {bad}: all its distances are zero (duplicated features?)")
