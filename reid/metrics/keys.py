@@ -251,7 +251,8 @@ del _m
 
 def compute_columns(qidx: np.ndarray, ranks: np.ndarray, num_q: int) -> dict[str, np.ndarray]:
     """Every registered per-query column of one protocol, queries in order (see `Column`), from the
-    (query index, 0-based rank) pairs of all true matches, sorted by query then rank."""
+    (query index, 0-based rank) pairs of all true matches, sorted by query then rank. Raises
+    ValueError naming the column when one of its values is NaN or infinite."""
     from ._inputs import finite_result
 
     matches, valid = Matches.of(qidx, ranks, num_q)
