@@ -27,6 +27,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reid.metrics import keys  # noqa: E402
 from reid.metrics import uncertainty as U  # noqa: E402
 
 TARGET_S = 2.0
@@ -97,8 +98,8 @@ def main() -> int:
     for name, w, c in rows:
         print(f"{name:48s} {w:8.3f} {c:8.3f}")
     r1 = res["ci95"]["rank1"]
-    print(f"Rank-1 {U.format_interval(res['estimate']['rank1'], *r1)}; B - A Rank-1 "
-          f"{U.format_interval(diff['rank1']['difference'], *diff['rank1']['ci95'], signed=True)} "
+    print(f"Rank-1 {keys.format_interval('rank1', res['estimate']['rank1'], *r1)}; B - A Rank-1 "
+          f"{keys.format_interval('rank1', diff['rank1']['difference'], *diff['rank1']['ci95'], signed=True)} "
           f"p = {diff['rank1']['p_value']:.4f}")
     one_model = rows[0][1]
     verdict = "within" if one_model <= TARGET_S else "OVER"

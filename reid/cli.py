@@ -155,7 +155,9 @@ def cmd_evaluate(args) -> None:
                           out=Path(args.out), per_query_out=Path(args.per_query_out), max_rank=args.max_rank,
                           rerank=args.rerank, bootstrap=args.bootstrap, memory_gb=args.memory_gb,
                           tracker=_tracker(args) if args.run_info else None, test_dataset=args.test_dataset)
-    print(json.dumps({k: record[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")}, indent=2))
+    from reid.metrics import keys
+
+    print(json.dumps({k: record[k] for k in keys.headline_metrics()}, indent=2))
 
 
 def cmd_evaluate_features(args) -> None:

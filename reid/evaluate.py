@@ -11,12 +11,11 @@ reid.metrics.uncertainty), and metrics.json's scalars are exactly these rows' me
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from reid import io
 from reid.files import load_features
-from reid.metrics import DEFAULT_MEMORY_GB, evaluate_protocols, flat_metrics, per_query_arrays
+from reid.metrics import DEFAULT_MEMORY_GB, evaluate_protocols, flat_metrics
 from reid.metrics import keys, uncertainty
 from reid.typed_config import BootstrapConfig, RerankConfig
 
@@ -25,9 +24,11 @@ MULTI_QUERY_POOLINGS = ("mean", "max")
 
 def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None,
                     memory_gb: float = DEFAULT_MEMORY_GB) -> dict:
-    """Flat metrics of every protocol, plus "per_query": {protocol: {"first_match_rank" (int64, 1-based,
-    0 = no true match), "ap", "ap_trapezoid", "inp" (float64, NaN = no true match)}} in query order, for
-    the protocols of reid.metrics.uncertainty.PROTOCOLS ("single", "rerank", "multi_query_mean", ...).
+    """Flat metrics of every protocol (reid.metrics.flat_metrics), "counts", and "per_query":
+    {protocol: {column: array}}, the per-query columns of reid.metrics.keys ("first_match_rank" int64,
+    1-based, 0 = no true match; "ap", "ap_trapezoid", "inp" float64, NaN = no true match; any
+    registered column) in query order, for the protocols of reid.metrics.keys.PROTOCOLS ("single",
+    "rerank", "multi_query_mean", ...).
 
     Queries are ranked in blocks within `memory_gb` GiB of working memory, and the gallery-side part
     of re-ranking is done once for all protocols (reid.metrics.stream); the numbers do not depend on
@@ -42,18 +43,11 @@ def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None,
         mq = (feats["mq_feats"], feats["mq_pids"], feats["mq_camids"])
     results = evaluate_protocols(q, g, qp, gp, qc, gc, max_rank=max_rank, rerank=rr, multi_query=mq,
                                  poolings=MULTI_QUERY_POOLINGS, memory_gb=memory_gb, device=device)
-    out: dict = {}
-    valid_queries: dict[str, int] = {}
-    per_query: dict[str, dict] = {}
-    for protocol, full in results.items():
-        flat = flat_metrics(full)
-        # metrics stay flat; the count of queries with a true match goes to "counts"
-        valid_queries[keys.prefix(protocol) or "single_query"] = flat.pop("num_valid_queries")
-        for k, v in flat.items():
-            out[keys.key(protocol, k)] = v
-        per_query[protocol] = per_query_arrays(full)
+    out = flat_metrics(results)
+    # the count of queries with a true match goes to "counts"
+    valid_queries = {keys.prefix(p) or "single_query": int(full["num_valid_queries"]) for p, full in results.items()}
     out["counts"] = {"query": len(qp), "gallery": len(gp), "valid_queries": valid_queries}
-    out["per_query"] = per_query
+    out["per_query"] = {p: full["per_query"] for p, full in results.items()}
     return out
 
 
@@ -86,12 +80,8 @@ def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path,
         raise ValueError(f"{source}: missing 'query_paths' (per_query.csv names every query)")
     table = uncertainty.per_query_table(metrics.pop("per_query"), query_names(feats["query_paths"]),
                                         feats["query_pids"], feats["query_camids"])
-    # metrics.json's scalars are by definition the per-query rows' means; any other value is a bug
-    exact = uncertainty.estimates(table)
-    for key, value in exact.items():
-        if key not in metrics or not math.isclose(metrics[key], value, rel_tol=1e-9, abs_tol=1e-12):
-            raise RuntimeError(f"{source}: {key} = {metrics.get(key)} but the per-query rows give {value}")
-    metrics.update(exact)
+    # metrics.json's scalars are the per-query rows' reductions (reid.metrics.keys.metric_values, as
+    # uncertainty.estimates of the table): the table was made from the very arrays they were computed from
     intervals = uncertainty.model_intervals(table, resamples=bootstrap.resamples, seed=bootstrap.seed)
     # how the test embeddings were made travels with the numbers (the tables print it)
     flip = feats.get("meta", {}).get("flip", "false")

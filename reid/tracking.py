@@ -401,28 +401,13 @@ def log_trained_model(run_id: str, net, example, *, name: str, params: Mapping[s
     return info.model_id
 
 
-# Names the evaluation's numbers carry in MLflow. Only single-query Rank-k and mAP stay unprefixed, so
-# the compare view (which sorts metric names) and the Models page list mAP and rank1 first; the
-# re-ranked protocol keeps its rerank/ prefix, which sorts after rank*. The single-query extras
-# (the trapezoid mAP, mINP) go under single_query/. The multi-query protocols (Market-1501 only, 24
-# numbers whose multi_query_ prefix would sort between mAP and rank1; reid.metrics.keys says which
-# protocols they are) stay in evaluation/metrics.json and Table 3 rather than in the metric list.
-HEADLINE = ("rank1", "rank5", "rank10", "rank20", "mAP")
-
-
 def mlflow_metrics(record: Mapping[str, float]) -> dict[str, float]:
-    """The evaluation metrics as MLflow logs them (see HEADLINE), from the flat metrics.json keys."""
+    """The evaluation metrics as MLflow logs them, from the flat metrics.json keys: the names and
+    which are left out follow from the metric registry (reid.metrics.keys.mlflow_name)."""
     from reid.metrics import keys  # here: the Snakefile imports this module, and reid.metrics imports torch
 
-    out = {}
-    for key, value in record.items():
-        protocol = keys.protocol_of(key)
-        if keys.is_multi_query(protocol):
-            continue
-        if protocol == keys.SINGLE and key not in HEADLINE:
-            key = f"single_query/{key}"
-        out[key] = value
-    return out
+    names = {key: keys.mlflow_name(key) for key in record}
+    return {name: record[key] for key, name in names.items() if name is not None}
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:

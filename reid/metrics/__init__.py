@@ -9,7 +9,7 @@ re-ranking. Depends on numpy and torch only.
                                  rerank={"k1": 20, "k2": 6, "lambda_value": 0.3}, memory_gb=2)
 """
 
-from .api import evaluate_features, evaluate_multi_query, flat_metrics, per_query_arrays
+from .api import flat_metrics
 from .distance import euclidean_distance, l2_normalize, squared_euclidean_distance
 from .multi_query import pool_multi_query
 from .rank import AP_CONVENTIONS, evaluate, evaluate_rank
@@ -23,12 +23,9 @@ __all__ = [
     "euclidean_distance",
     "flat_metrics",
     "evaluate",
-    "evaluate_features",
-    "evaluate_multi_query",
     "evaluate_protocols",
     "evaluate_rank",
     "l2_normalize",
-    "per_query_arrays",
     "pool_multi_query",
     "re_ranking",
     "re_ranking_features",

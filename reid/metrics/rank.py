@@ -14,13 +14,9 @@ use an unstable argsort, so with exactly tied distances they may differ from run
 real-valued features ties essentially never happen.
 
 Every metric depends only on the positions r_1 < ... < r_m (0-based, in the ranking with junk
-removed) of the m true matches of a query:
-  * CMC:   the query counts as a hit at k when r_1 < k;
-  * AP, ap="step" (torchreid, fast-reid): mean over k of precision at the k-th hit, k / (r_k + 1);
-  * AP, ap="trapezoid" (official Market-1501 code): mean over k of
-        (precision just before the k-th hit + precision at it) / 2,
-    precision just before = (k - 1) / r_k, or 1 when r_k = 0;
-  * INP (fast-reid's mINP): m / (r_m + 1).
+removed) of the m true matches of a query; how each is computed from them (CMC at k: r_1 < k; AP in
+the step and trapezoid conventions; INP) is its registration in reid.metrics.keys, which also
+turns the per-query columns into the scalars (means over the queries with a true match).
 So no whole gallery row is ever sorted: only the kept images no farther than the query's farthest
 true match are, by two stable sorts over all the rows of a block at once (see `match_ranks`).
 """
@@ -30,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _inputs
+from . import _inputs, keys
 
 AP_CONVENTIONS = ("step", "trapezoid")
 JUNK_PID = -1  # same values as reid.data.market; repeated so that reid.metrics stands alone
@@ -53,12 +49,11 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, ap="
 
 
 def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
-    """All metrics as a dict.
-
-    Keys: cmc (float64 array, length max_rank), mAP (step convention), mAP_trapezoid, mINP,
-    num_valid_queries, and per query (NaN for skipped queries): AP, AP_trapezoid, INP,
-    first_match_rank (1-based), num_matches.
-    A CUDA `distmat` is ranked on the GPU.
+    """All metrics as a dict (`summarise`): "cmc" (float64 array, length max_rank),
+    "num_valid_queries", "num_matches", "per_query" ({column: array}: "first_match_rank" int64,
+    1-based, 0 = no true match; "ap", "ap_trapezoid", "inp" float64, NaN = no true match; and any
+    registered column), and every registered metric of reid.metrics.keys by name ("rank1", ...,
+    "mAP", "mAP_trapezoid", "mINP"). A CUDA `distmat` is ranked on the GPU.
     """
     num_q, num_g = _check(distmat, q_pids, g_pids, q_camids, g_camids, max_rank)
     if _inputs.is_tensor(distmat):
@@ -156,49 +151,19 @@ def _order_within_rows(v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 
 def summarise(qidx: np.ndarray, ranks: np.ndarray, num_q: int, max_rank: int) -> dict:
-    """Metrics from the (query, rank) pairs of all true matches, sorted by query then rank."""
+    """One protocol's results from the (query, rank) pairs of all true matches, sorted by query then
+    rank: "cmc" (float64, length max_rank), "num_valid_queries", "num_matches" (int64 per query),
+    "per_query" (every registered column of reid.metrics.keys, queries in order) and every registered
+    metric by name ("rank1", "mAP", ...: reid.metrics.keys.metric_values of those columns)."""
     counts = np.bincount(qidx, minlength=num_q)
-    valid = counts > 0
-    num_valid = int(valid.sum())
+    num_valid = int((counts > 0).sum())
     if num_valid == 0:
         raise ValueError("no query has a true match in the gallery (all queries skipped): "
                          "check that query and gallery pids overlap across cameras")
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[valid]
-    m = counts[valid].astype(np.float64)
-    k = np.arange(ranks.size) - np.repeat(np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + 1.0
-    r = ranks.astype(np.float64)
-    prec_at = k / (r + 1.0)
-    prec_before = np.where(r > 0, (k - 1.0) / np.maximum(r, 1.0), 1.0)
-    ap_step = np.add.reduceat(prec_at, starts) / m
-    ap_trap = np.add.reduceat((prec_before + prec_at) / 2.0, starts) / m
-    first = ranks[starts]
-    last = ranks[starts + counts[valid] - 1]
-    inp = m / (last + 1.0)
-
+    per_query = keys.compute_columns(qidx, ranks, num_q)
+    first = per_query[keys.FIRST_MATCH_RANK.name]
+    first = first[first > 0] - 1
     cmc = np.cumsum(np.bincount(first[first < max_rank], minlength=max_rank)[:max_rank]) / num_valid
-    for what, x in (("mAP", ap_step), ("mAP_trapezoid", ap_trap), ("mINP", inp), ("cmc", cmc)):
-        _inputs.finite_result(x, what)
-
-    def per_query(values, fill=np.nan):
-        out = np.full(num_q, fill, dtype=np.float64)
-        out[valid] = values
-        return out
-
-    return {
-        "cmc": cmc.astype(np.float64),
-        "mAP": float(ap_step.mean()),
-        "mAP_trapezoid": float(ap_trap.mean()),
-        "mINP": float(inp.mean()),
-        "num_valid_queries": num_valid,
-        "AP": per_query(ap_step),
-        "AP_trapezoid": per_query(ap_trap),
-        "INP": per_query(inp),
-        "first_match_rank": per_query(first + 1.0),
-        "num_matches": counts,
-    }
-
-
-def cmc_at(first_match_rank: np.ndarray, k: int) -> float:
-    """Fraction of valid queries whose first true match is within the first k (any k >= 1)."""
-    f = first_match_rank[~np.isnan(first_match_rank)]
-    return float(np.mean(f <= k))
+    _inputs.finite_result(cmc, "cmc")
+    return {"cmc": cmc.astype(np.float64), "num_valid_queries": num_valid, "num_matches": counts,
+            "per_query": per_query, **keys.metric_values(per_query)}

@@ -46,8 +46,9 @@ from .distance import SPAN, l2_normalize
 from .keys import PROTOCOLS, protocol  # the metric-key registry's, in metrics.json order
 from .multi_query import POOLINGS, pool_multi_query
 from .rank import match_ranks, summarise
-from .rerank import (_RunningNearest, rerank_args, _check_params, _check_rowmax, _encode, _expand, _InvertedGallery,
-                     _jaccard_rows, _stable_from_candidates, _transposed)
+from .kreciprocal import (InvertedGallery, RunningNearest, check_params, check_rowmax, encode, expand, jaccard_rows,
+                          stable_from_candidates, transposed)
+from .rerank import rerank_args
 
 DEFAULT_MEMORY_GB = 2.0
 SPAN_ROWS = SPAN  # the unstreamed re_ranking_features' default block_rows: which query pairs are
@@ -62,7 +63,8 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
 
     q_feats (Q x D), g_feats (G x D): features, numpy or torch, any float dtype (computed in
         float32). Single-query protocols rank g_feats as given; multi-query protocols rank the
-        L2-normalised gallery (as `evaluate_multi_query`; `l2_normalize` leaves unit rows as given).
+        L2-normalised gallery (`l2_normalize` leaves unit rows as given), as the official
+        Market-1501 code, whose features are all normalised.
     q_pids, g_pids, q_camids, g_camids: integer labels (pid -1 junk, 0 distractor).
     rerank: None, or {"k1", "k2", "lambda_value"} (or "lambda"): also run the re-ranked protocols.
     multi_query: None, or (mq_feats, mq_pids, mq_camids), the gt_bbox images: also run
@@ -76,23 +78,13 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
         do not depend on it (see the module docstring).
 
     Returns {protocol: dict} with protocol names from PROTOCOLS (only those run) and the keys of
-    `reid.metrics.evaluate` (cmc of length max_rank, mAP, mAP_trapezoid, mINP, num_valid_queries,
-    per-query AP, AP_trapezoid, INP, first_match_rank, num_matches), queries in input order.
+    `reid.metrics.evaluate` ("cmc" of length max_rank, "num_valid_queries", "num_matches",
+    "per_query": every registered per-query column, and every registered metric by name), queries
+    in input order.
     Raises ValueError on malformed input, non-finite features or distances, and a protocol in
     which no query has a true match.
     """
-    rr = None if rerank is None else rerank_args(rerank)
-    if rr is not None:
-        _check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
-    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
-                                  or tile_rows < MIN_TILE_ROWS):
-        raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
-    if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
-        raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
-    for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
-        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
-        if len(shape) != 2 or 0 in shape:
-            raise ValueError(f"{name}: expected a non-empty 2-D (images x dims) matrix, got shape {shape}")
+    rr = _check_arguments(q_feats, g_feats, rerank, memory_gb, tile_rows)
     dev = _inputs.resolve_device(device, q_feats, g_feats)
     q = _inputs.float_tensor(q_feats, "q_feats", dev).contiguous()
     g = _inputs.float_tensor(g_feats, "g_feats", dev).contiguous()
@@ -136,6 +128,23 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
                 results[protocol(pooling)], results[protocol(pooling, rerank=True)] = _reranked(
                     queries, gal, labels, max_rank, budget, tile_rows, **rr)
     return {p: results[p] for p in PROTOCOLS if p in results}
+
+
+def _check_arguments(q_feats, g_feats, rerank, memory_gb, tile_rows) -> dict | None:
+    """The re-ranking parameters (None: no re-ranking), after refusing malformed arguments (ValueError)."""
+    rr = None if rerank is None else rerank_args(rerank)
+    if rr is not None:
+        check_params(rr["k1"], rr["k2"], rr["lambda_value"], SPAN_ROWS)
+    if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, (int, np.integer))
+                                  or tile_rows < MIN_TILE_ROWS):
+        raise ValueError(f"tile_rows={tile_rows!r}: expected an integer >= {MIN_TILE_ROWS}")
+    if not (isinstance(memory_gb, (int, float)) and not isinstance(memory_gb, bool) and memory_gb > 0):
+        raise ValueError(f"memory_gb={memory_gb!r}: expected a positive number of GiB")
+    for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
+        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+        if len(shape) != 2 or 0 in shape:
+            raise ValueError(f"{name}: expected a non-empty 2-D (images x dims) matrix, got shape {shape}")
+    return rr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ class _Gallery:
         computes them: the products of span pairs on and above the diagonal, the others transposed."""
         if kk not in self._lists:
             f, sq = self.f, self.sq
-            best = _RunningNearest(self.n, kk, f.device)
+            best = RunningNearest(self.n, kk, f.device)
             for bi, (a, b) in enumerate(self.spans):
                 for c, d in self.spans[bi:]:
                     p = torch.addmm(sq[None, c:d], f[a:b], f[c:d].T, alpha=-2.0)
@@ -229,7 +238,7 @@ class _Gallery:
                         p[ar, ar] = -sq[a:b]
                     best.absorb(a, c, p)
                     if a != c:
-                        best.absorb(c, a, _transposed(p, sq[c:d], sq[a:b]))
+                        best.absorb(c, a, transposed(p, sq[c:d], sq[a:b]))
             self._lists[kk] = (best.vals, best.idx, best.top)
         return self._lists[kk]
 
@@ -287,9 +296,33 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
     keep = torch.empty((num_q, num_g), dtype=torch.float32, device=dev) if 8 * num_q * num_g <= budget else None
     plain = _Ranks(labels)
 
-    # pass 1: the nearest neighbours and the largest distance of every row
+    q_vals, q_idx, q_top, g_best = _pass1(q, sq_q, gal, tiles, kk, keep, plain)
+
+    sq = torch.cat([sq_q, gal.sq])
+    rowmax = (torch.cat([q_top, g_best.top]) + sq).clamp_(min=0)
+    check_rowmax(rowmax)
+    vals = (torch.cat([q_vals, g_best.vals]) + sq[:, None]).clamp_(min=0) / rowmax[:, None]
+    idx = torch.cat([q_idx, g_best.idx])
+    del q_vals, q_idx, q_top, g_best
+    src = _QueryGalleryPairs(q, sq_q, gal)
+    nn, nn_d = stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
+    del vals, idx
+    v = encode(src, nn, nn_d, rowmax, k_fwd, k_half)
+    if k2 != 1:
+        v = expand(v, nn[:, :k_qe], n)
+    del nn, nn_d
+    ranks = _pass2(q, sq_q, gal, tiles, keep, rowmax, v, labels, budget, lambda_value)
+    return plain.summary(max_rank), ranks.summary(max_rank)
+
+
+def _pass1(q, sq_q, gal: _Gallery, tiles, kk: int, keep, plain: _Ranks):
+    """Re-ranking's pass 1 over the query tiles: the kk nearest (p-values, indices) and the largest
+    p-value of every query row and, merged into the gallery's own lists, of every gallery row
+    (q_vals, q_idx, q_top, g_best); each tile's plain Euclidean distances go to `plain`, and its
+    squared distances into `keep` when it is not None."""
+    num_q, num_g, dev = q.shape[0], gal.n, q.device
     g_vals, g_idx, g_top = gal.lists(kk)
-    g_best = _RunningNearest.from_state(g_vals.clone(), g_idx + num_q, g_top.clone())
+    g_best = RunningNearest.from_state(g_vals.clone(), g_idx + num_q, g_top.clone())
     q_vals = torch.empty((num_q, kk), dtype=torch.float32, device=dev)
     q_idx = torch.empty((num_q, kk), dtype=torch.int64, device=dev)
     q_top = torch.empty(num_q, dtype=torch.float32, device=dev)
@@ -297,7 +330,7 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
     # one tile's plain Euclidean distances (and its squared distances when they are not kept)
     buf = torch.empty((max(t1 - t0 for t0, t1, _ in tiles), num_g), dtype=torch.float32, device=dev)
     for t0, t1, sa in tiles:
-        best = _RunningNearest(t1 - t0, kk, dev)
+        best = RunningNearest(t1 - t0, kk, dev)
         for c, d in q_spans:
             if c >= sa:  # the unstreamed path's products on and above the diagonal
                 p = torch.addmm(sq_q[None, c:d], q[t0:t1], q[c:d].T, alpha=-2.0)
@@ -305,8 +338,8 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
                     ar = torch.arange(t1 - t0, device=dev)
                     p[ar, ar + (t0 - sa)] = -sq_q[t0:t1]  # self distance exactly zero
             else:  # ... and below it, transposed
-                p = _transposed(torch.addmm(sq_q[None, t0:t1], q[c:d], q[t0:t1].T, alpha=-2.0),
-                                sq_q[t0:t1], sq_q[c:d])
+                p = transposed(torch.addmm(sq_q[None, t0:t1], q[c:d], q[t0:t1].T, alpha=-2.0),
+                               sq_q[t0:t1], sq_q[c:d])
             best.absorb(0, c, p)
         # the tile's squared distances (as _squared_rows): kept for pass 2 if the budget allows
         rows = keep[t0:t1] if keep is not None else buf[:t1 - t0]
@@ -314,31 +347,21 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
             p = torch.addmm(gal.sq[None, c:d], q[t0:t1], gal.f[c:d].T, alpha=-2.0)
             best.absorb(0, num_q + c, p)
             rows[:, c:d] = p
-            g_best.absorb(c, t0, _transposed(p, gal.sq[c:d], sq_q[t0:t1]))
+            g_best.absorb(c, t0, transposed(p, gal.sq[c:d], sq_q[t0:t1]))
         rows += sq_q[t0:t1, None]
         plain.add(t0, torch.clamp(rows, min=0, out=buf[:t1 - t0]).sqrt_(), "Euclidean distances")
         q_vals[t0:t1], q_idx[t0:t1], q_top[t0:t1] = best.vals, best.idx, best.top
         del best, p, rows
     del buf
+    return q_vals, q_idx, q_top, g_best
 
-    sq = torch.cat([sq_q, gal.sq])
-    rowmax = (torch.cat([q_top, g_best.top]) + sq).clamp_(min=0)
-    _check_rowmax(rowmax)
-    vals = (torch.cat([q_vals, g_best.vals]) + sq[:, None]).clamp_(min=0) / rowmax[:, None]
-    idx = torch.cat([q_idx, g_best.idx])
-    del q_vals, q_idx, q_top, g_best
-    src = _QueryGalleryPairs(q, sq_q, gal)
-    nn, nn_d = _stable_from_candidates(vals, idx, k_all, lambda r: src.full_rows(r) / rowmax[r, None])
-    del vals, idx
-    v = _encode(src, nn, nn_d, rowmax, k_fwd, k_half)
-    if k2 != 1:
-        v = _expand(v, nn[:, :k_qe], n)
-    del nn, nn_d
-    inverted = _InvertedGallery(v, num_q, n)
 
-    # pass 2: Jaccard distances and the final ranking, a block of queries at a time
+def _pass2(q, sq_q, gal: _Gallery, tiles, keep, rowmax, v, labels, budget, lambda_value) -> _Ranks:
+    """Re-ranking's pass 2, a block of queries at a time: Jaccard distances and the final ranking."""
+    num_g, dev = gal.n, q.device
+    inverted = InvertedGallery(v, q.shape[0], q.shape[0] + num_g)
     ranks = _Ranks(labels)
-    fixed = 4 * 256 * num_g * 4  # the Jaccard's working rows (see _jaccard_rows)
+    fixed = 4 * 256 * num_g * 4  # the Jaccard's working rows (see jaccard_rows)
     per_query = (0 if keep is not None else 4 * num_g) + 4 * num_g
     for block in _blocks(tiles, per_query, fixed, budget):
         s, e = block[0][0], block[-1][1]
@@ -349,10 +372,10 @@ def _reranked(q, gal: _Gallery, labels, max_rank, budget, tile_rows, k1, k2, lam
             for t0, t1, _ in block:
                 _squared_rows(q[t0:t1], sq_q[t0:t1], gal, out[t0 - s:t1 - s])
         out.clamp_(min=0).div_(rowmax[s:e, None])
-        _jaccard_rows(out, v, s, inverted, lambda_value)
+        jaccard_rows(out, v, s, inverted, lambda_value)
         ranks.add(s, out, "re-ranked distances")
         del out
-    return plain.summary(max_rank), ranks.summary(max_rank)
+    return ranks
 
 
 class _QueryGalleryPairs:

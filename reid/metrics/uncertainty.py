@@ -7,16 +7,17 @@ Depends on numpy only (the tests check it against scipy.stats.bootstrap); import
     b = U.read_per_query_csv("results/market/mutual/seed0/per_query.csv")
     U.model_intervals([a])          # {"estimate": {key: value}, "ci95": {key: [low, high]}}
     U.paired_difference(a, b)       # {"rank1": {"difference", "ci95", "p_value", "significant"}, "mAP": ...}
-    U.format_interval(0.3727, 0.3310, 0.4152)   # '37.27 [33.10, 41.52]'
 
 Per-query table (`PerQuery`, one model, one seed; the rows of ``per_query.csv``)
     For every protocol (``PROTOCOLS``: ``single``, ``rerank``, ``multi_query_mean``,
     ``multi_query_mean/rerank``, ``multi_query_max``, ``multi_query_max/rerank``; the names are the
-    metrics.json prefixes without the slash, ``single`` having none) and every query, in query order:
-    ``first_match_rank`` (1-based; 0 in memory and empty in the CSV when the query has no true match),
-    ``ap`` (step convention), ``ap_trapezoid``, ``inp`` (NaN / empty without a true match). The scalar
-    metrics are exactly these rows' means over the valid queries (`estimates`): Rank-k = share of
-    valid queries with ``first_match_rank <= k``, mAP = mean ``ap``, mINP = mean ``inp``.
+    metrics.json prefixes without the slash, ``single`` having none) and every query, in query order,
+    the registered per-query columns of reid.metrics.keys (``COLUMNS``): ``first_match_rank``
+    (1-based; 0 in memory and empty in the CSV when the query has no true match), ``ap`` (step
+    convention), ``ap_trapezoid``, ``inp`` (NaN / empty without a true match), then any column a
+    plugin registered. The scalar metrics are exactly what each metric's registration makes of these
+    rows (`estimates`, reid.metrics.keys.Metric.value): Rank-k = share of valid queries with
+    ``first_match_rank <= k``, mAP = mean ``ap``, mINP = mean ``inp``.
 
 Intervals: percentile bootstrap over query identities (cluster bootstrap)
     Queries of one person share their gallery matches, so their results are correlated; resampling
@@ -24,9 +25,9 @@ Intervals: percentile bootstrap over query identities (cluster bootstrap)
     distinct pids of the queries that have a true match) with replacement, each drawn identity bringing
     all its queries (Davison & Hinkley, *Bootstrap Methods and their Application*, 1997, sec. 3.8
     "hierarchical data"; Field & Welsh, JRSS-B 69:369, 2007). Every metric is then a ratio of sums
-    over identities, e.g. Rank-1 = sum of hits / sum of valid queries, and a replicate is
-    ``(w @ hits) / (w @ valid)`` with ``w`` the identity counts of the draw: index arithmetic, one
-    matrix product for all metrics and protocols. The 95% interval is the 2.5th and 97.5th
+    over identities (each metric's reid.metrics.keys.Reduction), e.g. Rank-1 = sum of hits / sum of
+    valid queries, and a replicate is ``(w @ hits) / (w @ valid)`` with ``w`` the identity counts of
+    the draw: index arithmetic, one matrix product for all metrics and protocols. The 95% interval is the 2.5th and 97.5th
     percentile of the replicates (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993,
     ch. 13; ``numpy.quantile``, linear interpolation).
 
@@ -68,13 +69,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .keys import PROTOCOLS, key as _key  # the metric-key registry: protocols and key spelling
+from . import keys as _keys  # the metric registry: protocols, key spelling, per-query columns, metrics
+from .keys import PROTOCOLS
 
-PER_QUERY_COLUMNS = ("protocol", "query", "pid", "camid", "first_match_rank", "ap", "ap_trapezoid", "inp")
-RESULT_COLUMNS = ("first_match_rank", "ap", "ap_trapezoid", "inp")
-RANKS = (1, 5, 10, 20)
-METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid", "mINP")
-PAIRED_METRICS = ("rank1", "mAP")
+LABEL_COLUMNS = ("protocol", "query", "pid", "camid")  # per_query.csv's first columns; the results follow
 CONFIDENCE = 0.95
 QUANTILES = (0.025, 0.975)  # written out: (1 - 0.95) / 2 is 0.025000000000000022 in floating point
 DEFAULT_RESAMPLES = 10_000
@@ -83,7 +81,7 @@ DEFAULT_RESAMPLES = 10_000
 def metric_key(protocol: str, metric: str) -> str:
     """The metrics.json key: ``rank1`` for the single-query protocol, ``rerank/rank1`` for ``rerank``
     (reid.metrics.keys.key)."""
-    return _key(protocol, metric)
+    return _keys.key(protocol, metric)
 
 
 @dataclass(frozen=True)
@@ -91,8 +89,9 @@ class PerQuery:
     """One model's (one seed's) per-query results; ``results[protocol][column]`` has one entry per query.
 
     queries: str array of image paths (relative to the dataset folder); pids, camids: int64.
-    results: protocol -> {"first_match_rank": int64 (0 = no true match), "ap", "ap_trapezoid",
-    "inp": float64 (NaN = no true match)}; protocols in `PROTOCOLS` order, any subset.
+    results: protocol -> {column: array}, the per-query columns of reid.metrics.keys.COLUMNS
+    ("first_match_rank": int64, 0 = no true match; "ap", "ap_trapezoid", "inp": float64, NaN = no
+    true match; ...), the same columns in every protocol; protocols in `PROTOCOLS` order, any subset.
     """
 
     queries: np.ndarray
@@ -104,12 +103,21 @@ class PerQuery:
     def protocols(self) -> tuple[str, ...]:
         return tuple(self.results)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The per-query columns the table holds (reid.metrics.keys.COLUMNS names), in order."""
+        return tuple(next(iter(self.results.values())))
 
-def per_query_table(per_query: Mapping, queries: Sequence[str], pids, camids) -> PerQuery:
+
+def per_query_table(per_query: Mapping, queries: Sequence[str], pids, camids, *,
+                    columns: Sequence[str] | None = None) -> PerQuery:
     """Check and wrap the ``per_query`` arrays of ``compute_metrics`` (see `PerQuery`).
 
-    Raises ValueError naming the protocol and column when an array has the wrong length, a rank is
-    negative, or validity (rank > 0) and the NaN pattern of the AP columns disagree.
+    columns: the per-query columns to keep, names of reid.metrics.keys.COLUMNS with
+    ``first_match_rank`` among them (default: every registered column); other entries are ignored.
+    Raises ValueError naming the protocol and column when a column is unknown or missing, an array
+    has the wrong length, a rank is negative, or validity (rank > 0) and the NaN pattern of a float
+    column disagree.
     """
     n = len(queries)
     qs = np.asarray([str(q) for q in queries], dtype=object)
@@ -117,6 +125,7 @@ def per_query_table(per_query: Mapping, queries: Sequence[str], pids, camids) ->
     camids = np.asarray(camids, dtype=np.int64).reshape(-1)
     if len(pids) != n or len(camids) != n:
         raise ValueError(f"per-query table: {n} queries but {len(pids)} pids and {len(camids)} camids")
+    names = _column_names(tuple(_keys.COLUMNS) if columns is None else tuple(columns))
     unknown = [p for p in per_query if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"per-query table: unknown protocol(s) {unknown}, expected some of {PROTOCOLS}")
@@ -125,52 +134,72 @@ def per_query_table(per_query: Mapping, queries: Sequence[str], pids, camids) ->
     results = {}
     for protocol in (p for p in PROTOCOLS if p in per_query):
         cols = per_query[protocol]
-        missing = [c for c in RESULT_COLUMNS if c not in cols]
+        missing = [c for c in names if c not in cols]
         if missing:
             raise ValueError(f"per-query table, protocol {protocol}: missing column(s) {missing}")
-        fmr = np.asarray(cols["first_match_rank"])
-        if np.issubdtype(fmr.dtype, np.floating):  # NaN = no true match, as reid.metrics.rank gives it
-            fmr = np.where(np.isnan(fmr), 0, fmr)
-        fmr = fmr.astype(np.int64)
-        out = {"first_match_rank": fmr}
-        for c in RESULT_COLUMNS[1:]:
-            out[c] = np.asarray(cols[c], dtype=np.float64).reshape(-1)
-        for c, a in out.items():
-            if a.shape != (n,):
-                raise ValueError(f"per-query table, protocol {protocol}: column {c} has shape {a.shape}, "
-                                 f"expected ({n},)")
-        if (fmr < 0).any():
-            raise ValueError(f"per-query table, protocol {protocol}: negative first_match_rank")
-        for c in RESULT_COLUMNS[1:]:
-            if not np.array_equal(np.isnan(out[c]), fmr == 0):
-                raise ValueError(f"per-query table, protocol {protocol}: column {c} must be empty (NaN) "
-                                 f"exactly where first_match_rank is (no true match)")
-        results[protocol] = out
+        results[protocol] = _checked_columns(protocol, cols, names, n)
     return PerQuery(queries=qs, pids=pids, camids=camids, results=results)
+
+
+def _column_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [c for c in names if c not in _keys.COLUMNS]
+    if unknown:
+        raise ValueError(f"per-query column(s) {unknown} are not registered (reid.metrics.keys.COLUMNS: "
+                         f"{', '.join(_keys.COLUMNS)}); load the plugin that registers their metric")
+    if _keys.FIRST_MATCH_RANK.name not in names or len(set(names)) != len(names):
+        raise ValueError(f"per-query columns {list(names)}: need {_keys.FIRST_MATCH_RANK.name!r}, each once")
+    return names
+
+
+def _checked_columns(protocol: str, cols: Mapping, names: tuple[str, ...], n: int) -> dict[str, np.ndarray]:
+    """One protocol's columns as int64 / float64 arrays of length n, checked (see per_query_table)."""
+    out = {}
+    for c in names:
+        if _keys.COLUMNS[c].integer:
+            a = np.asarray(cols[c])
+            if np.issubdtype(a.dtype, np.floating):  # NaN = no true match, as a float column gives it
+                a = np.where(np.isnan(a), 0, a)
+            out[c] = a.astype(np.int64).reshape(-1)
+        else:
+            out[c] = np.asarray(cols[c], dtype=np.float64).reshape(-1)
+        if out[c].shape != (n,):
+            raise ValueError(f"per-query table, protocol {protocol}: column {c} has shape {out[c].shape}, "
+                             f"expected ({n},)")
+    if (out[_keys.FIRST_MATCH_RANK.name] < 0).any():
+        raise ValueError(f"per-query table, protocol {protocol}: negative first_match_rank")
+    valid = _keys.valid_queries(out)
+    for c in names:
+        integer = _keys.COLUMNS[c].integer
+        if ((out[c] != 0) & ~valid).any() if integer else (np.isnan(out[c]) == valid).any():
+            raise ValueError(f"per-query table, protocol {protocol}: column {c} must be empty "
+                             f"({'0' if integer else 'NaN'}) exactly where first_match_rank is (no true match)")
+    return out
 
 
 # ---------------------------------------------------------------- the CSV file
 
 def per_query_csv(table: PerQuery) -> str:
-    """The text of per_query.csv: a header, then one row per (protocol, query), protocols in order.
+    """The text of per_query.csv: a header (`LABEL_COLUMNS`, then the table's columns), then one row
+    per (protocol, query), protocols in order.
 
     Floats are written with Python's shortest round-trip repr, so reading them back gives the same
     float64 bits; an empty field means the query has no true match.
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PER_QUERY_COLUMNS)
+    w.writerow((*LABEL_COLUMNS, *table.columns))
     for protocol, cols in table.results.items():
-        fmr = cols["first_match_rank"].tolist()
-        floats = [cols[c].tolist() for c in RESULT_COLUMNS[1:]]
+        valid = _keys.valid_queries(cols).tolist()
+        fields = [[str(v) if ok else "" for v, ok in zip(a.tolist(), valid)] if _keys.COLUMNS[c].integer
+                  else ["" if math.isnan(v) else repr(v) for v in a.tolist()] for c, a in cols.items()]
         for i, (q, pid, cam) in enumerate(zip(table.queries, table.pids.tolist(), table.camids.tolist())):
-            w.writerow([protocol, q, pid, cam, fmr[i] if fmr[i] > 0 else "",
-                        *("" if math.isnan(f[i]) else repr(f[i]) for f in floats)])
+            w.writerow([protocol, q, pid, cam, *(f[i] for f in fields)])
     return buf.getvalue()
 
 
 def read_per_query_csv(path: str | Path) -> PerQuery:
-    """Load a per_query.csv written by the evaluate stage. Raises ValueError naming the file and line."""
+    """Load a per_query.csv written by the evaluate stage. Raises ValueError naming the file and line,
+    and for a column no registered metric defines (a plugin's, not loaded)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -178,12 +207,16 @@ def read_per_query_csv(path: str | Path) -> PerQuery:
         raise ValueError(f"{path}: per-query file not found") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
-    if header is None or tuple(header) != PER_QUERY_COLUMNS:
-        raise ValueError(f"{path}: header {header} is not {list(PER_QUERY_COLUMNS)}")
+    if header is None or tuple(header[:len(LABEL_COLUMNS)]) != LABEL_COLUMNS:
+        raise ValueError(f"{path}: header {header} does not start with {list(LABEL_COLUMNS)}")
+    try:
+        names = _column_names(tuple(header[len(LABEL_COLUMNS):]))
+    except ValueError as e:
+        raise ValueError(f"{path}: header: {e}") from None
     rows: dict[str, list] = {}
     for line, row in enumerate(reader, start=2):
-        if len(row) != len(PER_QUERY_COLUMNS):
-            raise ValueError(f"{path}, line {line}: {len(row)} fields, expected {len(PER_QUERY_COLUMNS)}")
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
         rows.setdefault(row[0], []).append((line, row))
     if not rows:
         raise ValueError(f"{path}: no rows")
@@ -194,8 +227,8 @@ def read_per_query_csv(path: str | Path) -> PerQuery:
             raise ValueError(f"{path}, line {prow[0][0]}: unknown protocol {protocol!r}, expected one of {PROTOCOLS}")
         try:
             labels = [(r[1], int(r[2]), int(r[3])) for _, r in prow]
-            fmr = [int(r[4]) if r[4] else 0 for _, r in prow]
-            floats = [[float(r[j]) if r[j] else math.nan for _, r in prow] for j in (5, 6, 7)]
+            per_query[protocol] = {c: _parse_column(c, [r[j] for _, r in prow])
+                                   for j, c in enumerate(names, start=len(LABEL_COLUMNS))}
         except ValueError as e:
             raise ValueError(f"{path}, protocol {protocol}: not a number ({e})") from None
         if first is None:
@@ -203,35 +236,35 @@ def read_per_query_csv(path: str | Path) -> PerQuery:
         elif labels != first:
             raise ValueError(f"{path}: protocol {protocol} lists other queries (or another order) than "
                              f"protocol {next(iter(rows))}")
-        per_query[protocol] = {"first_match_rank": np.asarray(fmr, dtype=np.int64),
-                               **{c: np.asarray(v, dtype=np.float64) for c, v in zip(RESULT_COLUMNS[1:], floats)}}
     try:
         return per_query_table(per_query, [q for q, _, _ in first], [p for _, p, _ in first],
-                               [c for _, _, c in first])
+                               [c for _, _, c in first], columns=names)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def _parse_column(name: str, cells: list[str]) -> np.ndarray:
+    if _keys.COLUMNS[name].integer:
+        return np.asarray([int(x) if x else 0 for x in cells], dtype=np.int64)
+    return np.asarray([float(x) if x else math.nan for x in cells], dtype=np.float64)
 
 
 # ---------------------------------------------------------------- point estimates
 
 def estimates(table: PerQuery) -> dict[str, float]:
-    """Every scalar metric key (``METRICS`` under each protocol's prefix) as a fraction.
+    """Every scalar metric key (each registered metric whose column the table has, under each
+    protocol's prefix), in its unit.
 
-    Means over the valid queries (``first_match_rank > 0``), in query order (numpy's pairwise sum),
-    which is how metrics.json's values are defined. Raises ValueError when a protocol has no valid query.
+    Each metric's registration (reid.metrics.keys.Metric.value) on the valid queries
+    (``first_match_rank > 0``), in query order, which is how metrics.json's values are defined.
+    Raises ValueError when a protocol has no valid query.
     """
     out = {}
     for protocol, cols in table.results.items():
-        fmr = cols["first_match_rank"]
-        valid = fmr > 0
-        if not valid.any():
+        if not _keys.valid_queries(cols).any():
             raise ValueError(f"protocol {protocol}: no query has a true match")
-        f = fmr[valid]
-        for k in RANKS:
-            out[metric_key(protocol, f"rank{k}")] = float(np.mean(f <= k))
-        out[metric_key(protocol, "mAP")] = float(np.mean(cols["ap"][valid]))
-        out[metric_key(protocol, "mAP_trapezoid")] = float(np.mean(cols["ap_trapezoid"][valid]))
-        out[metric_key(protocol, "mINP")] = float(np.mean(cols["inp"][valid]))
+        for metric, value in _keys.metric_values(cols).items():
+            out[metric_key(protocol, metric)] = value
     return out
 
 
@@ -284,26 +317,22 @@ def identities(table: PerQuery) -> np.ndarray:
 
 
 def _identity_sums(table: PerQuery, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per identity: numerators (identities x keys) and the matching denominators (valid queries)."""
+    """Per identity: the numerators and denominators (identities x keys) of every metric key, the
+    sums over the identity's valid queries of its reduction's terms (reid.metrics.keys.Reduction)."""
     pos = np.searchsorted(ids, table.pids)
     pos = np.minimum(pos, len(ids) - 1)
     member = ids[pos] == table.pids
     n = len(ids)
-    nums, dens, keys = [], [], []
+    nums, dens, names = [], [], []
     for protocol, cols in table.results.items():
-        fmr = cols["first_match_rank"]
-        valid = (fmr > 0) & member
-        cluster = pos[valid]
-        den = np.bincount(cluster, minlength=n).astype(np.float64)
-        f = fmr[valid]
-        columns = [(f"rank{k}", (f <= k).astype(np.float64)) for k in RANKS]
-        columns += [("mAP", cols["ap"][valid]), ("mAP_trapezoid", cols["ap_trapezoid"][valid]),
-                    ("mINP", cols["inp"][valid])]
-        for metric, values in columns:
-            nums.append(np.bincount(cluster, weights=values, minlength=n))
-            dens.append(den)
-            keys.append(metric_key(protocol, metric))
-    return np.stack(nums, axis=1), np.stack(dens, axis=1), keys
+        valid = _keys.valid_queries(cols)
+        cluster = pos[valid & member]
+        for metric in (m for m in _keys.METRICS.values() if m.column.name in cols):
+            num, den = metric.reduce.terms(metric.values(cols)[member[valid]])
+            nums.append(np.bincount(cluster, weights=num, minlength=n))
+            dens.append(np.bincount(cluster, weights=den, minlength=n))
+            names.append(metric_key(protocol, metric.name))
+    return np.stack(nums, axis=1), np.stack(dens, axis=1), names
 
 
 class Bootstrap:
@@ -399,7 +428,7 @@ def compare_models(tables_a, tables_b, *, keys: Sequence[str] | None = None, res
     if ka != kb:
         raise ValueError("paired comparison: the two models have different metric keys")
     if keys is None:
-        keys = [metric_key(p, m) for p in ta[0].protocols for m in PAIRED_METRICS]
+        keys = [metric_key(p, m) for p in ta[0].protocols for m in _keys.paired_metrics()]
     missing = [k for k in keys if k not in ka]
     if missing:
         raise ValueError(f"paired comparison: unknown metric key(s) {missing}")
@@ -424,22 +453,12 @@ def paired_difference(table_a, table_b, *, protocol: str = "single", resamples: 
     lists of them, one per seed, in the same seed order. Returns {"rank1": {...}, "mAP": {...}}, each
     {"difference", "ci95": [low, high], "p_value", "significant"} as `compare_models` (fractions).
     """
-    res = compare_models(table_a, table_b, keys=[metric_key(protocol, m) for m in PAIRED_METRICS],
+    paired = _keys.paired_metrics()
+    res = compare_models(table_a, table_b, keys=[metric_key(protocol, m) for m in paired],
                          resamples=resamples, seed=seed)
-    return {m: res[metric_key(protocol, m)] for m in PAIRED_METRICS}
+    return {m: res[metric_key(protocol, m)] for m in paired}
 
 
-def format_interval(value: float, low: float, high: float, *, scale: float = 100.0, digits: int = 2,
-                    signed: bool = False) -> str:
-    """``'37.27 [33.10, 41.52]'`` from fractions (scale 100 = percent); ``signed`` prints +/- (differences).
-
-    Tables print through reid.metrics.keys.format_interval, which takes the scale and digits from the
-    metric's unit; this one is for callers that hold a bare number (benchmarks)."""
-    sign = "+" if signed else ""
-    v, lo, hi = (f"{x * scale:{sign}.{digits}f}" for x in (value, low, high))
-    return f"{v} [{lo}, {hi}]"
-
-
-__all__ = ["Bootstrap", "METRICS", "PAIRED_METRICS", "PER_QUERY_COLUMNS", "PROTOCOLS", "PerQuery",
-           "compare_models", "estimates", "format_interval", "identities", "metric_key", "model_intervals",
+__all__ = ["Bootstrap", "LABEL_COLUMNS", "PROTOCOLS", "PerQuery",
+           "compare_models", "estimates", "identities", "metric_key", "model_intervals",
            "paired_difference", "per_query_csv", "per_query_table", "read_per_query_csv", "resample_indices"]

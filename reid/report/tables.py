@@ -219,7 +219,7 @@ def paired_rows(comparison: dict | None, protocols: list[tuple[str, str]], datas
     rows = []
     for pair in (comparison or {}).get("pairs", []):
         for protocol, plabel in protocols:
-            for metric in ("rank1", "mAP"):
+            for metric in keys.paired_metrics():
                 mlabel = keys.METRICS[metric].label
                 d = pair["differences"].get(keys.key(protocol, metric))
                 if d is None:

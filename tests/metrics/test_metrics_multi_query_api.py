@@ -1,4 +1,4 @@
-"""Multi-query pooling, the distance helper and the pipeline-facing evaluate_features."""
+"""Multi-query pooling, the distance helper, and the metrics.json entries of evaluate_protocols."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid.metrics import (evaluate, evaluate_features, evaluate_multi_query, euclidean_distance, l2_normalize,
+from reid.metrics import (evaluate, evaluate_protocols, euclidean_distance, flat_metrics, keys, l2_normalize,
                           pool_multi_query, re_ranking_features)
 from reid.metrics import distance as distance_mod
 
@@ -96,40 +96,44 @@ def test_pooling_without_fallback_features_names_the_query():
         pool_multi_query(qp, qc, mf, mp, mc, pooling="median", q_feats=qf)
 
 
-def test_evaluate_features_keys_and_values():
+def test_flat_metrics_keys_and_values():
     (qf, qp, qc), (gf, gp, gc), _ = toy(np.random.default_rng(3))
-    out = evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=50)
+    out = flat_metrics(evaluate_protocols(qf, gf, qp, gp, qc, gc, max_rank=50))
     full = evaluate(euclidean_distance(qf, gf), qp, gp, qc, gc, max_rank=50)
+    assert set(out) == {*keys.METRICS, "cmc"}  # the single-query protocol: bare names
     assert out["mAP"] == pytest.approx(full["mAP"])
     assert out["mAP_trapezoid"] == pytest.approx(full["mAP_trapezoid"])
     assert out["mINP"] == pytest.approx(full["mINP"])
     assert out["cmc"] == pytest.approx(list(full["cmc"]))
-    for k in (1, 5, 10, 20):
+    for k in keys.REPORTED_RANKS:
         assert out[f"rank{k}"] == pytest.approx(full["cmc"][k - 1])
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid", "mINP"):
         assert 0.0 <= out[key] <= 1.0 and isinstance(out[key], float)
 
 
-def test_evaluate_features_small_gallery_clamps_the_cmc_only():
+def test_a_small_gallery_clamps_the_cmc_only():
     (qf, qp, qc), (gf, gp, gc), _ = toy(np.random.default_rng(4), ng=15)
-    out = evaluate_features(qf, gf, qp, gp, qc, gc, max_rank=50)
+    out = flat_metrics(evaluate_protocols(qf, gf, qp, gp, qc, gc, max_rank=50))
     assert len(out["cmc"]) == 15
     assert out["rank20"] == out["cmc"][-1]  # every true match lies within the 15 gallery images
 
 
-def test_evaluate_features_rerank():
+def test_rerank_protocol_keys():
     (qf, qp, qc), (gf, gp, gc), _ = toy(np.random.default_rng(5))
-    out = evaluate_features(qf, gf, qp, gp, qc, gc, rerank={"k1": 8, "k2": 3, "lambda": 0.3})
+    out = flat_metrics(evaluate_protocols(qf, gf, qp, gp, qc, gc, rerank={"k1": 8, "k2": 3, "lambda": 0.3}))
     full = evaluate(re_ranking_features(qf, gf, 8, 3, 0.3), qp, gp, qc, gc, max_rank=50)
-    assert out["mAP"] == pytest.approx(full["mAP"])
+    assert out["rerank/mAP"] == pytest.approx(full["mAP"])
+    assert set(out) == {keys.key(p, m) for p in ("single", "rerank") for m in (*keys.METRICS, "cmc")}
     with pytest.raises(ValueError, match="unknown keys"):
-        evaluate_features(qf, gf, qp, gp, qc, gc, rerank={"k": 8})
+        evaluate_protocols(qf, gf, qp, gp, qc, gc, rerank={"k": 8})
 
 
-def test_evaluate_multi_query_pools_then_evaluates():
+def test_multi_query_pools_then_evaluates():
     (qf, qp, qc), (gf, gp, gc), (mf, mp, mc) = toy(np.random.default_rng(6))
-    out = evaluate_multi_query(qf, gf, qp, gp, qc, gc, mf, mp, mc, pooling="max")
+    out = evaluate_protocols(qf, gf, qp, gp, qc, gc, multi_query=(mf, mp, mc), poolings=("max",), single=False)
+    assert list(out) == ["multi_query_max"]
+    out = flat_metrics(out)
     pooled = pool_multi_query(qp, qc, mf, mp, mc, pooling="max", q_feats=qf)
-    expected = evaluate_features(pooled, unit(gf), qp, gp, qc, gc)
-    assert out["cmc"] == pytest.approx(expected.pop("cmc"))
-    assert {k: out[k] for k in expected} == pytest.approx(expected)
+    expected = flat_metrics(evaluate_protocols(pooled, unit(gf), qp, gp, qc, gc))
+    assert out.pop("multi_query_max/cmc") == pytest.approx(expected.pop("cmc"))
+    assert {k: out[keys.key("multi_query_max", k)] for k in expected} == pytest.approx(expected)

@@ -66,9 +66,10 @@ def test_hand_worked_step_and_trapezoid():
     out = evaluate(d, qp, gp, qc, gc, max_rank=3)
     # step:      q0 (1/2 + 2/4)/2 = 1/2;            q1 (1/1 + 2/3)/2 = 5/6
     # trapezoid: q0 ((0 + 1/2)/2 + (1/3 + 2/4)/2)/2 = 1/3; q1 ((1 + 1)/2 + (1/2 + 2/3)/2)/2 = 19/24
-    np.testing.assert_allclose(out["AP"], [1 / 2, 5 / 6])
-    np.testing.assert_allclose(out["AP_trapezoid"], [1 / 3, 19 / 24])
-    np.testing.assert_allclose(out["INP"], [2 / 4, 2 / 3])
+    np.testing.assert_allclose(out["per_query"]["ap"], [1 / 2, 5 / 6])
+    np.testing.assert_allclose(out["per_query"]["ap_trapezoid"], [1 / 3, 19 / 24])
+    np.testing.assert_allclose(out["per_query"]["inp"], [2 / 4, 2 / 3])
+    np.testing.assert_array_equal(out["per_query"]["first_match_rank"], [2, 1])
     np.testing.assert_allclose(out["cmc"], [0.5, 1.0, 1.0])
     assert out["mAP"] == pytest.approx((1 / 2 + 5 / 6) / 2)
     assert out["mAP_trapezoid"] == pytest.approx((1 / 3 + 19 / 24) / 2)
@@ -101,8 +102,9 @@ def test_device_path_matches_cpu(ties):
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     a = evaluate(torch.from_numpy(d.astype(np.float64)).to(dev), qp, gp, qc, gc, max_rank=20)
     b = evaluate(d, qp, gp, qc, gc, max_rank=20)
-    for key in ("cmc", "AP", "AP_trapezoid", "INP", "first_match_rank"):
-        np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_array_equal(a["cmc"], b["cmc"])
+    for key in ("ap", "ap_trapezoid", "inp", "first_match_rank"):
+        np.testing.assert_array_equal(a["per_query"][key], b["per_query"][key])
 
 
 def test_torch_and_numpy_inputs_agree():
@@ -124,7 +126,8 @@ def test_query_without_match_is_skipped_and_distractors_are_negatives():
     gp[4] = 5  # pid 5 now only in camera 1 (gallery 0 and 4)
     out = evaluate(d, qp, gp, qc, gc, max_rank=3)
     assert out["num_valid_queries"] == 2
-    assert np.isnan(out["AP"][2]) and np.isnan(out["AP"][3])
+    assert np.isnan(out["per_query"]["ap"][2]) and np.isnan(out["per_query"]["ap"][3])
+    assert list(out["per_query"]["first_match_rank"][2:]) == [0, 0]
     assert list(out["num_matches"]) == [2, 2, 0, 0]
 
 

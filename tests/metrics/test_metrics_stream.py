@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from reid.evaluate import compute_metrics
-from reid.metrics import (PROTOCOLS, euclidean_distance, evaluate, evaluate_protocols, l2_normalize,
+from reid.metrics import (PROTOCOLS, euclidean_distance, evaluate, evaluate_protocols, keys, l2_normalize,
                           pool_multi_query, re_ranking_features)
 from reid.metrics import distance as distance_mod
 from reid.metrics import stream as stream_mod
-from reid.metrics.rerank import _first_k_stable
+from reid.metrics.kreciprocal import _first_k_stable
 
 RR = {"k1": 6, "k2": 3, "lambda_value": 0.3}
-PER_QUERY = ("AP", "AP_trapezoid", "INP", "first_match_rank", "num_matches", "cmc")
 
 
 def problem(seed, nq=70, ng=260, dim=12, ids=14, cams=4, integer=False):
@@ -69,10 +68,14 @@ def unstreamed(q, g, qp, gp, qc, gc, mq, max_rank=50):
 def assert_identical(got: dict, expected: dict):
     assert list(got) == list(expected)
     for protocol in expected:
-        for key in PER_QUERY:
+        for key in ("num_matches", "cmc"):
             np.testing.assert_array_equal(got[protocol][key], expected[protocol][key],
                                           err_msg=f"{protocol} {key}")
-        for key in ("mAP", "mAP_trapezoid", "mINP", "num_valid_queries"):
+        assert list(got[protocol]["per_query"]) == list(keys.COLUMNS)
+        for key in keys.COLUMNS:
+            np.testing.assert_array_equal(got[protocol]["per_query"][key], expected[protocol]["per_query"][key],
+                                          err_msg=f"{protocol} {key}")
+        for key in (*keys.METRICS, "num_valid_queries"):
             assert got[protocol][key] == expected[protocol][key], (protocol, key)
 
 
@@ -170,13 +173,13 @@ def test_compute_metrics_flat_keys_and_per_query_contract():
         prefix = "" if protocol == "single" else protocol + "/"
         pq = per_query[protocol]
         assert set(pq) == {"first_match_rank", "ap", "ap_trapezoid", "inp"}
-        no_match = np.isnan(full["first_match_rank"])
+        no_match = full["num_matches"] == 0
         assert pq["first_match_rank"].dtype == np.int64 and len(pq["first_match_rank"]) == len(qp)
         np.testing.assert_array_equal(pq["first_match_rank"][no_match], 0)
-        np.testing.assert_array_equal(pq["first_match_rank"][~no_match], full["first_match_rank"][~no_match])
-        for key, ref in (("ap", "AP"), ("ap_trapezoid", "AP_trapezoid"), ("inp", "INP")):
+        np.testing.assert_array_equal(pq["first_match_rank"], full["per_query"]["first_match_rank"])
+        for key in ("ap", "ap_trapezoid", "inp"):
             assert pq[key].dtype == np.float64
-            np.testing.assert_array_equal(pq[key], full[ref])
+            np.testing.assert_array_equal(pq[key], full["per_query"][key])
         assert np.isnan(pq["ap"][no_match]).all()
         assert out[f"{prefix}mAP"] == full["mAP"]
         assert out[f"{prefix}mAP"] == pytest.approx(np.nanmean(pq["ap"]), abs=1e-15)
@@ -216,8 +219,8 @@ def test_unset_rerank_parameters_are_the_published_ones():
     partial = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k2": 6})["rerank"]
     explicit = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 20, "k2": 6, "lambda": 0.3})["rerank"]
     other = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 5, "k2": 6, "lambda": 0.3})["rerank"]
-    assert np.array_equal(partial["AP"], explicit["AP"], equal_nan=True)
-    assert not np.array_equal(partial["AP"], other["AP"], equal_nan=True)
+    assert np.array_equal(partial["per_query"]["ap"], explicit["per_query"]["ap"], equal_nan=True)
+    assert not np.array_equal(partial["per_query"]["ap"], other["per_query"]["ap"], equal_nan=True)
 
 
 def test_non_finite_features_are_an_error():

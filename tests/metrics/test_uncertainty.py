@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from reid.metrics import keys
 from reid.metrics import uncertainty as U
 
 PROTOS = ("single", "rerank")
@@ -203,10 +204,10 @@ def test_csv_round_trip_is_exact_and_estimates_are_the_rows_means(tmp_path):
     assert back.protocols == U.PROTOCOLS
     assert np.array_equal(back.pids, t.pids) and list(back.queries) == list(t.queries)
     for p in U.PROTOCOLS:
-        for c in U.RESULT_COLUMNS:
+        for c in keys.COLUMNS:
             np.testing.assert_array_equal(back.results[p][c], t.results[p][c])
     lines = path.read_text().splitlines()
-    assert lines[0] == ",".join(U.PER_QUERY_COLUMNS)
+    assert lines[0] == "protocol,query,pid,camid,first_match_rank,ap,ap_trapezoid,inp"
     assert len(lines) == 1 + len(U.PROTOCOLS) * len(t.pids)
     no_match = next(line for line in lines[1:] if line.split(",")[4] == "")
     assert no_match.split(",")[5:] == ["", "", ""]
@@ -242,8 +243,3 @@ def test_tables_of_other_queries_are_refused():
     b = make_table(rng)
     with pytest.raises(ValueError, match="other queries"):
         U.paired_difference(a, b, resamples=10)
-
-
-def test_format_interval():
-    assert U.format_interval(0.3727, 0.3310, 0.41523) == "37.27 [33.10, 41.52]"
-    assert U.format_interval(-0.0525, -0.091, 0.013, signed=True) == "-5.25 [-9.10, +1.30]"

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from reid.metrics import keys
 from reid.metrics import uncertainty as U
 from reid.report import comparisons, tables
 from reid.report.cli import main as report_main
@@ -87,11 +88,11 @@ def test_one_seed_cells_show_the_metrics_json_interval_and_the_pair_reads_no_dif
     md = doc.to_markdown()
     est, ci = U.estimates(b), record["models"]["mutual"]["ci95"]
     cells = row_of(md, "ResNet-18 + mutual attention")
-    assert cells[2] == U.format_interval(est["rank1"], *ci["rank1"])
-    assert cells[3] == U.format_interval(est["mAP"], *ci["mAP"])
+    assert cells[2] == keys.format_interval("rank1", est["rank1"], *ci["rank1"])
+    assert cells[3] == keys.format_interval("mAP", est["mAP"], *ci["mAP"])
     assert f"percentile bootstrap over the {N_IDS} query identities" in md and "400 resamples" in md
     r1 = row_of(md, "baseline", "mutual attention", "single query", "Rank-1")
-    assert r1[4] == U.format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+    assert r1[4] == keys.format_interval("rank1", d["difference"], *d["ci95"], signed=True).replace("-", "−")
     assert r1[6] == "no significant difference at 95%"
     assert "Paired comparisons" in md and "same query-identity resamples for both models" in md
     # the HTML page carries the section too
@@ -108,8 +109,8 @@ def test_a_real_improvement_is_significant_and_table3_compares_multi_query(tmp_p
         assert row[6] == "mutual attention higher (significant at 95%)"
         assert row[5] == f"{2 / 401:.3f}"  # no replicate at or below 0: the floor 2/(B+1) of 400 resamples
     mq = record["models"]["mutual"]
-    assert row_of(md, "ResNet-18 + mutual attention")[4] == U.format_interval(
-        mq["estimate"]["multi_query_mean/rank1"], *mq["ci95"]["multi_query_mean/rank1"])
+    assert row_of(md, "ResNet-18 + mutual attention")[4] == keys.format_interval(
+        "multi_query_mean/rank1", mq["estimate"]["multi_query_mean/rank1"], *mq["ci95"]["multi_query_mean/rank1"])
 
 
 def test_several_seeds_combine_seeds_and_identities(tmp_path):
@@ -129,8 +130,8 @@ def test_several_seeds_combine_seeds_and_identities(tmp_path):
     one = U.model_intervals(tables_m[0], **BOOT)["ci95"]["rank1"]
     assert m["ci95"]["rank1"][1] - m["ci95"]["rank1"][0] > one[1] - one[0]
     md = tables.table2(load_runs(metrics), SYNTH, "resnet18", {"synthetic": record}).to_markdown()
-    assert row_of(md, "ResNet-18 + mutual attention")[2] == U.format_interval(
-        float(np.mean(seeds_r1)), *m["ci95"]["rank1"])
+    assert row_of(md, "ResNet-18 + mutual attention")[2] == keys.format_interval(
+        "rank1", float(np.mean(seeds_r1)), *m["ci95"]["rank1"])
     assert "resamples the seeds, then the 60 query identities" in md
     assert "seed and query-identity resamples" in md
 
@@ -169,7 +170,7 @@ def test_table1_has_a_paired_section_per_dataset(tmp_path):
     md = doc.to_markdown()
     row = row_of(md, "synthetic", "baseline", "mutual attention", "single query + re-ranking", "mAP")
     d = record["pairs"][0]["differences"]["rerank/mAP"]
-    assert row[5] == U.format_interval(d["difference"], *d["ci95"], signed=True).replace("-", "−")
+    assert row[5] == keys.format_interval("rerank/mAP", d["difference"], *d["ci95"], signed=True).replace("-", "−")
     ci = record["models"]["mutual"]["ci95"]["rank1"]
     sq = doc.table[(doc.table.Protocol == "single query") & (doc.table.Metric == "Rank-1")].iloc[0]
     assert sq["synthetic: reproduced (%)"].endswith(f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]")

@@ -93,13 +93,14 @@ def _write(tmp_path, model, seed, extra_values, ci=None):
 
 
 @pytest.fixture
-def mean_rank():
-    """Two metrics that are not fractions, registered for the test only."""
-    added = [keys.register(keys.Metric("mean_rank", "mean first-match rank", "rank", True, "test")),
-             keys.register(keys.Metric("ms_per_query", "time per query", "ms", True, "test"))]
-    yield added
-    for m in added:
-        keys.unregister(m.name)
+def mean_rank(monkeypatch):
+    """Two metrics that are not fractions, registered for the test only (the registry is restored after)."""
+    monkeypatch.setattr(keys, "METRICS", dict(keys.METRICS))
+    monkeypatch.setattr(keys, "COLUMNS", dict(keys.COLUMNS))
+    timing = keys.Column("ms", lambda m: np.full(m.counts.shape, 12.5))  # a stand-in per-query time
+    return [keys.register(keys.Metric("mean_rank", "mean first-match rank", "rank", True, "test",
+                                      keys.FIRST_MATCH_RANK)),
+            keys.register(keys.Metric("ms_per_query", "time per query", "ms", True, "test", timing))]
 
 
 def test_a_metric_that_is_not_a_fraction_prints_as_itself_in_every_table(tmp_path, mean_rank):
@@ -138,3 +139,23 @@ def test_each_metric_is_checked_against_its_own_unit(tmp_path, mean_rank):
         load_runs([_write(tmp_path / "b", "mutual", 0, {"mAP": 1.5, "mean_rank": 2.0, "ms_per_query": 1.0})])
     assert keys.format_value("rank1", 0.3727) == "37.27" and keys.format_value("mean_rank", 3.7) == "3.70"
     assert keys.format_value("ms_per_query", np.float64(0.5)) == "0.50"
+
+
+def test_a_column_name_is_one_column_and_an_unregistered_column_is_refused_when_read(tmp_path, mean_rank):
+    other = keys.Column("first_match_rank", lambda m: m.first, integer=True)  # a second column, same name
+    with pytest.raises(ValueError, match="another per-query column is already named 'first_match_rank'"):
+        keys.register(keys.Metric("first_rank_0", "first rank, 0-based", "rank", False, "test", other))
+    with pytest.raises(ValueError, match="metric name 'mAP' is already a metric"):
+        keys.register(keys.Metric("mAP", "mAP", "fraction", True, "test", keys.AP))
+    from reid.metrics import uncertainty as U
+
+    path = tmp_path / "per_query.csv"
+    path.write_text("protocol,query,pid,camid,first_match_rank,ap,r_precision\nsingle,query/a.jpg,1,1,2,0.5,0.5\n")
+    with pytest.raises(ValueError, match=r"per_query.csv: header: per-query column\(s\) \['r_precision'\] are not "
+                                         r"registered .*load the plugin"):
+        U.read_per_query_csv(path)
+    # a file without a registered column has no keys of its metrics, and those it has are computed
+    path.write_text("protocol,query,pid,camid,first_match_rank,ap\nsingle,query/a.jpg,1,1,2,0.5\n"
+                    "single,query/b.jpg,2,1,,\n")
+    assert U.estimates(U.read_per_query_csv(path)) == {
+        "rank1": 0.0, "rank5": 1.0, "rank10": 1.0, "rank20": 1.0, "mAP": 0.5, "mean_rank": 2.0}
