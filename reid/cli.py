@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from reid.config import ConfigError, parse_json_arg
+from reid.options import bounded
 from reid.tracking import TRACKERS
 
 
@@ -41,19 +42,6 @@ def _typed(cls, what: str):
             raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = what
-    return parse
-
-
-def _positive_float(what: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({what})") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number ({what})")
-        return value
-
     return parse
 
 
@@ -291,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSON {"entry": "package.module:function"}: --model is this custom model (config custom_models)')
     s.add_argument("--reading", default=None,
                    help="a reading of reid.readings (replaces --model: its variant and model keys)")
-    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--seed", type=bounded("seeds[]", "--seed"), required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
     s.add_argument("--model-params", type=_typed(ModelConfig, "--model-params (config 'model')"), required=True)
@@ -301,21 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking", choices=TRACKERS, default=None,
                    help="where the run is recorded: mlflow, or none (nothing recorded, no store needed); "
                         "default: $REID_TRACKING, else mlflow")
-    s.add_argument("--workers", type=int, default=None, help="train.workers (overrides --train-params)")
+    s.add_argument("--workers", type=bounded("train.workers", "--workers"), default=None, help="train.workers (overrides --train-params)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="train.device (overrides --train-params)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--checkpoint-dir", required=True)
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--threads", type=bounded("$defs.threads", "--threads"), default=1)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("extract", help="embed query, gallery and gt_bbox images")
     s.add_argument("--model-file", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--mean-image", required=True)
-    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--batch-size", type=bounded("evaluate.batch_size", "--batch-size"), default=128)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--threads", type=bounded("$defs.threads", "--threads"), default=1)
     s.add_argument("--flip", action="store_true", help="flip test: add each image's mirror image's embedding")
     s.add_argument("--test-embedding", default=None, choices=["single", "mutual_self", "plain"],
                    help="embed with this single-image path instead of the trained one (same weights)")
@@ -331,9 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking", choices=TRACKERS, default=None,
                    help="where the evaluation is recorded (with --run-info): mlflow or none; default: "
                         "$REID_TRACKING, else mlflow")
-    s.add_argument("--max-rank", type=int, default=50)
+    s.add_argument("--max-rank", type=bounded("evaluate.max_rank", "--max-rank"), default=50)
     s.add_argument("--rerank", type=_typed(RerankConfig, "--rerank (config 'evaluate.rerank')"), required=True)
-    s.add_argument("--memory-gb", type=_positive_float("config 'evaluate.memory_gb'"), default=None,
+    s.add_argument("--memory-gb", type=bounded("evaluate.memory_gb", "--memory-gb"), default=None,
                    help="working memory (GiB) beyond the features, default 2; queries are ranked in blocks "
                         "that fit (config 'evaluate.memory_gb'; the numbers do not depend on it)")
     s.add_argument("--bootstrap", type=_typed(BootstrapConfig, "--bootstrap (config 'evaluate.bootstrap')"),
@@ -342,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross-domain evaluation: the dataset the features' query and gallery come from, when "
                         "it is not the one the model was trained on (metrics.json 'dataset' names it, "
                         "'train_dataset' the training set; MLflow: a run tagged test_dataset)")
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--threads", type=bounded("$defs.threads", "--threads"), default=1)
     s.add_argument("--out", required=True, help="metrics.json")
     s.add_argument("--per-query-out", required=True, help="per_query.csv: one row per (protocol, query)")
     s.set_defaults(func=cmd_evaluate)
@@ -354,14 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "intervals). The file's keys are listed in reid/external.py and the README.")
     s.add_argument("features_file", metavar="FILE")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for metrics.json and per_query.csv")
-    s.add_argument("--max-rank", type=int, default=50)
+    s.add_argument("--max-rank", type=bounded("evaluate.max_rank", "--max-rank"), default=50)
     s.add_argument("--rerank", type=_typed(RerankConfig, "--rerank (config 'evaluate.rerank')"), default="{}",
                    help='JSON {"k1": 20, "k2": 6, "lambda": 0.3}; missing keys take the config defaults')
     s.add_argument("--bootstrap", type=_typed(BootstrapConfig, "--bootstrap (config 'evaluate.bootstrap')"),
                    default="{}", help='JSON {"resamples": 10000, "seed": 0}; missing keys take the config defaults')
-    s.add_argument("--memory-gb", type=_positive_float("--memory-gb"), default=None,
+    s.add_argument("--memory-gb", type=bounded("evaluate.memory_gb", "--memory-gb"), default=None,
                    help="working memory (GiB) beyond the features, default 2 (the numbers do not depend on it)")
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=bounded("$defs.threads", "--threads"), default=2)
     s.set_defaults(func=cmd_evaluate_features)
 
     s = sub.add_parser("rank", help="rank a folder of gallery images for one query image (paper Fig. 5, any image)")
@@ -370,10 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gallery", required=True, help="a folder of images (searched recursively)")
     s.add_argument("--mean-image", default=None,
                    help="the training mean image (default: results/<dataset>/mean_image.pt beside the model's run)")
-    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--top", type=bounded("evaluate.max_rank", "--top"), default=10,
+                   help="how many gallery images to list (bounds of config evaluate.max_rank)")
     s.add_argument("--flip", action="store_true", help="flip test, as evaluate.flip")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=bounded("$defs.threads", "--threads"), default=2)
     s.add_argument("--out", default=None, help="PNG of the query and its top matches")
     s.set_defaults(func=cmd_rank)
 

@@ -329,6 +329,45 @@ def section_schema(section: str) -> tuple[dict, dict]:
     return _resolve(node, root), root
 
 
+def key_schema(path: str) -> dict:
+    """The schema node of one key: a dotted path through the properties (``evaluate.max_rank``), a
+    list's items (``seeds[]``), or ``$defs.<name>`` (``$defs.threads``: bounds of a command-line
+    option that no config key carries). KeyError when the schema has no such key."""
+    root = load_schema()
+    parts = path.split(".")
+    if parts[0] == "$defs":
+        node, parts = root["$defs"][parts[1]], parts[2:]
+    else:
+        node = root
+    for part in parts:
+        items = part.endswith("[]")
+        node = _resolve(node, root)["properties"][part[:-2] if items else part]
+        if items:
+            node = _resolve(node, root)["items"]
+    return _resolve(node, root)
+
+
+def check_number(value: Any, path: str, what: str) -> Any:
+    """``value`` checked against the type and bounds of schema key ``path`` (key_schema): the one
+    source of the bounds of config keys and of the verbs' numeric options. Returns ``value``; raises
+    ConfigError naming ``what`` and ``path``, e.g. ``--max-rank -3: must be >= 1 (config
+    'evaluate.max_rank')``."""
+    node = key_schema(path)
+    where = f"{what} {value!r}" if what else repr(value)
+    key = f"(config '{path}')" if not path.startswith("$defs.") else f"({node.get('description', path)})"
+    kinds = node.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            "integer" in kinds and "number" not in kinds and not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected {'an integer' if 'number' not in kinds else 'a number'} {key}")
+    for bound, ok, text in (("minimum", lambda b: value >= b, ">="), ("maximum", lambda b: value <= b, "<="),
+                            ("exclusiveMinimum", lambda b: value > b, ">"),
+                            ("exclusiveMaximum", lambda b: value < b, "<")):
+        if bound in node and not ok(node[bound]):
+            raise ConfigError(f"{where}: must be {text} {node[bound]} {key}")
+    return value
+
+
 def validate_section(value: Any, section: str, what: str) -> dict:
     """Check one config section (e.g. the JSON a rule passes to a stage) against the same schema as
     config.yaml, filling its defaults in place; returns value.

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from reid.options import bounded
 from reid.report.runs import ReportInputError
 from reid.variants import get_variant
 
@@ -234,7 +235,7 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--results", default="results",
                    help="the results folder (readings under <results>/<dataset>/readings)")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--seeds", nargs="+", type=int, required=True)
+    p.add_argument("--seeds", nargs="+", type=bounded("seeds[]", "--seeds"), required=True)
     p.add_argument("--dataset-specs", required=True,
                    help="JSON: dataset name -> its section of config.yaml's 'dataset:'")
     p.add_argument("--bootstrap", required=True, help='JSON {"resamples": N, "seed": S} (config evaluate.bootstrap)')
@@ -252,7 +253,7 @@ def add_report_commands(subparsers) -> None:
 
     p = subparsers.add_parser("figure-cmc", help="CMC curves, each model with and without re-ranking")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--max-rank", type=int, default=50)
+    p.add_argument("--max-rank", type=bounded("evaluate.max_rank", "--max-rank"), default=50)
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_figure_cmc)
@@ -261,9 +262,9 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--features", nargs="+", required=True, help="features.pt files, one per model")
     p.add_argument("--models", nargs="+", required=True, help="the model variant of each file (reid.variants)")
     p.add_argument("--root", default=".", help="directory the image paths in features.pt are relative to")
-    p.add_argument("--queries", type=int, default=4)
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="which queries are drawn")
+    p.add_argument("--queries", type=bounded("$defs.count", "--queries"), default=4)
+    p.add_argument("--top-k", type=bounded("evaluate.max_rank", "--top-k"), default=10)
+    p.add_argument("--seed", type=bounded("$defs.seed", "--seed"), default=0, help="which queries are drawn")
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_figure_ranked)
@@ -274,8 +275,8 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--features", required=True, help="a features.pt whose query_paths supply the images")
     p.add_argument("--mean-image", required=True)
     p.add_argument("--root", default=".")
-    p.add_argument("--images", type=int, default=6)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=bounded("$defs.count", "--images"), default=6)
+    p.add_argument("--seed", type=bounded("$defs.seed", "--seed"), default=0)
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_figure_attention)
