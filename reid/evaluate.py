@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reid import io
+from reid import files, io
 from reid.files import load_features
 from reid.metrics import DEFAULT_MEMORY_GB, evaluate_protocols, flat_metrics
 from reid.metrics import keys, uncertainty
@@ -58,7 +58,8 @@ def query_names(paths) -> list[str]:
 
 def evaluate(*, features: Path, out: Path, per_query_out: Path, max_rank: int, rerank: RerankConfig,
              bootstrap: BootstrapConfig, inputs: dict, device=None, memory_gb: float | None = None) -> dict:
-    """Write per_query.csv, then metrics.json (with ``ci95``); returns the metrics.json record.
+    """Write per_query.csv and metrics.json (with ``ci95``) as one unit (reid.io.commit_together: both
+    replaced, or neither); returns the metrics.json record.
 
     rerank, bootstrap: config ``evaluate.rerank`` and ``evaluate.bootstrap`` (reid.typed_config,
     already checked by the schema).
@@ -86,11 +87,14 @@ def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path,
     # how the test embeddings were made travels with the numbers (the tables print it)
     flip = feats.get("meta", {}).get("flip", "false")
     flip = {"true": True, "false": False}.get(flip)  # None (JSON null): made by another tool, not known
+    per_query_text = uncertainty.per_query_csv(table)
     record = {**metrics, **inputs, "features": source, "flip_test": flip, "ci95": intervals["ci95"],
               "bootstrap": {"resamples": bootstrap.resamples, "seed": bootstrap.seed,
-                            "over": "query identities", "identities": len(uncertainty.identities(table))}}
-    io.write_text(per_query_out, uncertainty.per_query_csv(table))
-    io.write_json(out, record)
+                            "over": "query identities", "identities": len(uncertainty.identities(table))},
+              # which per_query.csv these numbers are the means of (reid.files.load_per_query checks it)
+              "per_query_sha256": files.text_sha256(per_query_text)}
+    # both files or neither: a failure (full disk, file-size limit) leaves the previous pair in place
+    io.commit_together({per_query_out: io.text_writer(per_query_text), out: io.json_writer(record)})
     return record
 
 

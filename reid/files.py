@@ -328,13 +328,32 @@ def load_history(path: str | Path, columns=("epoch", "loss_id", "loss_verif")) -
     return out
 
 
-def load_per_query(path: str | Path):
+def text_sha256(text: str) -> str:
+    """The sha256 (hex) of ``text`` as UTF-8: what metrics.json records of its per_query.csv."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_per_query(path: str | Path, metrics: dict | None = None, metrics_path: str | Path | None = None):
     """per_query.csv as written by ``reid evaluate``, parsed by reid.metrics.uncertainty.read_per_query_csv
-    (which checks its header, every row's fields and numbers). Raises as load_json."""
+    (which checks its header, every row's fields and numbers). Raises as load_json.
+
+    ``metrics``: the metrics.json record (``metrics_path``: its file) the per-query rows belong to;
+    when it records ``per_query_sha256`` (files written since the evaluate stage commits the two
+    together) the file must have that digest, else DamagedFileError naming both files: a pair that
+    is not one evaluation (half of it replaced by hand, or an interrupted copy).
+    """
     from reid.metrics.uncertainty import read_per_query_csv
 
     path = Path(path)
     _size(path, "per_query")
+    expected = (metrics or {}).get("per_query_sha256")
+    if expected is not None:
+        actual = text_sha256(_read_bytes(path, "per_query").decode("utf-8", errors="replace"))
+        _check(actual == expected, path, "per_query",
+               f"it is not the per-query file of {metrics_path or 'its metrics.json'} (sha256 {actual[:12]}..., "
+               f"metrics.json records {str(expected)[:12]}...): the two were not written by one evaluation")
     try:
         return read_per_query_csv(path)
     except ValueError as e:

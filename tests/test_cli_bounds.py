@@ -62,8 +62,8 @@ def test_each_numeric_option_refuses_values_outside_its_bounds(verb, option, act
 def features_file(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "f.npz"
-    np.savez(path, query_feats=rng.normal(size=(4, 8)).astype(np.float32),
-             gallery_feats=rng.normal(size=(10, 8)).astype(np.float32),
+    np.savez(path, query_features=rng.normal(size=(4, 8)).astype(np.float32),
+             gallery_features=rng.normal(size=(10, 8)).astype(np.float32),
              query_pids=np.array([0, 1, 2, 3]), gallery_pids=np.array([0, 1, 2, 3, 0, 1, 2, 3, 4, 5]),
              query_camids=np.zeros(4, int), gallery_camids=np.ones(10, int))
     return path

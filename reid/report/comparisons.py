@@ -39,7 +39,7 @@ def _per_query_of(runs: list[Run], per_query_paths: list[str | Path]) -> dict[tu
         if path is None:
             raise ReportInputError(f"{r.path}: no per_query.csv given from its folder {r.path.parent}")
         try:
-            tables[(r.model, r.seed)] = files.load_per_query(path)
+            tables[(r.model, r.seed)] = files.load_per_query(path, r.info, r.path)
         except (ValueError, FileNotFoundError) as e:  # DamagedFileError names the file and the rule evaluate
             raise ReportInputError(str(e)) from None
     return tables

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reid import files
 from reid import readings as R
 from reid.metrics import keys
 from reid.metrics import uncertainty as U
@@ -51,8 +52,8 @@ def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
                                        f"expected {dataset}, {reading.variant}, {seed} (reading {reading.name})")
             runs.append(run)
             try:
-                tables.append(U.read_per_query_csv(folder / PER_QUERY))
-            except ValueError as e:  # the message names the file
+                tables.append(files.load_per_query(folder / PER_QUERY, run.info, run.path))
+            except (ValueError, FileNotFoundError) as e:  # the message names the file
                 raise ReportInputError(str(e)) from None
         rows.append(Row(reading, embedding, runs, tables))
     return rows

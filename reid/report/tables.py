@@ -548,12 +548,9 @@ def cross_domain_table(in_domain: list[Run], cross: list[Run], pairs: list[tuple
 
 
 def write(doc: TableDoc, out_md: str | Path, out_html: str | Path | None = None) -> list[Path]:
-    written = []
-    for path, text in ((out_md, doc.to_markdown()), (out_html, doc.to_html() if out_html else None)):
-        if path is None:
-            continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        io.write_text(path, text)
-        written.append(path)
-    return written
+    """The table as markdown (and HTML when ``out_html``), committed as one unit (reid.io.commit_together:
+    both replaced or neither; a write failure names the file). Returns the paths written."""
+    texts = {Path(out_md): doc.to_markdown()}
+    if out_html:
+        texts[Path(out_html)] = doc.to_html()
+    return io.commit_together({path: io.text_writer(text) for path, text in texts.items()})
