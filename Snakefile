@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from snakemake.utils import min_version, update_config, validate
+from snakemake.utils import min_version, update_config
 
 min_version("9.0")
 
@@ -12,15 +12,18 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 sys.path.insert(0, workflow.basedir)
 from reid import plugins, tracking, variants  # noqa: E402
-from reid.config import check_references, typed_overrides  # noqa: E402
+from reid.config import ConfigError, typed_overrides, validate as validate_config  # noqa: E402
 
 # `--config key=value` values reach here as Snakemake parses them (in lists and mappings every item
 # is a string: seeds=[0,1] gives ['0', '1']); read them as YAML, as the config file is, first.
 update_config(config, typed_overrides(workflow.config_settings.config))
-validate(config, schema="workflow/schemas/config.schema.yaml")
-# imports config `plugins:` and registers `custom_models:` first (reid.plugins), then checks every
-# model and dataset kind against the registries
-check_references(config, "config")
+# Validated once per parse (reid.config.validate): the schema (a float is no integer), its defaults
+# filled in place, then the cross-key rules, which import config `plugins:` and register
+# `custom_models:` first (reid.plugins). A fault is one message naming the key, no traceback.
+try:
+    validate_config(config, "config")
+except ConfigError as e:
+    sys.exit(f"error: {e}")
 
 # Every job sees what this Snakemake sees, through the environment it inherits (on SLURM through
 # sbatch, and the job re-reads this file on its node): this interpreter first on PATH (a rule's

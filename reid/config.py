@@ -38,12 +38,23 @@ def validate(config: dict, source: str = "config") -> dict:
     return config
 
 
-def validate_schema(config: dict, source: str = "config") -> dict:
-    """The schema part of ``validate`` only (no cross-key rules); returns config, defaults filled."""
+def _validator_class(schema: dict):
+    """The schema's validator class with integers that are integers: JSON Schema counts ``2.0`` as an
+    integer (draft 2020-12, "a number with a zero fractional part"), which would let
+    ``train={epochs: 2.0}`` or ``seeds: [0.0]`` through to fail after the work (``range(2.0)``, a
+    ``seed0.0`` folder); here a float is refused wherever the schema says integer."""
     import jsonschema
 
+    base = jsonschema.validators.validator_for(schema)
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int)
+                                         and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def validate_schema(config: dict, source: str = "config") -> dict:
+    """The schema part of ``validate`` only (no cross-key rules); returns config, defaults filled."""
     schema = load_schema()
-    validator_cls = jsonschema.validators.validator_for(schema)
+    validator_cls = _validator_class(schema)
     errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -376,11 +387,9 @@ def validate_section(value: Any, section: str, what: str) -> dict:
     'train'): invalid\n  devcie: unexpected key``, so that a stage run by hand with a misspelt or
     missing key stops before any work instead of failing later with a KeyError.
     """
-    import jsonschema
-
     node, root = section_schema(section)
     schema = {**node, "$defs": root.get("$defs", {})}  # "#/$defs/..." references resolve against this
-    validator_cls = jsonschema.validators.validator_for(root)
+    validator_cls = _validator_class(root)
     errors = sorted(validator_cls(schema).iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

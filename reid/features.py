@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reid import files, io
+from reid import contracts, files, io
 from reid.data.market import Record, scan_dataset
 from reid.data.transforms import load_eval_transform
 from reid.models.custom import check_embedding
+from reid.models.probe import probe
 from reid.models.runtime import autocast, load_trained_model, select_device
 from reid.variants import REGISTRY
 
@@ -70,6 +71,9 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
                              f"--test-embedding {test_embedding!r} does not apply")
         model.set_test_embedding(test_embedding)
     model.to(memory_format=torch.channels_last)
+    # the test embedding once on a test batch, before any image is read (reid.models.probe)
+    probe(model, num_classes=1, height=meta["height"], width=meta["width"], device=dev, paths=("embed",),
+          precision=meta.get("precision", "fp32"), what=entry or f"model variant {meta.get('variant')!r} ({model_path})")
     transform = load_eval_transform(mean_image, meta["height"], meta["width"])
     splits = scan_dataset(data_root)
     result: dict = {}
@@ -87,6 +91,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
         result[f"{prefix}_paths"] = [r.path for r in records]
         n, s = timings[split]
         print(f"{split}: {n} images in {s:.1f} s ({n / max(s, 1e-9):.1f} img/s)", flush=True)
+    contracts.check_features(result, {SPLIT_PREFIX[s]: n for s, (n, _) in timings.items()}, out, model_path)
     result["meta"] = {k: str(meta[k]) for k in ("dataset", "variant", "seed", "config_hash")}
     result["meta"]["flip"] = "true" if flip else "false"
     result["meta"]["precision"] = str(meta.get("precision", "fp32"))

@@ -30,12 +30,19 @@ from reid.variants import REGISTRY, Variant, register, split_entry
 ENV_VAR = "REID_PLUGINS"
 
 
+class PluginError(ImportError):
+    """A module of config ``plugins:`` that raised while it was imported (SyntaxError, RuntimeError,
+    ...): the message names its ``plugins[i]`` entry and the error, never a traceback into the caller."""
+
+
 def load(plugins: list[str] | tuple[str, ...] = (), custom_models: Mapping[str, Mapping[str, Any]] | None = None,
          source: str = "config") -> None:
     """Import each module of ``plugins``, then register each entry of ``custom_models`` as a variant.
 
     Idempotent (a module is imported once; the same custom model registered again is a no-op).
-    Raises ImportError naming ``plugins[i]`` when a module cannot be imported, ValueError naming
+    Raises ImportError naming ``plugins[i]`` when a module cannot be found, PluginError (an ImportError)
+    naming ``plugins[i]`` and the error when its code raises on import (SyntaxError, RuntimeError, ...),
+    ValueError naming
     ``custom_models.NAME`` for a malformed entry or a name already taken by another variant.
     """
     cwd = os.getcwd()
@@ -47,6 +54,9 @@ def load(plugins: list[str] | tuple[str, ...] = (), custom_models: Mapping[str, 
         except ImportError as e:
             raise ImportError(f"{source}: plugins[{i}]: cannot import module {module!r} ({e}); it must be importable "
                               "by every job: on PYTHONPATH or in the working directory") from None
+        except Exception as e:  # noqa: BLE001 - any error of the module's own code: named once, with its cause
+            raise PluginError(f"{source}: plugins[{i}]: importing module {module!r} failed: "
+                              f"{type(e).__name__}: {e}") from None
     for name, spec in (custom_models or {}).items():
         register_custom(name, spec, source)
 

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-from reid.config import check_references, section_schema, validate_schema, validate_section
+from reid.config import section_schema, validate, validate_section
 
 
 def _frozen(value: Any) -> Any:
@@ -291,14 +291,13 @@ def from_config(config: dict, source: str = "config") -> Config:
     Validates it with the schema first (a copy: ``config`` is left as it is), then checks the
     cross-key rules (reid.config.check_references). Raises ConfigError naming ``source`` and the keys at fault.
     """
-    config = validate_schema(copy.deepcopy(config), source)
+    config = validate(copy.deepcopy(config), source)
     return from_validated(config, source)
 
 
 def from_validated(config: Mapping, source: str = "config") -> Config:
-    """As ``from_config`` for a config the schema has already validated and completed (the
-    Snakefile's, after Snakemake's ``validate``); checks the cross-key rules first."""
-    check_references(config, source)
+    """As ``from_config`` for a config that reid.config.validate has already validated, completed and
+    checked (the Snakefile's): it is not checked again, so a config is validated once per parse."""
     sections = {name: cls._from_validated(config.get(name) or _defaults(cls))
                 for name, cls in Config.SECTIONS.items()}
     sections["report"] = _resolved_report(config.get("report") or {}, tuple(config["datasets"]))

@@ -6,12 +6,12 @@ import shlex
 import subprocess
 
 from reid.config import effective_synthetic, result_keys
-from reid.typed_config import from_config
+from reid.typed_config import from_validated
 
-# The typed configuration, built once (reid.typed_config): validated, cross-key rules checked
-# (reid.config.check_references), what unset report keys mean resolved. Built here, not in the
-# Snakefile, so that every rule file that includes this one has it.
-CFG = from_config(config, "config")
+# The typed configuration of the config the Snakefile validated (reid.typed_config), what unset
+# report keys mean resolved. Built here, not in the Snakefile, so that every rule file that
+# includes this one has it.
+CFG = from_validated(config, "config")
 
 SYNTHETIC = [n for n, d in config["dataset"].items() if d["source"] == "synthetic"]
 ARCHIVES = [n for n, d in config["dataset"].items() if d["source"] == "archive"]

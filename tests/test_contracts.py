@@ -1,0 +1,140 @@
+"""Issue 21 kinds 1 and 2: a stage checks what a later step relies on before its work, and what it is
+about to commit before it commits; through `python -m reid` and `snakemake` as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODEL = {"backbone": "resnet18", "embedding_dim": 32, "dropout": 0.5}
+TRAIN = {"height": 32, "width": 16, "epochs": 2, "batch_pairs": 8, "lr_step": 1, "device": "cpu"}
+
+
+def reid(*args, cwd, pythonpath=()):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, pythonpath)]), "OMP_NUM_THREADS": "1"}
+    env.pop("REID_PLUGINS", None)
+    return subprocess.run([sys.executable, "-m", "reid", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def train(tmp_path, tiny_dataset, name, model="baseline", train=TRAIN, extra=(), pythonpath=()):
+    root, mean = tiny_dataset
+    return reid("train", "--dataset", "tiny", "--model", model, "--seed", 3, "--data", root, "--mean-image", mean,
+                "--model-params", json.dumps(MODEL), "--train-params", json.dumps(train), "--tracking", "none",
+                "--out-dir", tmp_path / name, "--checkpoint-dir", tmp_path / f"{name}-ckpt", *extra,
+                cwd=tmp_path, pythonpath=pythonpath)
+
+
+# ------------------------------------------------------------------ kind 1: fail before the work
+
+def test_a_custom_model_whose_embed_returns_a_tuple_fails_at_build_naming_its_builder(tmp_path, tiny_dataset):
+    (tmp_path / "tuple_model.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, n):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+        "        self.head = nn.Linear(8, n)\n"
+        "    def embed(self, x):\n"
+        "        f = self.body(x)\n"
+        "        return f, f  # a tuple: the LoggedModel export would fail after training\n"
+        "    def forward(self, x1, x2):\n"
+        "        return {'logits1': self.head(self.body(x1)), 'logits2': self.head(self.body(x2))}\n"
+        "def build(num_classes, config):\n"
+        "    return Net(num_classes)\n")
+    proc = train(tmp_path, tiny_dataset, "out", model="tupled", extra=["--custom-model", '{"entry": "tuple_model:build"}'],
+                 pythonpath=[tmp_path])
+    assert proc.returncode == 1
+    assert "tuple_model:build: embed(x) returned tuple, expected a floating-point tensor" in proc.stderr
+    assert "epoch 1/" not in proc.stdout  # before the first epoch
+    assert not (tmp_path / "out" / "model.pt").exists() and not list((tmp_path / "out-ckpt").glob("*"))
+
+
+def test_the_probe_changes_nothing_model_pt_is_bit_identical(tmp_path, tiny_dataset, monkeypatch, mlflow_store):
+    """The probe observes only: the same training without it writes the same bytes."""
+    from reid import tracking
+    from reid import train as stage
+    from reid.typed_config import ModelConfig, TrainConfig
+
+    def run(name):
+        out = tmp_path / name
+        stage.train(data_root=tiny_dataset[0], mean_image=tiny_dataset[1], dataset="tiny", variant="mutual", seed=3,
+                    model_cfg=ModelConfig.from_dict(MODEL), train_cfg=TrainConfig.from_dict(TRAIN),
+                    tracker=tracking.NullTracker(), checkpoint_dir=out / "ckpt",
+                    outputs=stage.TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"))
+        return (out / "model.pt").read_bytes()
+
+    calls = []
+    real = stage.probe
+    monkeypatch.setattr(stage, "probe", lambda *a, **k: (calls.append(1), real(*a, **k)))
+    probed = run("probed")
+    monkeypatch.setattr(stage, "probe", lambda *a, **k: None)
+    assert calls and probed == run("plain")
+
+
+def test_integer_keys_refuse_floats_when_the_config_is_parsed(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for given, key in (("train={epochs: 2.0}", "train.epochs: 2.0 is not of type 'integer'"),
+                       ("seeds=[0.0]", "seeds.0: 0.0 is not of type 'integer'")):
+        proc = subprocess.run([str(BIN / "snakemake"), "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                               str(tmp_path), "--cores", "1", "--config", given],
+                              capture_output=True, text=True, env=env, cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and key in out, out[-2000:]
+        assert "Traceback" not in out and "MissingInputException" not in out
+    proc = reid("train", "--dataset", "d", "--model", "baseline", "--seed", 0, "--data", "x", "--mean-image", "m",
+                "--model-params", "{}", "--train-params", '{"epochs": 2.0}', "--out-dir", "o", "--checkpoint-dir", "c",
+                cwd=tmp_path)
+    assert proc.returncode == 2 and "epochs: 2.0 is not of type 'integer'" in proc.stderr
+
+
+@pytest.mark.parametrize("code, error", [("raise RuntimeError('no licence server')", "RuntimeError: no licence server"),
+                                         ("def broken(:\n", "SyntaxError: ")])
+def test_a_plugin_that_fails_on_import_is_named_once(tmp_path, code, error):
+    (tmp_path / "badplug.py").write_text(code + "\n")
+    (tmp_path / "c.yaml").write_text("plugins: [badplug]\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path), "--cores", "1", "--configfile", str(tmp_path / "c.yaml")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert out.count(f"plugins[0]: importing module 'badplug' failed: {error}") == 1, out[-2000:]
+    assert "Traceback" not in out and "line 23" not in out
+
+
+# ------------------------------------------------------------------ kind 2: no success on a bad result
+
+def test_a_diverging_training_fails_naming_the_epoch_and_writes_no_model(tmp_path, tiny_dataset):
+    proc = train(tmp_path, tiny_dataset, "out", train={**TRAIN, "lr": 1e4})
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "error: epoch 1: non-finite training loss" in proc.stderr
+    assert not (tmp_path / "out" / "model.pt").exists()
+    assert not list((tmp_path / "out-ckpt").glob("*.pt"))  # no checkpoint of a diverged epoch
+
+
+def test_bf16_on_cpu_is_refused_before_any_work(tmp_path, tiny_dataset):
+    proc = train(tmp_path, tiny_dataset, "out", train={**TRAIN, "precision": "bf16"})
+    assert proc.returncode == 1
+    assert "train.precision: bf16 is refused on the CPU" in proc.stderr
+    assert "epoch 1/" not in proc.stdout and not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_extract_refuses_to_write_non_finite_features_naming_the_files(tmp_path, tiny_dataset):
+    assert train(tmp_path, tiny_dataset, "out").returncode == 0
+    blob = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    key = next(k for k in blob["state_dict"] if k.endswith("weight") and blob["state_dict"][k].dim() == 4)
+    blob["state_dict"][key].fill_(float("nan"))
+    torch.save(blob, tmp_path / "nan.pt")
+    out = tmp_path / "features.pt"
+    proc = reid("extract", "--model-file", tmp_path / "nan.pt", "--data", tiny_dataset[0], "--mean-image",
+                tiny_dataset[1], "--device", "cpu", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"{out}: not written:" in proc.stderr and "query features are not finite" in proc.stderr
+    assert str(tmp_path / "nan.pt") in proc.stderr and not out.exists()
