@@ -138,3 +138,29 @@ def test_extract_refuses_to_write_non_finite_features_naming_the_files(tmp_path,
     assert proc.returncode == 1
     assert f"{out}: not written:" in proc.stderr and "query features are not finite" in proc.stderr
     assert str(tmp_path / "nan.pt") in proc.stderr and not out.exists()
+
+
+def test_why_bf16_is_refused_on_cpu_pytorch_alone():
+    """PyTorch's CPU bf16 autocast, with no code of this package: the weight gradient of a 3 x 3
+    stride-2 convolution over the small feature maps of the smallest training input is garbage
+    (non-finite or ~1e30) where fp32 gives ~1e-2. Should a PyTorch release fix it, this test fails:
+    then lift reid.contracts.check_training_precision's refusal."""
+    torch.manual_seed(0)
+    broken = []
+    for cin, (h, w), channels_last in [(64, (1, 1), True), (64, (2, 1), True), (128, (2, 1), True),
+                                       (128, (1, 1), True), (64, (2, 1), False)]:
+        conv = torch.nn.Conv2d(cin, 2 * cin, 3, stride=2, padding=1, bias=False)
+        x = torch.randn(2, cin, h, w)
+        if channels_last:
+            conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        grads = []
+        for bf16 in (False, True):
+            conv.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                y = conv(x)
+            y.float().square().mean().backward()
+            grads.append(conv.weight.grad.clone())
+        g32, g16 = grads
+        assert torch.isfinite(g32).all() and g32.abs().max() < 1
+        broken.append(not torch.isfinite(g16).all() or g16.abs().max() > 1e3)
+    assert any(broken)
