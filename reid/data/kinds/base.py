@@ -32,6 +32,16 @@ class DatasetLayoutError(ValueError):
     """The archive or folder does not hold a dataset in the kind's expected layout."""
 
 
+def resolved_file(path: Path) -> Path:
+    """``path`` with every symbolic link resolved (a user's folder may link its images from elsewhere).
+    Raises DatasetLayoutError naming the link and its target when the target does not exist."""
+    try:
+        return path.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):  # RuntimeError: a loop of links
+        raise DatasetLayoutError(f"{path}: a symbolic link whose target {os.readlink(path)!r} does not exist "
+                                 "(a dangling link): fix or remove it") from None
+
+
 class Transfer:
     """How images reach the staged layout: moved out of our own extraction folder (renames, instant),
     or hard-linked / copied out of a user's folder, which is never modified."""
@@ -48,9 +58,10 @@ class Transfer:
             os.rename(src, dst)
             self.moved += 1
             return
+        src = resolved_file(src)  # a symlinked image: its target (os.link would link the link itself)
         try:
             # a hard link costs no space; the pipeline never writes into data/{dataset}/ in place
-            os.link(src, dst, follow_symlinks=True)
+            os.link(src, dst)
             self.linked += 1
         except OSError:  # another filesystem, or links not permitted: copy
             shutil.copy2(src, dst)

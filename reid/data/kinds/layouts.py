@@ -37,7 +37,7 @@ def find_folder(root: Path, is_dataset: Callable[[Path], bool], holding: str, la
             found.append(here)
             dirnames[:] = []  # a dataset folder does not hold another one
     if not found:
-        top = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+        top = sorted(_shown(p) for p in root.iterdir())
         raise DatasetLayoutError(
             f"{label}: no folder holding {holding} was found"
             + (f" (expected {expected_name}/)" if expected_name else "")
@@ -49,8 +49,21 @@ def find_folder(root: Path, is_dataset: Callable[[Path], bool], holding: str, la
     return found[0]
 
 
-def _real_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink()
+def _shown(path: Path) -> str:
+    """How an entry of a folder is listed in a message: ``query/``, ``query/ -> /disk2/query`` for a
+    symbolic link, ``query -> /gone (dangling link)`` for one whose target does not exist."""
+    if not path.is_symlink():
+        return path.name + ("/" if path.is_dir() else "")
+    target = os.readlink(path)
+    if not path.exists():
+        return f"{path.name} -> {target} (dangling link)"
+    return f"{path.name}{'/' if path.is_dir() else ''} -> {target}"
+
+
+def _is_folder(path: Path) -> bool:
+    """A split folder: a folder, or a symbolic link to one (a user's folder may link a split from
+    another disk; links inside an archive are checked by reid.data.extract before they get here)."""
+    return path.is_dir()
 
 
 class MarketLayout:
@@ -58,13 +71,13 @@ class MarketLayout:
 
     def find(self, root: Path, label: str, expected_name: str | None) -> Path:
         required = [market.SPLIT_DIRS[s] for s in market.REQUIRED_SPLITS]
-        return find_folder(root, lambda d: all(_real_dir(d / r) for r in required),
+        return find_folder(root, lambda d: all(_is_folder(d / r) for r in required),
                            ", ".join(r + "/" for r in required), label, expected_name)
 
     def lay_out(self, folder: Path, staged: Path, transfer: Transfer) -> dict:
         placed = []
         for sub in market.SPLIT_DIRS.values():
-            if _real_dir(folder / sub):
+            if _is_folder(folder / sub):
                 transfer.tree(folder / sub, staged / sub)
                 placed.append(sub)
         return {"split_folders": placed}
