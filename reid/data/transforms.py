@@ -14,15 +14,23 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 MEAN_SIZE = (256, 128)  # (height, width) at which the mean image is stored; resized to the input size
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned the way its EXIF orientation tag says it is seen (a phone photo stored sideways
+    is shown upright by every viewer: PIL.ImageOps.exif_transpose); an image without the tag (every
+    image of the synthetic dataset, the re-ID benchmarks' crops) keeps its pixels exactly."""
+    return ImageOps.exif_transpose(image)
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """An RGB image as a float tensor (3, H, W) in [0, 1]."""
+    """An RGB image, upright (EXIF orientation applied, ``upright``), as a float tensor (3, H, W) in
+    [0, 1]. The one image loader of training, the mean image, extraction and ``reid rank``."""
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        arr = np.asarray(upright(im).convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -80,7 +88,7 @@ def load_eval_transform(mean_image_path: str | Path, height: int, width: int) ->
 
     def transform(image) -> torch.Tensor:
         if isinstance(image, Image.Image):
-            arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            arr = np.asarray(upright(image).convert("RGB"), dtype=np.uint8)
             img = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
         else:
             img = load_image(image)

@@ -191,10 +191,12 @@ def pick_queries(query_pids: np.ndarray, query_camids: np.ndarray, gallery_pids:
 def _open_image(root: Path, rel: str) -> np.ndarray:
     from PIL import Image
 
+    from reid.data.transforms import upright
+
     path = root / rel
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(upright(im).convert("RGB"))
     except FileNotFoundError:
         raise ReportInputError(f"{path}: image listed in features.pt not found (is --root right?)") from None
 
@@ -270,12 +272,15 @@ def _draw_ranked(rows, out, root: Path, top_k: int, title: str) -> Path:
 def query_ranking_figure(query: str | Path, ranked: Sequence[tuple[str, float]], out: str | Path,
                          title: str = "") -> Path:
     """One query image and its ranked gallery images (path, distance), nearest first, as a PNG
-    (``reid rank``). Images are shown as they are on disk; captions give the rank, distance and name."""
+    (``reid rank``). Images are shown upright (EXIF orientation applied, as the model saw them);
+    captions give the rank, distance and name."""
     from PIL import Image
+
+    from reid.data.transforms import upright
 
     def read(path) -> np.ndarray:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(upright(im).convert("RGB"))
 
     n_cols = len(ranked) + 1
     fig, axes = plt.subplots(1, n_cols, figsize=(1.4 * n_cols + 1.0, 4.2), squeeze=False,

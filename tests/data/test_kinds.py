@@ -86,11 +86,11 @@ def test_msmt17_is_laid_out_as_market(tmp_path, version):
 def test_msmt17_list_errors_name_the_file_and_line(tmp_path):
     files = msmt17_files()
     files["MSMT17_V1/list_val.txt"] += b"0001/0001_009_01_x_0001_0.jpg\n"  # no label
-    with pytest.raises(DatasetLayoutError, match=r"list_val.txt:2: expected"):
+    with pytest.raises(DatasetLayoutError, match=r"list_val.txt, line 2: expected"):
         prepare_dataset(tar_gz(tmp_path / "a.tar.gz", files), "msmt17", tmp_path / "out", custom=True)
     files = msmt17_files()
     files["MSMT17_V1/list_gallery.txt"] += b"0002/0002_009_05_x_0001_0.jpg 2\n"  # listed, not shipped
-    with pytest.raises(DatasetLayoutError, match=r"list_gallery.txt: lists test/0002/0002_009_05_x_0001_0.jpg"):
+    with pytest.raises(DatasetLayoutError, match=r"list_gallery.txt, line 7: lists 'test/0002/0002_009_05_x_0001_0.jpg'"):
         prepare_dataset(tar_gz(tmp_path / "b.tar.gz", files), "msmt17", tmp_path / "out", custom=True)
     assert not (tmp_path / "out").exists()
 

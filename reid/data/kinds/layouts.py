@@ -49,6 +49,22 @@ def find_folder(root: Path, is_dataset: Callable[[Path], bool], holding: str, la
     return found[0]
 
 
+def list_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of each line of a release's list file, read as people keep them: UTF-8
+    with or without a byte-order mark (Windows Notepad writes one), line ends LF, CRLF or CR (a
+    file edited on another OS). Raises DatasetLayoutError naming the file and the line of bytes that
+    are not UTF-8, shown with repr."""
+    raw = path.read_bytes()
+    lines = raw.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            out.append((number, line.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise DatasetLayoutError(f"{path}, line {number}: not UTF-8 text: {line!r}") from None
+    return out
+
+
 def _shown(path: Path) -> str:
     """How an entry of a folder is listed in a message: ``query/``, ``query/ -> /disk2/query`` for a
     symbolic link, ``query -> /gone (dangling link)`` for one whose target does not exist."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from reid.data.kinds.base import DatasetKind, DatasetLayoutError, SplitCounts, Transfer
-from reid.data.kinds.layouts import NativeImage, find_folder, place_renamed
+from reid.data.kinds.layouts import NativeImage, find_folder, list_lines, place_renamed
 
 # (train folder, test folder) of each release version
 VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
@@ -47,23 +47,26 @@ def _version(folder: Path) -> str | None:
     return None
 
 
-def _read_list(path: Path) -> list[tuple[str, int, int]]:
-    """(relative path, label, camera) of each line of a list file."""
+def _read_list(path: Path) -> list[tuple[str, int, int, int]]:
+    """(relative path, label, camera, line number) of each line of a list file, read as people save
+    them (reid.data.kinds.layouts.list_lines: a byte-order mark, CRLF or CR line ends). A line that is
+    not ``<identity>/<file> <label>`` is refused with the file, its line number and its repr (every
+    invisible character shown)."""
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in list_lines(path):
         if not line.strip():
             continue
         parts = line.split()
         try:
             rel, label = parts[0], int(parts[1])
             camera = int(Path(rel).name.split("_")[2])
-            if len(parts) != 2 or label < 0:
+            if len(parts) != 2 or label < 0 or not rel.isprintable():
                 raise ValueError
         except (ValueError, IndexError):
             raise DatasetLayoutError(
-                f"{path}:{number}: expected '<identity>/<pid>_<index>_<camera>_<...>.jpg <label>', got {line!r}"
+                f"{path}, line {number}: expected '<identity>/<pid>_<index>_<camera>_<...>.jpg <label>', got {line!r}"
             ) from None
-        entries.append((rel, label, camera))
+        entries.append((rel, label, camera, number))
     return entries
 
 
@@ -77,19 +80,21 @@ class MSMT17Layout:
         version = _version(folder)
         train_dir, test_dir = VERSIONS[version]
         lists = {name: _read_list(folder / name) for name in LISTS}
-        train_labels = {label for name in ("list_train.txt", "list_val.txt") for _, label, _ in lists[name]}
+        train_labels = {label for name in ("list_train.txt", "list_val.txt") for _, label, _, _ in lists[name]}
         offset = max(train_labels, default=-1) + 1
         images, seen = [], {}
         for name, split in LISTS.items():
             base = train_dir if split == "train" else test_dir
-            for rel, label, camera in lists[name]:
+            for rel, label, camera, number in lists[name]:
                 original = f"{base}/{rel}"
                 if original in seen:
-                    raise DatasetLayoutError(f"{folder}: {original} is listed in both {seen[original]} and {name}")
+                    raise DatasetLayoutError(f"{folder / name}, line {number}: {original!r} is also listed in "
+                                             f"{seen[original]}")
                 seen[original] = name
                 source = folder / base / rel
                 if not source.is_file():
-                    raise DatasetLayoutError(f"{folder / name}: lists {original}, which is not in the release")
+                    raise DatasetLayoutError(f"{folder / name}, line {number}: lists {original!r}, which is not "
+                                             "in the release")
                 pid = label + 1 + (0 if split == "train" else offset)
                 images.append(NativeImage(source, original, split, pid, camera))
         unlisted = sorted(  # reported: the release lists every image it holds
