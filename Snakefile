@@ -12,12 +12,13 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 sys.path.insert(0, workflow.basedir)
 from reid import plugins, tracking, variants  # noqa: E402
-from reid.config import ConfigError, typed_overrides, validate as validate_config  # noqa: E402
+from reid.config import ConfigError, typed_overrides  # noqa: E402
+from reid.config_checks import validate as validate_config  # noqa: E402
 
 # `--config key=value` values reach here as Snakemake parses them (in lists and mappings every item
 # is a string: seeds=[0,1] gives ['0', '1']); read them as YAML, as the config file is, first.
 update_config(config, typed_overrides(workflow.config_settings.config))
-# Validated once per parse (reid.config.validate): the schema (a float is no integer), its defaults
+# Validated once per parse (reid.config_checks.validate): the schema (a float is no integer), its defaults
 # filled in place, then the cross-key rules, which import config `plugins:` and register
 # `custom_models:` first (reid.plugins). A fault is one message naming the key, no traceback.
 try:

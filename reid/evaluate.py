@@ -22,7 +22,7 @@ from reid.typed_config import BootstrapConfig, RerankConfig
 MULTI_QUERY_POOLINGS = ("mean", "max")
 
 
-def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None,
+def compute_metrics(feats: dict, *, max_rank: int, rerank: RerankConfig, device=None,
                     memory_gb: float = DEFAULT_MEMORY_GB) -> dict:
     """Flat metrics of every protocol (reid.metrics.flat_metrics), "counts", and "per_query":
     {protocol: {column: array}}, the per-query columns of reid.metrics.keys ("first_match_rank" int64,
@@ -37,7 +37,7 @@ def compute_metrics(feats: dict, *, max_rank: int, rerank: dict, device=None,
     q, g = feats["query_feats"], feats["gallery_feats"]
     qp, gp, qc, gc = feats["query_pids"], feats["gallery_pids"], feats["query_camids"], feats["gallery_camids"]
     max_rank = min(max_rank, len(gp))
-    rr = {"k1": rerank["k1"], "k2": rerank["k2"], "lambda_value": rerank["lambda"]}
+    rr = {"k1": rerank.k1, "k2": rerank.k2, "lambda_value": rerank.lambda_value}
     mq = None
     if "mq_feats" in feats and len(feats["mq_feats"]):
         mq = (feats["mq_feats"], feats["mq_pids"], feats["mq_camids"])
@@ -75,7 +75,7 @@ def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path,
                     memory_gb: float | None = None) -> dict:
     """`evaluate` on features already in memory (the layout of features.pt; reid.external reads other
     tools' files into it). ``source`` names them in messages and in metrics.json's "features"."""
-    metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank.as_dict(), device=device,
+    metrics = compute_metrics(feats, max_rank=max_rank, rerank=rerank, device=device,
                               memory_gb=DEFAULT_MEMORY_GB if memory_gb is None else memory_gb)
     if "query_paths" not in feats:
         raise ValueError(f"{source}: missing 'query_paths' (per_query.csv names every query)")

@@ -6,8 +6,9 @@ Who holds what (one place each):
   else. The classes below declare fields without defaults; ``from_dict`` validates a section with the
   schema (reid.config.validate_section), which fills the schema's defaults, then builds the object;
 * the **cross-key rules** a JSON schema cannot say (a named dataset must be defined, the pair
-  identification path needs the mutual_self test embedding, ...): ``reid.config.check_references``,
-  which this builder (common.smk's ``CFG``) and ``reid.config.validate`` call;
+  identification path needs the mutual_self test embedding, ...): ``reid.config_checks.check_references``,
+  the layer above this one, which ``reid.config_checks.validate`` runs once per parse (the Snakefile's;
+  common.smk's ``CFG`` is then built by ``from_validated`` without checking again);
 * what changes results (RUNTIME_KEYS) and the configuration hash: ``reid.config``; ``as_dict`` gives a
   section back exactly as the schema spells it, so the hash of a section is the hash of its dict.
 
@@ -15,10 +16,10 @@ Adding a config key (e.g. ``custom_models``, ``cross_domain``) costs three lines
 
 1. the schema: the key, its type and its default (and ``config.yaml`` with a comment);
 2. here: one field, with the key's name, on the class of its section (a key that is a Python keyword
-   spells its name in ``field(metadata={"key": ...})``, as ``RerankConfig.lambda_``; a new nested
+   spells its name in ``field(metadata={"key": ...})``, as ``RerankConfig.lambda_value`` (config key ``lambda``, the parameter name of reid.metrics.rerank); a new nested
    section is a new ``Section`` subclass with its schema path in ``SECTION``, used as a field's type;
    a new top-level section is also one field of ``Config``);
-3. a rule across keys, if any: one ``if`` in ``reid.config.check_references``.
+3. a rule across keys, if any: one ``if`` in ``reid.config_checks.check_references``.
 
 ``tests/test_typed_config.py`` fails, naming the key, when the schema and the classes disagree.
 
@@ -36,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-from reid.config import section_schema, validate, validate_section
+from reid.config import section_schema, validate_section
 
 
 def _frozen(value: Any) -> Any:
@@ -161,7 +162,7 @@ class RerankConfig(Section):
     SECTION: ClassVar[str] = "evaluate.rerank"
     k1: int
     k2: int
-    lambda_: float = field(metadata={"key": "lambda"})
+    lambda_value: float = field(metadata={"key": "lambda"})  # config key `lambda` (a Python keyword)
 
 
 @dataclass(frozen=True)
@@ -285,19 +286,10 @@ class Config:
         "report": ReportConfig, "mlflow": MlflowConfig}
 
 
-def from_config(config: dict, source: str = "config") -> Config:
-    """The typed configuration of ``config`` (config.yaml's mapping, presets merged).
-
-    Validates it with the schema first (a copy: ``config`` is left as it is), then checks the
-    cross-key rules (reid.config.check_references). Raises ConfigError naming ``source`` and the keys at fault.
-    """
-    config = validate(copy.deepcopy(config), source)
-    return from_validated(config, source)
-
-
 def from_validated(config: Mapping, source: str = "config") -> Config:
-    """As ``from_config`` for a config that reid.config.validate has already validated, completed and
-    checked (the Snakefile's): it is not checked again, so a config is validated once per parse."""
+    """The typed configuration of a config that reid.config_checks.validate has already validated,
+    completed and checked (the Snakefile's): it is not checked again, so a config is validated once
+    per parse. reid.config_checks.from_config validates and builds in one call."""
     sections = {name: cls._from_validated(config.get(name) or _defaults(cls))
                 for name, cls in Config.SECTIONS.items()}
     sections["report"] = _resolved_report(config.get("report") or {}, tuple(config["datasets"]))

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reid.config import ConfigError, config_hash, load, validate
+from reid.config import ConfigError, config_hash
+from reid.config_checks import load, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def test_undefined_dataset_is_rejected():
 
 
 def test_identification_on_the_pair_path_needs_the_mutual_self_test_embedding():
-    from reid.config import check_references
+    from reid.config_checks import check_references
 
     cfg = validate(base())
     cfg["model"]["identification_path"] = "pair"
@@ -103,3 +104,28 @@ def test_runtime_keys_are_left_out_of_result_keys_and_epochs_out_of_the_checkpoi
     assert "epochs" not in checkpoint_keys(cfg["train"], "train") and "lr" in checkpoint_keys(cfg["train"], "train")
     assert not is_result_key("train.device") and not is_result_key("mlflow.tracking_uri")
     assert not is_result_key("dataset.duke.url") and is_result_key("dataset.duke.md5") and is_result_key("train.lr")
+
+
+def test_the_configuration_layers_import_downward_only():
+    """Schema and defaults (reid.config) at the bottom, importing no pipeline module; typed sections
+    (reid.typed_config) on it; the cross-registry checks (reid.config_checks) on top, imported by
+    neither (issue 20: check_references was the one import that ran back up)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "reid"
+
+    def reid_imports(name):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reid"):
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("reid"))
+        return found
+
+    assert reid_imports("config") == set()
+    assert reid_imports("typed_config") == {"reid.config"}
+    below = [m for m in ("reid.config", "reid.typed_config") if "reid.config_checks" in reid_imports(m.split(".")[1])]
+    assert not below

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from reid import config as cfg
+from reid import config_checks as checks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _config(**changes):
-    config = cfg.load(ROOT / "config.yaml")
+    config = checks.load(ROOT / "config.yaml")
     config.update(copy.deepcopy(changes))
     return config
 
@@ -45,7 +46,7 @@ def test_a_bad_synthetic_override_names_the_dataset_and_key(override, message):
     config = _config()
     config["dataset"]["other"] = {"source": "synthetic", "synthetic": override}
     with pytest.raises(cfg.ConfigError) as e:
-        cfg.check_references(config, "my.yaml")
+        checks.check_references(config, "my.yaml")
     assert message in str(e.value) and str(e.value).startswith("my.yaml: ")
 
 
@@ -53,7 +54,7 @@ def test_synthetic_keys_on_a_dataset_that_is_not_synthetic_are_refused():
     config = _config()
     config["dataset"]["mine"] = {"source": "folder", "path": "/x", "synthetic": {"seed": 2}}
     with pytest.raises(cfg.ConfigError, match=r"dataset\.mine\.synthetic: only a dataset with source: synthetic"):
-        cfg.check_references(config)
+        checks.check_references(config)
 
 
 @pytest.mark.parametrize("pairs, message", [
@@ -67,7 +68,7 @@ def test_synthetic_keys_on_a_dataset_that_is_not_synthetic_are_refused():
 def test_bad_cross_domain_entries_are_named(pairs, message):
     config = _config(cross_domain=pairs)
     with pytest.raises(cfg.ConfigError, match=message):
-        cfg.check_references(config)
+        checks.check_references(config)
 
 
 def test_two_pairs_with_one_folder_name_are_refused():
@@ -77,14 +78,14 @@ def test_two_pairs_with_one_folder_name_are_refused():
     config["cross_domain"] = [{"train": "a_to_b", "test": "c"}, {"train": "a", "test": "b_to_c"}]
     with pytest.raises(cfg.ConfigError, match=r"cross_domain\[1\] .*results/cross_domain/a_to_b_to_c/ is also that of "
                                               r"cross_domain\[0\]"):
-        cfg.check_references(config)
+        checks.check_references(config)
 
 
 def test_the_schema_rejects_a_pair_without_test():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["cross_domain"] = [{"train": "synthetic"}]
     with pytest.raises(cfg.ConfigError, match=r"cross_domain\.0: 'test' is a required property"):
-        cfg.validate(config)
+        checks.validate(config)
 
 
 # ---------------------------------------------------------------- the table (reid.report.tables)

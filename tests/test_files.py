@@ -50,7 +50,7 @@ def write_per_query(path):
     from reid.metrics import uncertainty
 
     feats = features_blob()
-    metrics = compute_metrics(feats, max_rank=5, rerank={"k1": 2, "k2": 1, "lambda": 0.3})
+    metrics = compute_metrics(feats, max_rank=5, rerank=RerankConfig.from_dict({"k1": 2, "k2": 1}))
     table = uncertainty.per_query_table(metrics.pop("per_query"), query_names(feats["query_paths"]),
                                         feats["query_pids"], feats["query_camids"])
     io.write_text(path, uncertainty.per_query_csv(table))
@@ -186,7 +186,7 @@ def test_evaluate_refuses_a_cut_features_file_and_keeps_the_previous_metrics(tmp
     out.write_text('{"previous": true}\n')
     with pytest.raises(files.DamagedFileError, match="cut short or not a torch file.*rule `extract`"):
         evaluate(features=features, out=out, per_query_out=tmp_path / "per_query.csv", max_rank=5,
-                 rerank=RerankConfig(k1=2, k2=1, lambda_=0.3), bootstrap=BootstrapConfig(resamples=10, seed=0),
+                 rerank=RerankConfig(k1=2, k2=1, lambda_value=0.3), bootstrap=BootstrapConfig(resamples=10, seed=0),
                  inputs={})
     assert json.loads(out.read_text()) == {"previous": True} and not (tmp_path / "per_query.csv").exists()
 

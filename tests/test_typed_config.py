@@ -9,8 +9,8 @@ import yaml
 
 from reid import config as config_module
 from reid.config import ConfigError, config_hash, load_schema, result_keys
-from reid.typed_config import (SECTION_CLASSES, Config, DatasetSpec, ModelConfig, RerankConfig, TrainConfig,
-                               from_config)
+from reid.config_checks import from_config, validate
+from reid.typed_config import SECTION_CLASSES, Config, DatasetSpec, ModelConfig, RerankConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_the_demo_config_builds_frozen_typed_sections():
     cfg = from_config(demo(), "config.yaml")
     assert cfg.models == ("baseline", "mutual") and cfg.seeds == (0,)
     assert cfg.model.backbone == "resnet18" and cfg.model.attention_layers == (3, 4)
-    assert cfg.evaluate.rerank == RerankConfig(k1=20, k2=6, lambda_=0.3)
+    assert cfg.evaluate.rerank == RerankConfig(k1=20, k2=6, lambda_value=0.3)
     assert cfg.evaluate.bootstrap.resamples == 10000
     assert isinstance(cfg.dataset["synthetic"], DatasetSpec) and cfg.dataset["synthetic"].kind is None
     assert cfg.synthetic.difficulty["family_changes"] == (2, 4)
@@ -47,7 +47,7 @@ def test_the_demo_config_builds_frozen_typed_sections():
 
 def test_as_dict_gives_each_section_back_as_the_schema_completes_it():
     """Exactly the validated section (what is hashed); a key unset and without a default reads None."""
-    validated = config_module.validate(demo())
+    validated = validate(demo())
     cfg = from_config(demo())
     for name, cls in Config.SECTIONS.items():
         if name != "report":  # report: resolved against `datasets` (next test)

@@ -14,7 +14,8 @@ import torch
 import yaml
 
 from reid import plugins, variants
-from reid.config import ConfigError, validate
+from reid.config import ConfigError
+from reid.config_checks import validate
 from reid.models import TEST_EMBEDDINGS, VARIANTS, build_model
 from reid.models.custom import CustomModelError, check_embedding, check_pair_output, rebuild
 from reid.variants import REGISTRY, Variant, get_variant, register

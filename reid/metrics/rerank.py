@@ -220,7 +220,9 @@ def _rerank(src, num_q, n, k1, k2, lambda_value, dev, block_rows):
 def rerank_args(rerank: dict) -> dict:
     """The re-ranking parameters of a config-style dict, every one present (unset: RERANK_DEFAULTS).
 
-    rerank: keys among k1, k2, lambda_value; the config's `lambda` is accepted for lambda_value.
+    rerank: keys among k1, k2, lambda_value. ``lambda`` (config.yaml's spelling of the key) is still
+    read as lambda_value, with a DeprecationWarning: in code the parameter is ``lambda_value``
+    (reid.typed_config.RerankConfig.lambda_value holds the config's ``lambda``).
     Raises ValueError on a non-dict, an unknown key, or both `lambda` and `lambda_value`. The
     values are checked where they are used (k1, k2 positive integers, lambda_value in [0, 1]).
     """
@@ -230,6 +232,10 @@ def rerank_args(rerank: dict) -> dict:
     if "lambda" in args:
         if "lambda_value" in args:
             raise ValueError("rerank: give either 'lambda' or 'lambda_value', not both")
+        import warnings
+
+        warnings.warn("rerank: 'lambda' is config.yaml's key; pass 'lambda_value' (the parameter's name) "
+                      "in code", DeprecationWarning, stacklevel=3)
         args["lambda_value"] = args.pop("lambda")
     unknown = set(args) - set(RERANK_KEYS)
     if unknown:

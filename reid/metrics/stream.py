@@ -66,7 +66,7 @@ def evaluate_protocols(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, *, 
         L2-normalised gallery (`l2_normalize` leaves unit rows as given), as the official
         Market-1501 code, whose features are all normalised.
     q_pids, g_pids, q_camids, g_camids: integer labels (pid -1 junk, 0 distractor).
-    rerank: None, or {"k1", "k2", "lambda_value"} (or "lambda"): also run the re-ranked protocols.
+    rerank: None, or {"k1", "k2", "lambda_value"}: also run the re-ranked protocols.
     multi_query: None, or (mq_feats, mq_pids, mq_camids), the gt_bbox images: also run
         "multi_query_<pooling>" (and "multi_query_<pooling>/rerank") for each of `poolings`.
     single: run the single-query protocols ("single" and "rerank").

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from native_layouts import cuhk03np_files, image_bytes, market_like_files, msmt17_files, tar_gz, write_tree, zip_of
 
-from reid.config import ConfigError, validate
+from reid.config import ConfigError
+from reid.config_checks import validate
 from reid.data.kinds import REGISTRY, DatasetLayoutError, get_kind
 from reid.data.market import format_market_name, scan_dataset
 from reid.data.prepare import prepare_dataset
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_schema_names_the_registry_and_the_config_check_enforces_it():
     # the schema checks a kind's form only (a plug-in may register more, reid.plugins); it lists the
-    # registry's kinds for the reader, and reid.config.check_references is the check
+    # registry's kinds for the reader, and reid.config_checks.check_references is the check
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     kind = schema["$defs"]["dataset"]["properties"]["kind"]
     assert "enum" not in kind
@@ -165,7 +166,8 @@ def test_registering_a_kind_from_outside(tmp_path, monkeypatch):
 
 
 def test_config_entries_of_each_source():
-    from reid.config import ConfigError, load, validate
+    from reid.config import ConfigError
+    from reid.config_checks import load, validate
 
     base = load(ROOT / "config.yaml")
     for entry, missing in (({"source": "folder", "kind": "market1501"}, "'path' is a required property"),

@@ -97,7 +97,7 @@ def test_pooling_and_protocols(lib, dtype):
     ft = [cast(x, lib, dtype) for x in (q, g, mq)]
     np.testing.assert_array_equal(plain(pool_multi_query(qp, qc, ft[2], mp, mc, q_feats=ft[0])),
                                   pool_multi_query(qp, qc, f32[2], mp, mc, q_feats=f32[0]))
-    rr = {"k1": 4, "k2": 2, "lambda": 0.3}
+    rr = {"k1": 4, "k2": 2, "lambda_value": 0.3}
     got = evaluate_protocols(*ft[:2], qp, gp, qc, gc, rerank=rr, multi_query=(ft[2], mp, mc))
     ref = evaluate_protocols(*f32[:2], qp, gp, qc, gc, rerank=rr, multi_query=(f32[2], mp, mc))
     assert flat_metrics(got) == flat_metrics(ref)

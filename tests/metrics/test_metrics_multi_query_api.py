@@ -120,7 +120,7 @@ def test_a_small_gallery_clamps_the_cmc_only():
 
 def test_rerank_protocol_keys():
     (qf, qp, qc), (gf, gp, gc), _ = toy(np.random.default_rng(5))
-    out = flat_metrics(evaluate_protocols(qf, gf, qp, gp, qc, gc, rerank={"k1": 8, "k2": 3, "lambda": 0.3}))
+    out = flat_metrics(evaluate_protocols(qf, gf, qp, gp, qc, gc, rerank={"k1": 8, "k2": 3, "lambda_value": 0.3}))
     full = evaluate(re_ranking_features(qf, gf, 8, 3, 0.3), qp, gp, qc, gc, max_rank=50)
     assert out["rerank/mAP"] == pytest.approx(full["mAP"])
     assert set(out) == {keys.key(p, m) for p in ("single", "rerank") for m in (*keys.METRICS, "cmc")}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from reid.evaluate import compute_metrics
+from reid.typed_config import RerankConfig
 from reid.metrics import (PROTOCOLS, euclidean_distance, evaluate, evaluate_protocols, keys, l2_normalize,
                           pool_multi_query, re_ranking_features)
 from reid.metrics import distance as distance_mod
@@ -165,7 +166,7 @@ def test_compute_metrics_flat_keys_and_per_query_contract():
     feats = {"query_feats": q, "gallery_feats": g, "query_pids": torch.from_numpy(qp),
              "gallery_pids": torch.from_numpy(gp), "query_camids": torch.from_numpy(qc),
              "gallery_camids": torch.from_numpy(gc), "mq_feats": mq[0], "mq_pids": mq[1], "mq_camids": mq[2]}
-    out = compute_metrics(feats, max_rank=50, rerank={"k1": 6, "k2": 3, "lambda": 0.3}, memory_gb=1e-9)
+    out = compute_metrics(feats, max_rank=50, rerank=RerankConfig.from_dict({"k1": 6, "k2": 3}), memory_gb=1e-9)
     expected = unstreamed(q, g, qp, gp, qc, gc, mq)
     per_query = out.pop("per_query")
     assert list(per_query) == list(PROTOCOLS)
@@ -202,7 +203,7 @@ def test_first_k_stable_matches_a_stable_sort():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(memory_gb=0), "memory_gb=0"),
     (dict(tile_rows=8), "tile_rows=8"),
-    (dict(rerank={"k1": 0, "k2": 3, "lambda": 0.3}), "k1=0"),
+    (dict(rerank={"k1": 0, "k2": 3, "lambda_value": 0.3}), "k1=0"),
     (dict(rerank={"k1": 6, "k3": 3}), r"rerank: unknown keys \['k3'\]"),
     (dict(rerank={"lambda": 0.3, "lambda_value": 0.3}), "either 'lambda' or 'lambda_value'"),
     (dict(rerank=[20, 6, 0.3]), "expected None or a dict"),
@@ -217,8 +218,8 @@ def test_unset_rerank_parameters_are_the_published_ones():
     # Zhong et al. (CVPR 2017), section 4.2: k1 = 20, k2 = 6, lambda = 0.3
     q, g, qp, gp, qc, gc, _ = problem(10)
     partial = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k2": 6})["rerank"]
-    explicit = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 20, "k2": 6, "lambda": 0.3})["rerank"]
-    other = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 5, "k2": 6, "lambda": 0.3})["rerank"]
+    explicit = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 20, "k2": 6, "lambda_value": 0.3})["rerank"]
+    other = evaluate_protocols(q, g, qp, gp, qc, gc, rerank={"k1": 5, "k2": 6, "lambda_value": 0.3})["rerank"]
     assert np.array_equal(partial["per_query"]["ap"], explicit["per_query"]["ap"], equal_nan=True)
     assert not np.array_equal(partial["per_query"]["ap"], other["per_query"]["ap"], equal_nan=True)
 

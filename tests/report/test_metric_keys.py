@@ -64,6 +64,7 @@ def test_mlflow_metric_names_leave_the_multi_query_protocols_to_metrics_json():
 
 def test_every_key_evaluate_writes_is_a_registered_metric_or_curve():
     from reid.evaluate import compute_metrics
+    from reid.typed_config import RerankConfig
 
     gen = torch.Generator().manual_seed(0)
     n_q, n_g = 6, 20
@@ -72,7 +73,7 @@ def test_every_key_evaluate_writes_is_a_registered_metric_or_curve():
              "query_camids": torch.zeros(n_q, dtype=torch.long), "gallery_camids": torch.ones(n_g, dtype=torch.long),
              "mq_feats": torch.randn(2 * n_q, 8, generator=gen), "mq_pids": torch.arange(1, n_q + 1).repeat(2),
              "mq_camids": torch.zeros(2 * n_q, dtype=torch.long)}
-    out = compute_metrics(feats, max_rank=10, rerank={"k1": 4, "k2": 2, "lambda": 0.3})
+    out = compute_metrics(feats, max_rank=10, rerank=RerankConfig.from_dict({"k1": 4, "k2": 2}))
     written = [k for k in out if k not in ("counts", "per_query")]
     assert written and all(keys.is_metric(k) or keys.is_curve(k) for k in written), written
     assert {keys.parse(k)[0] for k in written} == set(keys.PROTOCOLS)

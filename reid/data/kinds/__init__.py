@@ -2,7 +2,7 @@
 
 Each kind lives in one module of this package (its published counts, where it comes from, its
 native layout and how it becomes Market-1501, the paper numbers it maps to) and is listed once in
-``REGISTRY`` below. ``reid.config.check_references`` checks config ``dataset.*.kind`` against it;
+``REGISTRY`` below. ``reid.config_checks.check_references`` checks config ``dataset.*.kind`` against it;
 the schema's description of ``kind`` lists the same names (tests/data/test_kinds.py checks both).
 
 To add a kind: write ``reid/data/kinds/<name>.py`` defining ``KIND = DatasetKind(...)`` with a
