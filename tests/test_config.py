@@ -129,3 +129,20 @@ def test_the_configuration_layers_import_downward_only():
     assert reid_imports("typed_config") == {"reid.config"}
     below = [m for m in ("reid.config", "reid.typed_config") if "reid.config_checks" in reid_imports(m.split(".")[1])]
     assert not below
+
+
+def test_the_reranking_weight_has_one_spelling_in_code():
+    """config.yaml says `lambda`; the typed section and the metrics say `lambda_value`; the old way of
+    passing the config's key to the metrics still works, with a DeprecationWarning."""
+    import warnings
+
+    from reid.metrics.rerank import rerank_args
+    from reid.typed_config import RerankConfig
+
+    assert RerankConfig.from_dict({"lambda": 0.4}).lambda_value == 0.4
+    assert RerankConfig.from_dict({"lambda": 0.4}).as_dict()["lambda"] == 0.4  # the config's spelling, hashed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rerank_args({"lambda_value": 0.4})["lambda_value"] == 0.4
+    with pytest.warns(DeprecationWarning, match="pass 'lambda_value'"):
+        assert rerank_args({"lambda": 0.4})["lambda_value"] == 0.4
