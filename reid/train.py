@@ -151,9 +151,11 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
                 "precision": train_cfg["precision"],
                 "label_to_pid": {v: k for k, v in pid_to_label.items()}}
         contracts.check_finite_weights(model.state_dict(), outputs.model)
-        io.torch_save(outputs.model, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                                      "meta": meta})
-        write_history(history, outputs.history)
+        # model.pt and history.csv as one unit (both replaced, or neither); run.json after the tracker
+        io.commit_together({outputs.history: history_writer(history),
+                            outputs.model: io.torch_writer({"state_dict": {k: v.cpu() for k, v in
+                                                                           model.state_dict().items()},
+                                                            "meta": meta}, outputs.model.name)})
         run.on_trained(outputs.history, lambda: _exported_model(outputs.model, mean_image, records))
         # written last: its presence says the model, the history and the tracker's record are complete
         io.write_json(outputs.run_info, {"dataset": dataset, "model": variant, "seed": seed, "config_hash": chash,
@@ -301,6 +303,13 @@ def _fmt_seconds(s: float) -> str:
 
 
 def write_history(history: list[dict], path: Path) -> None:
+    """history.csv (HISTORY_COLUMNS, one row per epoch), written atomically."""
+    io.atomic_write(path, history_writer(history))
+
+
+def history_writer(history: list[dict]):
+    """A ``write(tmp)`` of history.csv for reid.io.commit_together."""
+
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
@@ -308,4 +317,4 @@ def write_history(history: list[dict], path: Path) -> None:
             for row in history:
                 w.writerow({k: row[k] for k in HISTORY_COLUMNS})
 
-    io.atomic_write(path, write)
+    return write

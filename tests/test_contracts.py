@@ -164,3 +164,38 @@ def test_why_bf16_is_refused_on_cpu_pytorch_alone():
         assert torch.isfinite(g32).all() and g32.abs().max() < 1
         broken.append(not torch.isfinite(g16).all() or g16.abs().max() > 1e3)
     assert any(broken)
+
+
+# ------------------------------------------------------------------ kind 3: commit as one
+
+def test_training_commits_model_and_history_together(tmp_path, tiny_dataset, monkeypatch, mlflow_store):
+    """A full disk while one of model.pt and history.csv is written leaves both old files, and the
+    error names the file."""
+    import csv
+    import errno
+
+    from reid import io, tracking
+    from reid import train as stage
+    from reid.typed_config import ModelConfig, TrainConfig
+
+    out = tmp_path / "run"
+    outputs = stage.TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json")
+
+    def run(epochs):
+        stage.train(data_root=tiny_dataset[0], mean_image=tiny_dataset[1], dataset="tiny", variant="baseline", seed=3,
+                    model_cfg=ModelConfig.from_dict(MODEL), train_cfg=TrainConfig.from_dict({**TRAIN, "epochs": epochs}),
+                    tracker=tracking.NullTracker(), checkpoint_dir=tmp_path / "ckpt", outputs=outputs)
+
+    run(1)
+    old = {p: p.read_bytes() for p in (outputs.model, outputs.history)}
+
+    class DiskFull(csv.DictWriter):  # the disk fills while history.csv is written
+        def writeheader(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(csv, "DictWriter", DiskFull)
+        with pytest.raises(io.WriteError, match=r"could not write .*history.csv: No space left on device"):
+            run(2)
+    assert {p: p.read_bytes() for p in old} == old
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "model.pt", "run.json"]
