@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def merged_preset(name: str) -> dict:
     """config.yaml with presets/<name> merged over it, validated as the Snakefile does."""
-    from reid.config import validate
+    from reid.config_checks import validate
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     for key, value in yaml.safe_load((ROOT / "presets" / name).read_text()).items():

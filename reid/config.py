@@ -250,7 +250,7 @@ def check_number(value: Any, path: str, what: str) -> Any:
     'evaluate.max_rank')``."""
     node = key_schema(path)
     where = f"{what} {value!r}" if what else repr(value)
-    key = f"(config '{path}')" if not path.startswith("$defs.") else f"({node.get('description', path)})"
+    key = f"(config '{path}')" if not path.startswith("$defs.") else f"(schema {path})"
     kinds = node.get("type")
     kinds = kinds if isinstance(kinds, list) else [kinds]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from reid import readings as R
-from reid.config import validate
+from reid.config_checks import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 
