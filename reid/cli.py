@@ -207,19 +207,6 @@ def cmd_export(args) -> None:
     print(f"recorded with the training run: {result.logged}" if result.logged else "not recorded by a tracker")
 
 
-def _bounded_int(what: str, low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer ({what})") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must lie in [{low}, {high}] ({what})")
-        return value
-
-    return parse
-
-
 def _tracker(args):
     """The tracker a stage reports to: --tracking, else $REID_TRACKING (set by the Snakefile from config
     mlflow.enabled), else MLflow; for MLflow, --mlflow-params when given, else the environment."""
@@ -374,11 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: data/<dataset> beside the model's results/)")
     s.add_argument("--mean-image", default=None,
                    help="the training mean image (default: results/<dataset>/mean_image.pt beside the model's run)")
-    s.add_argument("--images", type=_bounded_int("--images", 1, 1024), default=32,
+    s.add_argument("--images", type=bounded("$defs.parity_images", "--images"), default=32,
                    help="test images in the parity check (1-1024)")
     s.add_argument("--test-embedding", default=None, choices=["single", "mutual_self", "plain"],
                    help="export this single-image path instead of the trained one (mutual models; same weights)")
-    s.add_argument("--threads", type=_bounded_int("--threads", 1, 256), default=2)
+    s.add_argument("--threads", type=bounded("$defs.threads", "--threads"), default=2)
     s.add_argument("--tracking", choices=TRACKERS, default=None,
                    help="where the file is recorded with the training run: mlflow or none; default: "
                         "$REID_TRACKING, else mlflow")

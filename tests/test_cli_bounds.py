@@ -13,13 +13,25 @@ from reid.cli import build_parser, main
 from reid.config import key_schema
 
 
+def is_numeric(action) -> bool:
+    """Whether the option's type reads "1" as a number (whatever function it is): JSON sections
+    refuse it, strings keep it a string."""
+    if action.type is None:
+        return False
+    try:
+        value = action.type("1")
+    except (argparse.ArgumentTypeError, ValueError, TypeError):
+        return hasattr(action.type, "schema_key")
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def numeric_options():
     """(verb, option string, action) of every option of every verb whose value is a number."""
     found = []
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for verb, parser in sub.choices.items():
         for action in parser._actions:
-            if action.type in (int, float) or hasattr(action.type, "schema_key"):
+            if is_numeric(action):
                 found.append((verb, action.option_strings[0] if action.option_strings else action.dest, action))
     return found
 

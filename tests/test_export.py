@@ -238,7 +238,7 @@ def test_cli_bounds_its_options_and_names_missing_inputs(project, tmp_path, caps
     base = ["export", "--model-file", str(project["model"]), "--out", str(tmp_path / "m.onnx")]
     with pytest.raises(SystemExit) as exit_:
         main(base + ["--images", "0"])
-    assert exit_.value.code == 2 and "'0' must lie in [1, 1024] (--images)" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--images 0: must be >= 1 (schema $defs.parity_images)" in capsys.readouterr().err
     assert main(base + ["--data", str(tmp_path / "nowhere"), "--tracking", "none"]) == 1
     assert "nowhere: the dataset folder for the parity check is not there; give it with --data" in \
         capsys.readouterr().err
