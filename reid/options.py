@@ -15,12 +15,14 @@ from reid.config import ConfigError, check_number, key_schema
 def bounded(key: str, option: str):
     """An argparse ``type`` for ``option``: an integer or a number (as schema key ``key`` says),
     refused with the option, the value and the key when it is outside the key's bounds
-    (reid.config.check_number). The function carries ``schema_key`` for the test that walks them."""
-    node = key_schema(key)  # a wrong key fails when the parser is built, not when the option is used
-    kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
-    convert = float if "number" in kinds else int
+    (reid.config.check_number). The schema is read when a value is parsed, not when the parser is
+    built (every ``python -m reid`` builds all verbs' parsers). The function carries ``schema_key``
+    for the test that walks them."""
 
     def parse(text: str):
+        node = key_schema(key)
+        kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        convert = float if "number" in kinds else int
         try:
             value = convert(text)
         except ValueError:

@@ -98,3 +98,9 @@ def test_rank_refuses_top_below_one(tmp_path, value, capsys):
               "--top", value])
     assert exit_.value.code == 2
     assert f"--top {int(value)}: must be >= 1" in capsys.readouterr().err
+
+
+def test_every_option_names_a_key_the_schema_has():
+    """bounded() reads the schema lazily: a misspelt key would only fail when the option is used."""
+    for verb, option, action in numeric_options():
+        assert key_schema(action.type.schema_key), f"{verb} {option}"
