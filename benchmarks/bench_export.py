@@ -32,15 +32,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reid import export_onnx  # noqa: E402
+from reid import export_onnx, variants  # noqa: E402
 from reid.models import build_model  # noqa: E402
 from reid.models.export import EmbeddingNet  # noqa: E402
 
 CONFIGS = {"demo": dict(backbone="resnet18", height=64, width=32, batch=32),
            "resnet50": dict(backbone="resnet50", height=256, width=128, batch=16)}
-PARITY_CASES = [("ide", {}), ("baseline", {}), ("self_attention", {}), ("mutual", {"test_embedding": "single"}),
-                ("mutual", {"test_embedding": "mutual_self"}), ("mutual", {"test_embedding": "plain"}),
-                ("mutual", {"test_embedding": "mutual_self", "identification_path": "pair"})]
+# every built-in variant, then the mutual model's other test embeddings and its pair path
+PARITY_CASES = [(v.name, {}) for v in variants.BUILTIN] + [
+    ("mutual", {"test_embedding": "mutual_self"}), ("mutual", {"test_embedding": "plain"}),
+    ("mutual", {"test_embedding": "mutual_self", "identification_path": "pair"})]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
