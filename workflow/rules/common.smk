@@ -48,13 +48,14 @@ def synthetic_section(name):
 
 
 def custom_model_option(model):
-    """`--custom-model JSON` for a model of config `custom_models:` (its entry, a result key: changing
-    it retrains that model only), nothing for the others (reid.plugins, docs/extending.md)."""
+    """` --custom-model JSON` for a model of config `custom_models:` (its entry, a result key: changing
+    it retrains that model only), nothing for the others (reid.plugins, docs/extending.md). Like every
+    option that only some jobs of a rule pass, it carries its own leading space."""
     spec = (config.get("custom_models") or {}).get(model)
     if spec is None:
         return ""
     entry = json.dumps({"entry": spec["entry"]}, separators=(",", ":"))
-    return f"--custom-model {shlex.quote(entry)}"
+    return f" --custom-model {shlex.quote(entry)}"
 
 
 # What each dataset-making step declares as its output, see data.smk; the folder data/{dataset}/

@@ -11,7 +11,7 @@ wildcard_constraints:
     test=alternatives([e["test"] for e in CROSS_DOMAIN]),
 
 
-rule extract_cross_domain:
+use rule extract as extract_cross_domain with:
     input:
         model=f"{TRAIN_RUN}/model.pt",
         # B is laid out and verified; A's mean image normalises B's images as the model was trained
@@ -22,25 +22,13 @@ rule extract_cross_domain:
         f"{CROSS_DIR}/features.pt",
     log:
         "results/logs/extract_cross_domain/{train}_to_{test}/{model}-seed{seed}.log",
-    threads: JOB_THREADS
-    resources:
-        gpu=EXTRACT_GPUS,
-        mem_mb=8000,
-        runtime=60,
-        batch_size=config["evaluate"]["batch_size"],
-        device=EXTRACT_DEVICE,
-    conda:
-        "../../envs/reid.yaml"
+    benchmark:
+        "results/benchmarks/extract_cross_domain/{train}_to_{test}/{model}-seed{seed}.tsv"
     params:
-        flip="--flip" if config["evaluate"]["flip"] else "",
-    shell:
-        "python -m reid extract --model-file {input.model} --data data/{wildcards.test} "
-        "--mean-image {input.mean_image} "
-        "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
-        "--out {output} > {log} 2>&1"
+        data="data/{test}",
 
 
-rule evaluate_cross_domain:
+use rule evaluate as evaluate_cross_domain with:
     input:
         features=f"{CROSS_DIR}/features.pt",
         run_info=f"{TRAIN_RUN}/run.json",
@@ -49,24 +37,10 @@ rule evaluate_cross_domain:
         per_query=f"{CROSS_DIR}/per_query.csv",
     log:
         "results/logs/evaluate_cross_domain/{train}_to_{test}/{model}-seed{seed}.log",
-    threads: JOB_THREADS
-    resources:
-        mem_mb=evaluate_mem_mb,
-        runtime=evaluate_runtime,
-        evaluate_memory_gb=lambda wildcards: str(config["evaluate"]["memory_gb"]),
-        heavy_memory=1,
-    conda:
-        "../../envs/reid.yaml"
+    benchmark:
+        "results/benchmarks/evaluate_cross_domain/{train}_to_{test}/{model}-seed{seed}.tsv"
     params:
-        max_rank=config["evaluate"]["max_rank"],
-        rerank=section("evaluate", "rerank"),
-        bootstrap=section("evaluate", "bootstrap"),
-    shell:
-        "python -m reid evaluate --features {input.features} --run-info {input.run_info} "
-        "--test-dataset {wildcards.test} "
-        "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
-        "--memory-gb {resources.evaluate_memory_gb} "
-        "--threads {threads} --out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
+        test_dataset=" --test-dataset {test}",
 
 
 rule table_cross_domain:

@@ -17,42 +17,26 @@ READING_DIR = READINGS_DEF.READING_DIR
 READING_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(READINGS_DEF.READINGS) * len(SEEDS))))
 
 
-rule train_reading:
-    input:
-        data=DATASET,
-        report="results/{dataset}/dataset.json",
-        mean_image="results/{dataset}/mean_image.pt",
-        weights=[config["model"]["pretrained"]] if config["model"]["pretrained"] else [],
+# The stage rules (train.smk, evaluate.smk) with the readings' files: a reading is trained with
+# `--reading` (reid.readings holds its model keys) and extracted once per test embedding.
+use rule train as train_reading with:
     output:
         model=f"{READING_DIR}/model.pt",
         history=f"{READING_DIR}/history.csv",
         run_info=f"{READING_DIR}/run.json",
     log:
         "results/logs/readings/train/{dataset}/{reading}-seed{seed}.log",
+    benchmark:
+        "results/benchmarks/readings/train/{dataset}/{reading}-seed{seed}.tsv"
     threads: READING_THREADS
-    resources:
-        gpu=GPU_PER_JOB,
-        mem_mb=16000,
-        runtime=24 * 60,
-        # runtime keys: resources and the environment, not params (docs/reruns.md)
-        workers=lookup(dpath="train/workers", within=config),
-        device=lookup(dpath="train/device", within=config),
-    conda:
-        "../../envs/reid.yaml"
     params:
-        model=section("model"),
-        train=section("train"),
+        trains="--reading {reading}",
+        custom_model="",
         out_dir=READING_DIR,
         checkpoints="results/checkpoints/{dataset}/readings/{reading}/seed{seed}",
-    shell:
-        "python -m reid train --dataset {wildcards.dataset} --reading {wildcards.reading} "
-        "--seed {wildcards.seed} --data data/{wildcards.dataset} --mean-image {input.mean_image} "
-        "--model-params {params.model:q} --train-params {params.train:q} "
-        "--workers {resources.workers} --device {resources.device} --out-dir {params.out_dir} "
-        "--checkpoint-dir {params.checkpoints} --threads {threads} > {log} 2>&1"
 
 
-rule extract_reading:
+use rule extract as extract_reading with:
     input:
         model=f"{READING_DIR}/model.pt",
         data=DATASET,
@@ -61,25 +45,14 @@ rule extract_reading:
         f"{READING_DIR}/{{embedding}}/features.pt",
     log:
         "results/logs/readings/extract/{dataset}/{reading}-seed{seed}-{embedding}.log",
+    benchmark:
+        "results/benchmarks/readings/extract/{dataset}/{reading}-seed{seed}-{embedding}.tsv"
     threads: READING_THREADS
-    resources:
-        gpu=EXTRACT_GPUS,
-        mem_mb=8000,
-        runtime=60,
-        batch_size=lookup(dpath="evaluate/batch_size", within=config),
-        device=EXTRACT_DEVICE,
-    conda:
-        "../../envs/reid.yaml"
     params:
-        flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
-    shell:
-        "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
-        "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} "
-        "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
-        "--out {output} > {log} 2>&1"
+        test_embedding=" --test-embedding {embedding}",
 
 
-rule evaluate_reading:
+use rule evaluate as evaluate_reading with:
     input:
         features=f"{READING_DIR}/{{embedding}}/features.pt",
         run_info=f"{READING_DIR}/run.json",
@@ -88,22 +61,9 @@ rule evaluate_reading:
         per_query=f"{READING_DIR}/{{embedding}}/per_query.csv",
     log:
         "results/logs/readings/evaluate/{dataset}/{reading}-seed{seed}-{embedding}.log",
+    benchmark:
+        "results/benchmarks/readings/evaluate/{dataset}/{reading}-seed{seed}-{embedding}.tsv"
     threads: READING_THREADS
-    resources:
-        mem_mb=8000,
-        runtime=60,
-        heavy_memory=1,  # k-reciprocal re-ranking, as rule evaluate
-    conda:
-        "../../envs/reid.yaml"
-    params:
-        max_rank=lookup(dpath="evaluate/max_rank", within=config),
-        rerank=section("evaluate", "rerank"),
-        bootstrap=section("evaluate", "bootstrap"),
-    shell:
-        "python -m reid evaluate --features {input.features} --run-info {input.run_info} "
-        "--max-rank {params.max_rank} --rerank {params.rerank:q} --bootstrap {params.bootstrap:q} "
-        "--threads {threads} "
-        "--out {output.metrics} --per-query-out {output.per_query} > {log} 2>&1"
 
 
 rule table_readings:
