@@ -153,6 +153,11 @@ BUILTIN = (
             _PAPER_BUILDER, {"variant": "mutual"}, builtin=True),
 )
 
+# The paper's comparison: its baseline and its proposed model (Table 1 reports the proposed model
+# alone; Figures 4-6 set the two side by side). The report rules take them from here.
+PAPER_BASELINE = "baseline"
+PAPER_PROPOSED = "mutual"
+
 REGISTRY: dict[str, Variant] = {v.name: v for v in BUILTIN}
 
 

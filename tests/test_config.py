@@ -83,8 +83,9 @@ def test_snakemake_rejects_a_typo_by_name(tmp_path):
     bad["evaluate"]["max_rnak"] = 10
     cfgfile = tmp_path / "bad.yaml"
     cfgfile.write_text(yaml.safe_dump(bad))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/tables/table2.md",
-                           "--configfile", str(cfgfile)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/tables/table2.md", "--configfile",
+                           str(cfgfile), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "max_rnak" in proc.stdout + proc.stderr
 

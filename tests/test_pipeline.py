@@ -176,8 +176,9 @@ def test_rerun_with_nothing_changed_does_nothing(pipeline):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_lint_is_clean():
-    proc = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=ROOT, capture_output=True, text=True)
+def test_lint_is_clean(tmp_path):
+    proc = subprocess.run([str(BIN / "snakemake"), "--lint", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr
 

@@ -31,11 +31,17 @@ def layered(preset: Path) -> list[Path]:
     return [ROOT / "presets" / "paper.yaml", preset]
 
 
-def run_all(cases: dict[str, tuple[list[str], dict]]) -> dict[str, subprocess.CompletedProcess]:
-    """Start every Snakemake command at once, then collect them: {name: completed process}."""
+def run_all(cases: dict[str, tuple[list[str], dict]], workdir: Path) -> dict[str, subprocess.CompletedProcess]:
+    """Start every Snakemake command at once, then collect them: {name: completed process}.
+
+    Each runs the repository's Snakefile in its own empty directory under ``workdir``: what the
+    checkout's results/ holds (a finished quick start) must not change what is planned."""
     procs = {}
-    for name, (args, env) in cases.items():
-        procs[name] = subprocess.Popen([SNAKEMAKE, *args], cwd=ROOT, env={**os.environ, **env}, text=True,
+    for i, (name, (args, env)) in enumerate(cases.items()):
+        work = workdir / f"case{i}"
+        work.mkdir()
+        procs[name] = subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+                                        *args], cwd=work, env={**os.environ, **env}, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = {}
     for name, p in procs.items():
@@ -55,7 +61,7 @@ def planned(tmp_path_factory):
         label = preset.name if preset else "config.yaml"
         cases[f"lint {label}"] = (["--lint", *cfg], {})
         for profile in PROFILES:
-            cases[f"{profile} -n {label}"] = (["--profile", profile, "-n", *cfg], slurm_env)
+            cases[f"{profile} -n {label}"] = (["--profile", str(ROOT / profile), "-n", *cfg], slurm_env)
     cuda = tmp / "cuda.yaml"
     cuda.write_text(yaml.safe_dump({"train": {"device": "cuda"}}))
     # what a training job asks for on: a CPU-only machine (auto), a one-GPU machine (auto), device cuda
@@ -63,7 +69,7 @@ def planned(tmp_path_factory):
     cases["gpu auto, one GPU"] = (["-n", "-p", "results/synthetic/baseline/seed0/model.pt"], {"CUDA_VISIBLE_DEVICES": "0"})
     cases["gpu cuda"] = (["-n", "-p", "results/synthetic/baseline/seed0/model.pt", "--configfile", str(cuda)],
                          {"CUDA_VISIBLE_DEVICES": ""})
-    return run_all(cases)
+    return run_all(cases, tmp)
 
 
 def test_lint_and_dry_run_of_every_preset_and_profile(planned):
@@ -134,3 +140,26 @@ def test_paper_preset_slurm_profile_and_cluster_doc_agree():
     said_local |= {"report_mlflow", "comparisons", "all"}
     assert said_local <= local, f"docs/cluster.md says these run on the submit host: {sorted(said_local - local)}"
     assert not local & {"train", "extract", "evaluate"}
+
+
+def _subprocess_calls(text: str):
+    """(line, call text) of every subprocess.run / Popen / check_* call in ``text``."""
+    for m in re.finditer(r"subprocess\.(?:run|Popen|check_output|check_call)\(", text):
+        i, depth = m.end(), 1
+        while depth and i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        yield text[:m.start()].count("\n") + 1, text[m.start():i]
+
+
+def test_no_test_runs_snakemake_in_the_checkout():
+    """Every test that starts Snakemake gives it a directory of its own (a tmp_path): after the
+    README's quick start the checkout holds results/, and a test run there would see them."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for line, call in _subprocess_calls(path.read_text()):
+            if "snakemake" not in call.lower() and "cmd" not in call:
+                continue
+            if "cwd=" not in call or re.search(r"cwd=(str\()?(ROOT|REPO)\b", call):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}")
+    assert not offenders, f"Snakemake run in the checkout (give it cwd=<tmp> and --directory <tmp>): {offenders}"

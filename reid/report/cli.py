@@ -124,6 +124,14 @@ def _cmd_table_readings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_table_benchmarks(args: argparse.Namespace) -> int:
+    from reid.report.benchmarks import write_table
+
+    for path in write_table(args.benchmarks, args.root, args.out, args.html_out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_figure_losses(args: argparse.Namespace) -> int:
     from reid.report import figures
 
@@ -188,8 +196,8 @@ def _pair_check(args: argparse.Namespace, a: str, b: str) -> None:
 
 
 def add_report_commands(subparsers) -> None:
-    """Register table1, table2, table3, table-readings, table-cross-domain, compare, figure-losses, figure-cmc, figure-ranked,
-    figure-attention, report-mlflow."""
+    """Register table1, table2, table3, table-readings, table-cross-domain, table-benchmarks, compare,
+    figure-losses, figure-cmc, figure-ranked, figure-attention, report-mlflow."""
     for verb, what in (("table1", "Table 1: the mutual model on each dataset, beside the paper's values"),
                        ("table2", "Table 2: Rank-1/mAP, the paper's DukeMTMC-reID rows then ours"),
                        ("table3", "Table 3: single/multi-query Rank-1/mAP, the paper's Market-1501 rows then ours")):
@@ -242,6 +250,14 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--out", required=True, help="the markdown table")
     p.add_argument("--html-out", default=None)
     p.set_defaults(func=_cmd_table_readings)
+
+    what = "the cost of each train, extract and evaluate job: its Snakemake benchmark file's wall time and peak memory"
+    p = subparsers.add_parser("table-benchmarks", help=what, description=what)
+    p.add_argument("--benchmarks", nargs="+", required=True, help="benchmark files (<root>/<rule>/<job>.tsv)")
+    p.add_argument("--root", default="results/benchmarks", help="the folder holding one folder per rule")
+    p.add_argument("--out", required=True, help="the markdown table")
+    p.add_argument("--html-out", default=None)
+    p.set_defaults(func=_cmd_table_benchmarks)
 
     p = subparsers.add_parser("figure-losses", help="Figure 6: identification and verification loss per epoch")
     p.add_argument("--history", nargs="+", required=True, help="history.csv files, one per model")

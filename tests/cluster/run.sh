@@ -197,4 +197,87 @@ done < <("$VENV/bin/python" "$HERE/check_run.py" --snakemake-log "$WORK/snakemak
   --partition "$REID_SLURM_PARTITION" --profile-config "$WORK/profile/config.yaml" \
   --workdir "$WORK/repo" --tracking-uri "$URI" --trained-models "$trained" 2>&1 ||
   echo "FAIL check_run.py exited with an error")
+# ==================================================================================================
+# BEGIN interrupted trainings (preemption, time limit). A training requeued in the middle of an epoch
+# (`scontrol requeue`, what preemption does under --requeue) and one that SLURM ends at its time limit
+# (train's runtime set to 1 minute; Snakemake resubmits it, `retries`) both resume from their last
+# checkpoint and end with a model.pt equal, tensor for tensor, to an uninterrupted training of the
+# same configuration (tests/cluster/resume.yaml, run here without SLURM). The requeued training is
+# submitted through the profile's --gres form (docs/cluster.md), the time-limited one without a GPU
+# so that both run at once on the node's one fake GPU. REID_SLOW_EPOCH_S stretches each epoch to
+# ~12 s (faults/sitecustomize.py), which changes no number.
+RESUME_TARGET=results/synthetic/baseline/seed0/model.pt
+RESUME_CFG=(--configfile tests/cluster/config.yaml tests/cluster/resume.yaml)
+RESUME_SLURM=(--slurm-status-command squeue --slurm-init-seconds-before-status-checks 2 --slurm-keep-successful-logs)
+resume_copy() { # NAME: $WORK/NAME, the finished work copy without the target's training
+  rm -rf "${WORK:?}/$1" && cp -a "$WORK/repo" "$WORK/$1" &&
+    rm -rf "$WORK/$1/results/checkpoints" "$WORK/$1/results/synthetic/baseline" "$WORK/$1/.snakemake/slurm_logs" \
+      "$WORK/$1/.snakemake/locks" "$WORK/$1/.snakemake/incomplete"
+}
+partition_sed="s/^\(  slurm_partition: \)\"[^\"]*\"/\1\"$REID_SLURM_PARTITION\"/"
+mkdir -p "$WORK/profile-gres" "$WORK/profile-timeout"
+# the --gres form, as profiles/slurm's comments tell a user to write it
+sed -e "$partition_sed" -e 's/^      gpu: 1$/      # gpu: 1/' -e 's/^      # gpu: 0/      gpu: 0/' \
+  -e 's/^      # gres: "gpu:1"$/      gres: "gpu:1"/' "$REPO/profiles/slurm/config.yaml" >"$WORK/profile-gres/config.yaml"
+changed=$(diff "$REPO/profiles/slurm/config.yaml" "$WORK/profile-gres/config.yaml" | grep -c '^>')
+check "the --gres profile differs from profiles/slurm in 4 lines (partition, the GPU request)" '[ "$changed" = 4 ]'
+sed -e "$partition_sed" -e 's/^      gpu: 1$/      gpu: 0/' -e 's/^    runtime: 1440 .*$/    runtime: 1/' \
+  "$REPO/profiles/slurm/config.yaml" >"$WORK/profile-timeout/config.yaml"
+changed=$(diff "$REPO/profiles/slurm/config.yaml" "$WORK/profile-timeout/config.yaml" | grep -c '^>')
+check "the time-limit profile differs from profiles/slurm in 3 lines (partition, no GPU, train's runtime 1 min)" \
+  '[ "$changed" = 3 ]'
+resume_copy reference && resume_copy requeue && resume_copy timeout
+log "interrupted trainings: an uninterrupted reference (local), a requeued and a time-limited training (SLURM)"
+t0=$(date +%s)
+(cd "$WORK/reference" && env -u REID_SLOW_EPOCH_S timeout -k 30 600 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
+  --cores 8 --set-threads train=8) >"$WORK/reference.log" 2>&1 &
+ref_pid=$!
+(cd "$WORK/requeue" && REID_SLOW_EPOCH_S=10 timeout -k 30 720 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
+  --profile "$WORK/profile-gres" "${RESUME_SLURM[@]}") >"$WORK/requeue.log" 2>&1 &
+rq_pid=$!
+(cd "$WORK/timeout" && REID_SLOW_EPOCH_S=10 timeout -k 30 720 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
+  --profile "$WORK/profile-timeout" "${RESUME_SLURM[@]}") >"$WORK/timeout.log" 2>&1 &
+to_pid=$!
+# the requeue: once the training job has written its first checkpoint, i.e. during its second epoch
+rq_job= rq_ckpt="$WORK/requeue/results/checkpoints/synthetic/baseline/seed0/last.pt"
+for _ in $(seq 300); do
+  rq_job=$(sed -n 's/.*submitted with SLURM jobid \([0-9]*\) (log: .*\/rule_train\/.*/\1/p' "$WORK/requeue.log" | head -n 1)
+  [ -n "$rq_job" ] && [ -f "$rq_ckpt" ] && break
+  kill -0 "$rq_pid" 2>/dev/null || break
+  sleep 1
+done
+rq_state=$(squeue -h -j "${rq_job:-0}" -o %T 2>/dev/null)
+rq_tres=$(squeue -h -j "${rq_job:-0}" -O 'tres-per-node:40,tres-per-job:40' 2>/dev/null | tr -s ' ')
+check "the requeue run's training job ${rq_job:-?} is RUNNING after its first checkpoint ($(($(date +%s) - t0)) s)" \
+  '[ "$rq_state" = RUNNING ]'
+check "... it was submitted with --gres=gpu:1, not --gpus (squeue tres-per-node, tres-per-job: $rq_tres)" \
+  '[[ "$rq_tres" == *gres:gpu:1* ]] && [[ "$rq_tres" == *N/A* ]]'
+check "scontrol requeue ${rq_job:-?}" 'scontrol requeue "$rq_job"'
+wait "$rq_pid"
+rq_rc=$?
+wait "$to_pid"
+to_rc=$?
+wait "$ref_pid"
+ref_rc=$?
+log "interrupted trainings done ($(($(date +%s) - t0)) s)"
+check "the uninterrupted reference training completed (exit $ref_rc)" '[ "$ref_rc" = 0 ]'
+check "the requeued training completed (exit $rq_rc)" '[ "$rq_rc" = 0 ]'
+check "... under the same SLURM job id, not resubmitted by Snakemake" \
+  '[ "$(grep -c "submitted with SLURM jobid .*/rule_train/" "$WORK/requeue.log")" = 1 ]'
+check "... SLURM started it twice ($(grep -c "JobId=$rq_job " "$STATE/log/jobcomp.txt") jobcomp records of job $rq_job)" \
+  '[ "$(grep -c "JobId=$rq_job " "$STATE/log/jobcomp.txt")" -ge 2 ]'
+check "... and it resumed from its checkpoint" \
+  'grep -q "checkpoint: resumed from" "$WORK/requeue/results/logs/train/synthetic/baseline-seed0.log"'
+check "the time-limited training completed (exit $to_rc)" '[ "$to_rc" = 0 ]'
+check "... after SLURM ended a submission at its time limit (TIMEOUT) and Snakemake resubmitted it" \
+  'grep -q TIMEOUT "$WORK/timeout.log" && [ "$(grep -c "submitted with SLURM jobid .*/rule_train/" "$WORK/timeout.log")" -ge 2 ]'
+check "... and it resumed from its checkpoint" \
+  'grep -q "checkpoint: resumed from" "$WORK/timeout/results/logs/train/synthetic/baseline-seed0.log"'
+for run in requeue timeout; do
+  same=$("$VENV/bin/python" "$HERE/same_model.py" "$WORK/reference/$RESUME_TARGET" "$WORK/$run/$RESUME_TARGET" 2>&1)
+  check "the $run training's model.pt equals the uninterrupted one: $same" '[[ "$same" == equal* ]]'
+done
+for f in reference requeue timeout; do [ "$fail" = 0 ] || tail -n 25 "$WORK/$f.log"; done
+# END interrupted trainings
+# ==================================================================================================
 exit

@@ -36,3 +36,14 @@ def test_without_the_variable_nothing_is_injected(tmp_path):
     proc = subprocess.run([sys.executable, "-c", SAVE_ONE, str(tmp_path / "ckpt")], capture_output=True, text=True,
                           env={**env, "PYTHONPATH": f"{FAULTS}{os.pathsep}{ROOT}"})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_slow_epoch_waits_before_its_checkpoint_and_fails_nothing(tmp_path):
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "REID_FAIL_ONCE"}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", SAVE_ONE, str(tmp_path / "ckpt")], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": f"{FAULTS}{os.pathsep}{ROOT}", "REID_SLOW_EPOCH_S": "2"})
+    assert proc.returncode == 0 and "saved" in proc.stdout, proc.stderr
+    assert time.monotonic() - t0 >= 2 and (tmp_path / "ckpt" / "last.pt").exists()

@@ -63,6 +63,12 @@ def custom_model_option(model):
 DATASET = "data/{dataset}.manifest.json"
 
 
+def dataset_folder(wildcards, input):
+    """The dataset folder data/{name}/ beside the manifest data/{name}.manifest.json that a rule takes
+    as its `data` input (DATASET): the images a job reads."""
+    return input.data.removesuffix(".manifest.json")
+
+
 def _missing(paths):
     """The files among ``paths`` (None allowed) that do not exist yet: the only ones fetching may make."""
     return [p for p in paths if p and not os.path.exists(p)]

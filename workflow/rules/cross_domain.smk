@@ -24,8 +24,6 @@ use rule extract as extract_cross_domain with:
         "results/logs/extract_cross_domain/{train}_to_{test}/{model}-seed{seed}.log",
     benchmark:
         "results/benchmarks/extract_cross_domain/{train}_to_{test}/{model}-seed{seed}.tsv"
-    params:
-        data="data/{test}",
 
 
 use rule evaluate as evaluate_cross_domain with:

@@ -27,7 +27,7 @@ rule extract:
     conda:
         "../../envs/reid.yaml"
     params:
-        data="data/{dataset}",  # the images embedded (the dataset folder beside the manifest)
+        data=dataset_folder,  # the images embedded: the folder of the `data` manifest
         test_embedding="",  # a reading's test embedding (readings.smk); the model's own otherwise
         flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
     shell:

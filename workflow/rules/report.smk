@@ -4,7 +4,9 @@
 # dataset's `dataset.<name>` section travels as JSON so the caption can say what the data really is.
 # What other files use (CAPTIONS, REPORT_TARGETS, ...) is in report_helpers.smk.
 
-FIGURE_MODELS = _pair(["baseline", "mutual"]) or config["models"][:2]
+# The figures compare the paper's baseline with its proposed model (reid.variants names them) when
+# both are configured, else the first two configured models; Table 1 is the proposed model's.
+FIGURE_MODELS = _pair([variants.PAPER_BASELINE, variants.PAPER_PROPOSED]) or config["models"][:2]
 FIGURE_SEED = config["seeds"][0]
 
 
@@ -30,7 +32,7 @@ rule comparisons:
 rule table1:
     localrule: True
     input:
-        metrics=lambda wc: _table_metrics(1, ["mutual"]),
+        metrics=lambda wc: _table_metrics(1, [variants.PAPER_PROPOSED]),
         comparisons=lambda wc: _table_comparisons(1),
     output:
         md="results/tables/table1.md",
@@ -186,6 +188,28 @@ rule figure_attention:
         "python -m reid figure-attention --model {input.models} --models {params.models} "
         "--features {input.features} --mean-image {input.mean_image} --root . --images 6 "
         "--title {params.title:q} --out {output} > {log} 2>&1"
+
+
+# ---------------------------------------------------------------- job costs
+
+
+rule table_benchmarks:
+    """Wall time and peak memory of every train, extract and evaluate job of the configured runs, from
+    their benchmark files (train.smk, evaluate.smk), as a table of the Snakemake report."""
+    localrule: True
+    input:
+        BENCHMARK_FILES,
+    output:
+        md="results/tables/benchmarks.md",
+        html=report("results/tables/benchmarks.html", caption=f"{CAPTIONS}/benchmarks.rst", category="Tables",
+                    labels={"table": "job costs"}),
+    log:
+        "results/logs/report/benchmarks.log",
+    conda:
+        "../../envs/reid.yaml"
+    shell:
+        "python -m reid table-benchmarks --benchmarks {input} --root results/benchmarks "
+        "--out {output.md} --html-out {output.html} > {log} 2>&1"
 
 
 # ---------------------------------------------------------------- MLflow artifacts

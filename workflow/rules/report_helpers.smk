@@ -1,6 +1,7 @@
 # Functions used by report.smk (kept apart from the rules, as `snakemake --lint` asks).
 import json
 
+from reid import variants
 from reid.config import result_keys
 
 
@@ -64,12 +65,12 @@ def _custom_labels():
 
 
 def _pair(models):
-    """The models a baseline-vs-mutual figure compares: those of baseline and mutual that are configured."""
+    """The models a figure compares: those of ``models`` (the paper's baseline and proposed model) that are configured."""
     return [m for m in models if m in config["models"]]
 
 
 def _figure_runs(name):
-    """One file per compared model (baseline and mutual), for the first seed: the same runs in every figure."""
+    """One file per compared model (FIGURE_MODELS), for the first seed: the same runs in every figure."""
     return expand("results/{{dataset}}/{model}/seed{seed}/{name}", model=FIGURE_MODELS, seed=FIGURE_SEED, name=name)
 
 
@@ -92,9 +93,16 @@ REPORT_DATASETS = sorted({*config["datasets"], *_table_datasets(1), *_table_data
 REPORT_TABLES = [n for n in (1, 2, 3) if _table_datasets(n)]
 FIGURE_KINDS = ("losses", "cmc", "ranked", "attention")
 
-# What the default target asks for: every table, every figure, and (with mlflow.enabled) their upload to MLflow.
+# The benchmark file of every train, extract and evaluate job of the configured runs (train.smk,
+# evaluate.smk): results/tables/benchmarks.md gathers them.
+BENCHMARK_FILES = expand("results/benchmarks/{stage}/{dataset}/{model}-seed{seed}.tsv", stage=("train", "extract", "evaluate"),
+                         dataset=config["datasets"], model=config["models"], seed=config["seeds"])
+
+# What the default target asks for: every table, every figure, the job costs, and (with mlflow.enabled)
+# their upload to MLflow.
 REPORT_TARGETS = (
     [f"results/tables/table{n}.{ext}" for n in REPORT_TABLES for ext in ("md", "html")]
+    + ["results/tables/benchmarks.md", "results/tables/benchmarks.html"]
     + [f"results/figures/{kind}_{d}.png" for kind in FIGURE_KINDS for d in config["datasets"]]
     + ([f"results/report/mlflow_{d}.json" for d in REPORT_DATASETS] if config["mlflow"]["enabled"] else [])
 )

@@ -3,14 +3,19 @@ jobs' PYTHONPATH, and Python imports ``sitecustomize`` at start-up.
 
 With ``REID_FAIL_ONCE=<marker file>`` set, the first training job that writes a checkpoint while the
 marker does not exist writes the marker and fails with InjectedFailure (after its MLflow run is open,
-so the run is marked FAILED); the retry finds the marker and trains normally. Without the variable
-this file does nothing.
+so the run is marked FAILED); the retry finds the marker and trains normally.
+
+With ``REID_SLOW_EPOCH_S=<seconds>`` set, every checkpoint write first waits that long: each epoch
+then lasts long enough for run.sh to requeue the job, or for a one-minute time limit to end it,
+in the middle of an epoch (after the epoch's work, before its checkpoint). Waiting changes no number.
+Without either variable this file does nothing.
 """
 
 import importlib.abc
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -22,7 +27,10 @@ def _patch(module) -> None:
     original = module.Checkpointer.save
 
     def save(self, state):
+        time.sleep(float(os.environ.get("REID_SLOW_EPOCH_S") or 0))
         path = original(self, state)
+        if not os.environ.get("REID_FAIL_ONCE"):
+            return path
         marker = Path(os.environ["REID_FAIL_ONCE"])
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -51,5 +59,5 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if os.environ.get("REID_FAIL_ONCE"):
+if os.environ.get("REID_FAIL_ONCE") or os.environ.get("REID_SLOW_EPOCH_S"):
     sys.meta_path.insert(0, _PatchOnImport())
