@@ -74,7 +74,9 @@ rule all:
         REPORT_TARGETS,
 
 
-# The MLflow store and experiments are created once, before any job (PITFALLS.md); with
+# The MLflow store and experiments are created once, here, before any job: several jobs that open a
+# SQLite store which does not exist yet race on its schema migration and can leave it unusable
+# (docs/architecture.md, "Tracking"). `onstart:` runs in the main process only, and not on -n. With
 # mlflow.enabled false nothing is tracked and no store is created.
 onstart:
     if config["mlflow"]["enabled"]:

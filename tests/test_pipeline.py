@@ -169,6 +169,24 @@ def test_the_null_tracker_runs_the_pipeline_without_mlflow_and_changes_no_number
     assert list(comparisons["models"]) == ["baseline"] and comparisons["pairs"] == []
 
 
+def test_every_train_extract_and_evaluate_job_records_its_cost_and_the_report_shows_it(pipeline):
+    """Each job's benchmark file (wall time, peak memory), their table, and that table in `snakemake --report`."""
+    workdir, env = pipeline
+    for stage in ("train", "extract", "evaluate"):
+        for model in ("baseline", "mutual"):
+            bench = workdir / f"results/benchmarks/{stage}/synthetic/{model}-seed0.tsv"
+            header, values = (line.split("\t") for line in bench.read_text().splitlines()[:2])
+            assert float(values[header.index("s")]) > 0, bench
+    proc = snakemake(workdir, "results/tables/benchmarks.md", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in (workdir / "results/tables/benchmarks.md").read_text().splitlines()
+            if re.match(r"\| (train|extract|evaluate) \| synthetic/(baseline|mutual)-seed0 \| [\d,.]+ \| ([\d,]+|–) \|", line)]
+    assert len(rows) == 6, rows
+    proc = snakemake(workdir, "--report", str(workdir / "report.html"), "results/tables/benchmarks.md", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "benchmarks.html" in (workdir / "report.html").read_text()
+
+
 def test_rerun_with_nothing_changed_does_nothing(pipeline):
     workdir, env = pipeline
     proc = snakemake(workdir, "-n", "results/tables/table2.md", env=env)

@@ -42,6 +42,21 @@ def test_quick_start_is_two_commands_and_the_guide_sections_exist():
     assert "tags.model = 'mutual'" in ui and "Compare" in ui and "Model training" in ui
 
 
+def test_ci_runs_the_quick_start_as_written_then_the_cluster_test():
+    """.ci/run proves what a newcomer does: the README's two commands, in order, in one checkout."""
+    quick = [line for line in blocks(section("Quick start"), "bash")[0].splitlines() if line.strip()]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    commands = [line for line in ci if line.startswith("./venv-run") or line.startswith("bash tests/")]
+    assert commands == [*quick, "bash tests/cluster/run.sh"], commands
+
+
+def test_after_a_killed_run_says_unlock():
+    text = section("After a killed run")
+    assert "snakemake --unlock" in text and "Directory cannot be locked" in text and "set_terminated" in text
+    assert "snakemake --unlock" in (ROOT / "docs" / "cluster.md").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -163,3 +163,62 @@ def test_no_test_runs_snakemake_in_the_checkout():
             if "cwd=" not in call or re.search(r"cwd=(str\()?(ROOT|REPO)\b", call):
                 offenders.append(f"{path.relative_to(ROOT)}:{line}")
     assert not offenders, f"Snakemake run in the checkout (give it cwd=<tmp> and --directory <tmp>): {offenders}"
+
+
+FAKE_SLURM = {  # just enough of SLURM's commands for the plugin to submit one job and see it fail
+    "sbatch": 'echo "$@" >> "$FAKE_SBATCH_LOG"\necho 4242\n',
+    "squeue": 'echo "4242|FAILED"\n',
+    "sacct": 'case "$*" in *Account*) exit 0 ;; esac\necho "4242|FAILED"\n',
+    "sinfo": "exit 0\n", "scontrol": "exit 0\n", "scancel": "exit 0\n",
+}
+
+
+def gres_form(profile_text: str) -> str:
+    """profiles/slurm with its GPU request switched to the --gres form, as its comments (and docs/cluster.md) say."""
+    lines, edited = [], 0
+    for line in profile_text.splitlines():
+        for old, new in (("      gpu: 1", "      # gpu: 1"), ("      # gpu: 0", "      gpu: 0"),
+                         ('      # gres: "gpu:1"', '      gres: "gpu:1"')):
+            if line.startswith(old):
+                line, edited = new + line[len(old):], edited + 1
+                break
+        lines.append(line)
+    assert edited == 3, f"profiles/slurm no longer has the three lines of its GPU request's --gres form ({edited} found)"
+    return "\n".join(lines) + "\n"
+
+
+def test_slurm_profile_asks_for_gpus_with_gpus_or_with_gres_and_requeues(tmp_path):
+    """What profiles/slurm makes sbatch get for a training job, as shipped (--gpus=1) and in its --gres form
+    (--gres=gpu:1 and no --gpus); both with --requeue. SLURM's commands are stand-ins recording sbatch's
+    arguments (tests/cluster/run.sh runs both forms on a real cluster)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    profiles = {"gpus": ROOT / "profiles/slurm", "gres": tmp_path / "profile-gres"}
+    profiles["gres"].mkdir()
+    (profiles["gres"] / "config.yaml").write_text(gres_form((ROOT / "profiles/slurm/config.yaml").read_text()))
+    cases = {}
+    for form, profile in profiles.items():
+        work = tmp_path / form
+        for f in ("data/synthetic.manifest.json", "results/synthetic/dataset.json", "results/synthetic/mean_image.pt"):
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            (work / f).write_text("{}")  # the training's inputs: only the training job is left to submit
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SBATCH_LOG": str(work / "sbatch.log"),
+               "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+        cases[form] = subprocess.Popen(
+            [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--profile", str(profile),
+             "results/synthetic/baseline/seed0/model.pt", "--retries", "0", "--config", "mlflow={enabled: false}",
+             "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"],
+            cwd=work, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for form, proc in cases.items():
+        out, _ = proc.communicate(timeout=300)
+        log = tmp_path / form / "sbatch.log"
+        assert log.exists(), out[-3000:]
+        args = log.read_text().split("--wrap=")[0].split()
+        assert "--requeue" in args and "--cpus-per-task=8" in args, args
+        if form == "gpus":
+            assert "--gpus=1" in args and not any(a.startswith("--gres") for a in args), args
+        else:
+            assert "--gres=gpu:1" in args and not any(a.startswith("--gpus") for a in args), args
