@@ -200,12 +200,14 @@ done < <("$VENV/bin/python" "$HERE/check_run.py" --snakemake-log "$WORK/snakemak
 # ==================================================================================================
 # BEGIN interrupted trainings (preemption, time limit). A training requeued in the middle of an epoch
 # (`scontrol requeue`, what preemption does under --requeue) and one that SLURM ends at its time limit
-# (train's runtime set to 1 minute; Snakemake resubmits it, `retries`) both resume from their last
-# checkpoint and end with a model.pt equal, tensor for tensor, to an uninterrupted training of the
-# same configuration (tests/cluster/resume.yaml, run here without SLURM). The requeued training is
-# submitted through the profile's --gres form (docs/cluster.md), the time-limited one without a GPU
-# so that both run at once on the node's one fake GPU. REID_SLOW_EPOCH_S stretches each epoch to
-# ~12 s (faults/sitecustomize.py), which changes no number.
+# (cut to one minute once it has written its first checkpoint: `scontrol update TimeLimit=1`, so the
+# end falls mid-training however fast or loaded the machine is; Snakemake then resubmits it,
+# `retries`) both resume from their last checkpoint and end with a model.pt equal, tensor for
+# tensor, to an uninterrupted training of the same configuration (tests/cluster/resume.yaml, run
+# here without SLURM). The requeued training is submitted through the profile's --gres form
+# (docs/cluster.md), the time-limited one without a GPU so that both run at once on the node's one
+# fake GPU. REID_SLOW_EPOCH_S stretches each epoch by 10 s (faults/sitecustomize.py), which changes
+# no number.
 RESUME_TARGET=results/synthetic/baseline/seed0/model.pt
 RESUME_CFG=(--configfile tests/cluster/config.yaml tests/cluster/resume.yaml)
 RESUME_SLURM=(--slurm-status-command squeue --slurm-init-seconds-before-status-checks 2 --slurm-keep-successful-logs)
@@ -214,38 +216,42 @@ resume_copy() { # NAME: $WORK/NAME, the finished work copy without the target's 
     rm -rf "$WORK/$1/results/checkpoints" "$WORK/$1/results/synthetic/baseline" "$WORK/$1/.snakemake/slurm_logs" \
       "$WORK/$1/.snakemake/locks" "$WORK/$1/.snakemake/incomplete"
 }
+first_checkpoint() { # NAME PID: the SLURM id of run NAME's training job, once it has written a checkpoint
+  local job= _
+  for _ in $(seq 600); do
+    job=$(sed -n 's/.*submitted with SLURM jobid \([0-9]*\) (log: .*\/rule_train\/.*/\1/p' "$WORK/$1.log" | head -n 1)
+    [ -n "$job" ] && [ -f "$WORK/$1/results/checkpoints/synthetic/baseline/seed0/last.pt" ] && break
+    kill -0 "$2" 2>/dev/null || break
+    sleep 1
+  done
+  echo "$job"
+}
 partition_sed="s/^\(  slurm_partition: \)\"[^\"]*\"/\1\"$REID_SLURM_PARTITION\"/"
-mkdir -p "$WORK/profile-gres" "$WORK/profile-timeout"
+mkdir -p "$WORK/profile-gres" "$WORK/profile-nogpu"
 # the --gres form, as profiles/slurm's comments tell a user to write it
 sed -e "$partition_sed" -e 's/^      gpu: 1$/      # gpu: 1/' -e 's/^      # gpu: 0/      gpu: 0/' \
   -e 's/^      # gres: "gpu:1"$/      gres: "gpu:1"/' "$REPO/profiles/slurm/config.yaml" >"$WORK/profile-gres/config.yaml"
 changed=$(diff "$REPO/profiles/slurm/config.yaml" "$WORK/profile-gres/config.yaml" | grep -c '^>')
 check "the --gres profile differs from profiles/slurm in 4 lines (partition, the GPU request)" '[ "$changed" = 4 ]'
-sed -e "$partition_sed" -e 's/^      gpu: 1$/      gpu: 0/' -e 's/^    runtime: 1440 .*$/    runtime: 1/' \
-  "$REPO/profiles/slurm/config.yaml" >"$WORK/profile-timeout/config.yaml"
-changed=$(diff "$REPO/profiles/slurm/config.yaml" "$WORK/profile-timeout/config.yaml" | grep -c '^>')
-check "the time-limit profile differs from profiles/slurm in 3 lines (partition, no GPU, train's runtime 1 min)" \
-  '[ "$changed" = 3 ]'
+sed -e "$partition_sed" -e 's/^      gpu: 1$/      gpu: 0/' "$REPO/profiles/slurm/config.yaml" >"$WORK/profile-nogpu/config.yaml"
+changed=$(diff "$REPO/profiles/slurm/config.yaml" "$WORK/profile-nogpu/config.yaml" | grep -c '^>')
+check "the no-GPU profile differs from profiles/slurm in 2 lines (partition, gpu: 0)" '[ "$changed" = 2 ]'
 resume_copy reference && resume_copy requeue && resume_copy timeout
 log "interrupted trainings: an uninterrupted reference (local), a requeued and a time-limited training (SLURM)"
 t0=$(date +%s)
-(cd "$WORK/reference" && env -u REID_SLOW_EPOCH_S timeout -k 30 600 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
-  --cores 8 --set-threads train=8) >"$WORK/reference.log" 2>&1 &
+# --cores all: a SLURM job's own Snakemake caps the profile's 8 threads at the node's cores, and torch's
+# sums depend on the thread count; the node is this machine, so the reference gets the same threads
+(cd "$WORK/reference" && env -u REID_SLOW_EPOCH_S timeout -k 30 900 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
+  --cores all --set-threads train=8) >"$WORK/reference.log" 2>&1 &
 ref_pid=$!
-(cd "$WORK/requeue" && REID_SLOW_EPOCH_S=10 timeout -k 30 720 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
+(cd "$WORK/requeue" && REID_SLOW_EPOCH_S=10 timeout -k 30 900 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
   --profile "$WORK/profile-gres" "${RESUME_SLURM[@]}") >"$WORK/requeue.log" 2>&1 &
 rq_pid=$!
-(cd "$WORK/timeout" && REID_SLOW_EPOCH_S=10 timeout -k 30 720 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
-  --profile "$WORK/profile-timeout" "${RESUME_SLURM[@]}") >"$WORK/timeout.log" 2>&1 &
+(cd "$WORK/timeout" && REID_SLOW_EPOCH_S=10 timeout -k 30 900 snakemake $RESUME_TARGET "${RESUME_CFG[@]}" \
+  --profile "$WORK/profile-nogpu" "${RESUME_SLURM[@]}") >"$WORK/timeout.log" 2>&1 &
 to_pid=$!
 # the requeue: once the training job has written its first checkpoint, i.e. during its second epoch
-rq_job= rq_ckpt="$WORK/requeue/results/checkpoints/synthetic/baseline/seed0/last.pt"
-for _ in $(seq 300); do
-  rq_job=$(sed -n 's/.*submitted with SLURM jobid \([0-9]*\) (log: .*\/rule_train\/.*/\1/p' "$WORK/requeue.log" | head -n 1)
-  [ -n "$rq_job" ] && [ -f "$rq_ckpt" ] && break
-  kill -0 "$rq_pid" 2>/dev/null || break
-  sleep 1
-done
+rq_job=$(first_checkpoint requeue "$rq_pid")
 rq_state=$(squeue -h -j "${rq_job:-0}" -o %T 2>/dev/null)
 rq_tres=$(squeue -h -j "${rq_job:-0}" -O 'tres-per-node:40,tres-per-job:40' 2>/dev/null | tr -s ' ')
 check "the requeue run's training job ${rq_job:-?} is RUNNING after its first checkpoint ($(($(date +%s) - t0)) s)" \
@@ -253,6 +259,10 @@ check "the requeue run's training job ${rq_job:-?} is RUNNING after its first ch
 check "... it was submitted with --gres=gpu:1, not --gpus (squeue tres-per-node, tres-per-job: $rq_tres)" \
   '[[ "$rq_tres" == *gres:gpu:1* ]] && [[ "$rq_tres" == *N/A* ]]'
 check "scontrol requeue ${rq_job:-?}" 'scontrol requeue "$rq_job"'
+# the time limit: cut to one minute once the training job has written its first checkpoint
+to_job=$(first_checkpoint timeout "$to_pid")
+check "the time-limit run's training job ${to_job:-?}: its time limit cut to 1 minute after its first checkpoint" \
+  '[ -n "$to_job" ] && scontrol update JobId="$to_job" TimeLimit=1'
 wait "$rq_pid"
 rq_rc=$?
 wait "$to_pid"
@@ -269,10 +279,16 @@ check "... SLURM started it twice ($(grep -c "JobId=$rq_job " "$STATE/log/jobcom
 check "... and it resumed from its checkpoint" \
   'grep -q "checkpoint: resumed from" "$WORK/requeue/results/logs/train/synthetic/baseline-seed0.log"'
 check "the time-limited training completed (exit $to_rc)" '[ "$to_rc" = 0 ]'
-check "... after SLURM ended a submission at its time limit (TIMEOUT) and Snakemake resubmitted it" \
-  'grep -q TIMEOUT "$WORK/timeout.log" && [ "$(grep -c "submitted with SLURM jobid .*/rule_train/" "$WORK/timeout.log")" -ge 2 ]'
+check "... after SLURM ended job ${to_job:-?} at its time limit (TIMEOUT) and Snakemake resubmitted it" \
+  'grep -q "SLURM-job .$to_job. failed, SLURM status is: .TIMEOUT." "$WORK/timeout.log" &&
+   [ "$(grep -c "submitted with SLURM jobid .*/rule_train/" "$WORK/timeout.log")" = 2 ]'
 check "... and it resumed from its checkpoint" \
   'grep -q "checkpoint: resumed from" "$WORK/timeout/results/logs/train/synthetic/baseline-seed0.log"'
+ref_threads=$(grep -o -- "--threads [0-9]*" "$WORK/reference.log" | tail -n 1)
+job_threads=$(cat "$WORK/requeue/.snakemake/slurm_logs/rule_train/synthetic_baseline_0/"*.log 2>/dev/null |
+  grep -o -- "--threads [0-9]*" | sort -u | tr '\n' ' ')
+check "the trainings ran with the same threads (reference: $ref_threads; SLURM job: $job_threads)" \
+  '[ -n "$ref_threads" ] && [ "$job_threads" = "$ref_threads " ]'
 for run in requeue timeout; do
   same=$("$VENV/bin/python" "$HERE/same_model.py" "$WORK/reference/$RESUME_TARGET" "$WORK/$run/$RESUME_TARGET" 2>&1)
   check "the $run training's model.pt equals the uninterrupted one: $same" '[[ "$same" == equal* ]]'

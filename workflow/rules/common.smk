@@ -63,6 +63,10 @@ def custom_model_option(model):
 DATASET = "data/{dataset}.manifest.json"
 
 
+# the pretrained backbone weights a training reads (config model.pretrained; none when it is null)
+PRETRAINED_WEIGHTS = [p for p in [lookup(dpath="model/pretrained", within=config)] if p]
+
+
 def dataset_folder(wildcards, input):
     """The dataset folder data/{name}/ beside the manifest data/{name}.manifest.json that a rule takes
     as its `data` input (DATASET): the images a job reads."""

@@ -59,7 +59,7 @@ rule table_cross_domain:
     params:
         pairs=" ".join(f"{e['train']}:{e['test']}" for e in CROSS_DOMAIN),
         specs=_dataset_specs(CROSS_COLUMNS),
-        backbone=config["model"]["backbone"],
+        backbone=lookup(dpath="model/backbone", within=config),
     shell:
         "python -m reid table-cross-domain --cross-domain {input.cross} --in-domain {input.in_domain} "
         "--pairs {params.pairs} --dataset-specs {params.specs:q} --backbone {params.backbone} "

@@ -67,7 +67,7 @@ rule table2:
         dataset=_report_dataset("table2_dataset"),
         specs=_dataset_specs(_table_datasets(2)),
         labels=_custom_labels(),  # not on the command line: a new label reruns the table
-        backbone=config["model"]["backbone"],
+        backbone=lookup(dpath="model/backbone", within=config),
     shell:
         "python -m reid table2 --metrics {input.metrics} --comparisons {input.comparisons} "
         "--dataset {params.dataset} "
@@ -92,7 +92,7 @@ rule table3:
         dataset=_report_dataset("table3_dataset"),
         specs=_dataset_specs(_table_datasets(3)),
         labels=_custom_labels(),  # not on the command line: a new label reruns the table
-        backbone=config["model"]["backbone"],
+        backbone=lookup(dpath="model/backbone", within=config),
     shell:
         "python -m reid table3 --metrics {input.metrics} --comparisons {input.comparisons} "
         "--dataset {params.dataset} "
@@ -137,7 +137,7 @@ rule figure_cmc:
     conda:
         "../../envs/reid.yaml"
     params:
-        max_rank=config["evaluate"]["max_rank"],
+        max_rank=lookup(dpath="evaluate/max_rank", within=config),
         labels=_custom_labels(),  # not on the command line: a new label reruns the table
     shell:
         "python -m reid figure-cmc --metrics {input} --max-rank {params.max_rank} --out {output} > {log} 2>&1"

@@ -15,7 +15,7 @@ rule train:
         data=DATASET,
         report="results/{dataset}/dataset.json",
         mean_image="results/{dataset}/mean_image.pt",
-        weights=[config["model"]["pretrained"]] if config["model"]["pretrained"] else [],
+        weights=PRETRAINED_WEIGHTS,
     output:
         model=f"{RUN_DIR}/model.pt",
         history=f"{RUN_DIR}/history.csv",
