@@ -183,7 +183,7 @@ def gres_form(profile_text: str) -> str:
                 line, edited = new + line[len(old):], edited + 1
                 break
         lines.append(line)
-    assert edited == 3, f"profiles/slurm no longer has the three lines of its GPU request's --gres form ({edited} found)"
+    assert edited == 3, f"profiles/slurm lacks the three lines of its GPU request's --gres form ({edited} found)"
     return "\n".join(lines) + "\n"
 
 
@@ -205,8 +205,8 @@ def test_slurm_profile_asks_for_gpus_with_gpus_or_with_gres_and_requeues(tmp_pat
         for f in ("data/synthetic.manifest.json", "results/synthetic/dataset.json", "results/synthetic/mean_image.pt"):
             (work / f).parent.mkdir(parents=True, exist_ok=True)
             (work / f).write_text("{}")  # the training's inputs: only the training job is left to submit
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SBATCH_LOG": str(work / "sbatch.log"),
-               "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               "FAKE_SBATCH_LOG": str(work / "sbatch.log"), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
         cases[form] = subprocess.Popen(
             [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work), "--profile", str(profile),
              "results/synthetic/baseline/seed0/model.pt", "--retries", "0", "--config", "mlflow={enabled: false}",

@@ -9,6 +9,8 @@ few seconds: a job shorter than the first sample reads ``NA``), ``cpu_time`` use
 
 The files live under ``results/benchmarks/<rule>/...``; a job is named by its path below the rule
 folder (``train/synthetic/baseline-seed0.tsv`` is rule train, job ``synthetic/baseline-seed0``).
+A job that ran before its rule recorded benchmarks has no file: its row says so (the table is built
+from the runs' metrics.json, so that asking for it never reruns a finished training).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Benchmark:
 
     rule: str
     job: str
-    wall_s: float
+    wall_s: float | None  # None: no benchmark file
     max_rss_mb: float | None
     cpu_s: float | None
 
@@ -49,13 +51,25 @@ def _number(text: str, path: Path, column: str, line: int) -> float | None:
     return value
 
 
+def _job(path: Path, root: str | Path) -> tuple[str, str]:
+    try:
+        rule, job = path.relative_to(root).with_suffix("").as_posix().split("/", 1)
+    except ValueError:
+        raise ReportInputError(f"{path}: not under {root}/<rule>/ (the benchmark folder)") from None
+    return rule, job
+
+
 def read_benchmark(path: str | Path, root: str | Path) -> Benchmark:
     """One benchmark file; ``root`` is the folder holding the rule folders (results/benchmarks).
 
     Several lines (``benchmark: repeat(...)``) give the mean wall and CPU time and the largest peak
-    memory. Raises ReportInputError naming the file, line and column of anything unreadable.
+    memory; a missing file gives a row without values. Raises ReportInputError naming the file,
+    line and column of anything unreadable.
     """
     path = Path(path)
+    rule, job = _job(path, root)
+    if not path.exists():
+        return Benchmark(rule, job, None, None, None)
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
@@ -69,10 +83,6 @@ def read_benchmark(path: str | Path, root: str | Path) -> Benchmark:
     values = {c: [_number(r[c] or "", path, c, i) for i, r in enumerate(rows, start=2)] for c in REQUIRED}
     if any(v is None for v in values["s"]):
         raise ReportInputError(f"{path}: column 's' (wall time) is empty")
-    try:
-        rule, job = path.relative_to(root).with_suffix("").as_posix().split("/", 1)
-    except ValueError:
-        raise ReportInputError(f"{path}: not under {root}/<rule>/ (the benchmark folder)") from None
     rss = [v for v in values["max_rss"] if v is not None]
     cpu = [v for v in values["cpu_time"] if v is not None]
     return Benchmark(rule, job, sum(values["s"]) / len(rows), max(rss) if rss else None,
@@ -93,13 +103,14 @@ HEADER = ["Rule", "Job", "Wall time (s)", "Peak memory (MiB)", "CPU time (s)"]
 CAPTION = ("What each train, extract and evaluate job cost, from the benchmark file Snakemake wrote for it "
            "(results/benchmarks/): wall-clock time, peak resident memory of the job's processes (sampled; "
            "a dash where the job ended before the first sample) and CPU time (user + system). Measured on "
-           "the machine that ran the job, under whatever else it was running.")
+           "the machine that ran the job, under whatever else it was running. A row of dashes: the job ran "
+           "before its rule recorded benchmarks.")
 
 
 def to_markdown(table: list[list[str]]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join([":---", ":---"] + ["---:"] * 3) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in table]
-    total = sum(float(r[2].replace(",", "")) for r in table)
+    total = sum(float(r[2].replace(",", "")) for r in table if r[2] != "–")
     return f"# Job costs\n\n{CAPTION}\n\n" + "\n".join(lines) + f"\n\nTotal wall time: {total:,.1f} s.\n"
 
 

@@ -253,7 +253,8 @@ def add_report_commands(subparsers) -> None:
 
     what = "the cost of each train, extract and evaluate job: its Snakemake benchmark file's wall time and peak memory"
     p = subparsers.add_parser("table-benchmarks", help=what, description=what)
-    p.add_argument("--benchmarks", nargs="+", required=True, help="benchmark files (<root>/<rule>/<job>.tsv)")
+    p.add_argument("--benchmarks", nargs="+", required=True,
+                   help="benchmark files (<root>/<rule>/<job>.tsv); a missing one is a row without values")
     p.add_argument("--root", default="results/benchmarks", help="the folder holding one folder per rule")
     p.add_argument("--out", required=True, help="the markdown table")
     p.add_argument("--html-out", default=None)

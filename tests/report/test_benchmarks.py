@@ -29,13 +29,15 @@ def test_a_table_of_wall_time_peak_memory_and_cpu_time_per_job(tmp_path):
     train = snakemake_benchmark(root / "train/synthetic/baseline-seed0.tsv", (125.5, 1536.2, 240.0))
     short = snakemake_benchmark(root / "evaluate/synthetic/baseline-seed0.tsv", (0.8, None, None))
     repeated = snakemake_benchmark(root / "extract/synthetic/mutual-seed0.tsv", (10.0, 800.0, 9.0), (20.0, 900.0, 11.0))
+    older = root / "train/synthetic/mutual-seed0.tsv"  # a job that ran before benchmarks were recorded
     md, html = tmp_path / "t.md", tmp_path / "t.html"
-    assert write_table([str(train), str(short), str(repeated)], root, md, html) == [md, html]
+    assert write_table([str(train), str(short), str(repeated), str(older)], root, md, html) == [md, html]
     text = md.read_text()
     assert "| train | synthetic/baseline-seed0 | 125.5 | 1,536 | 240.0 |" in text
     assert "| evaluate | synthetic/baseline-seed0 | 0.8 | – | – |" in text  # not sampled: a dash, not 0
     # repetitions: mean wall and CPU time, the largest peak
     assert "| extract | synthetic/mutual-seed0 | 15.0 | 900 | 10.0 |" in text
+    assert "| train | synthetic/mutual-seed0 | – | – | – |" in text
     assert "Total wall time: 141.3 s." in text
     assert "<td>synthetic/baseline-seed0</td><td>125.5</td><td>1,536</td>" in html.read_text()
 
@@ -48,8 +50,8 @@ def test_a_file_that_is_not_a_benchmark_is_named_and_nothing_is_written(tmp_path
     with pytest.raises(ReportInputError, match=r"x-seed0\.tsv: line 2, column 's': 'abc' is not a number"):
         write_table([str(good), str(bad)], root, tmp_path / "t.md", None)
     assert not (tmp_path / "t.md").exists()
-    (root / "empty.tsv").write_text("")
+    (root / "train/d/empty.tsv").write_text("")
     with pytest.raises(ReportInputError, match=r"empty\.tsv: not a Snakemake benchmark file"):
-        read_benchmark(root / "empty.tsv", root)
+        read_benchmark(root / "train/d/empty.tsv", root)
     with pytest.raises(ReportInputError, match=r"not under .* \(the benchmark folder\)"):
         read_benchmark(good, tmp_path / "elsewhere")

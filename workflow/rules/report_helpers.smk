@@ -65,7 +65,8 @@ def _custom_labels():
 
 
 def _pair(models):
-    """The models a figure compares: those of ``models`` (the paper's baseline and proposed model) that are configured."""
+    """The models a figure compares: those of ``models`` (the paper's baseline and proposed model) that
+    are configured."""
     return [m for m in models if m in config["models"]]
 
 
@@ -95,8 +96,9 @@ FIGURE_KINDS = ("losses", "cmc", "ranked", "attention")
 
 # The benchmark file of every train, extract and evaluate job of the configured runs (train.smk,
 # evaluate.smk): results/tables/benchmarks.md gathers them.
-BENCHMARK_FILES = expand("results/benchmarks/{stage}/{dataset}/{model}-seed{seed}.tsv", stage=("train", "extract", "evaluate"),
-                         dataset=config["datasets"], model=config["models"], seed=config["seeds"])
+BENCHMARK_FILES = expand("results/benchmarks/{stage}/{dataset}/{model}-seed{seed}.tsv",
+                         stage=("train", "extract", "evaluate"), dataset=config["datasets"],
+                         model=config["models"], seed=config["seeds"])
 
 # What the default target asks for: every table, every figure, the job costs, and (with mlflow.enabled)
 # their upload to MLflow.
