@@ -72,11 +72,13 @@ def check_references(config: dict, source: str = "config") -> None:
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
     model = config["model"]
-    from reid.variants import REGISTRY
+    from reid.variants import PAPER_BUILDER, REGISTRY
 
     from reid.readings import identification_path_conflict
 
-    pair_path = any(REGISTRY[m].builtin and REGISTRY[m].attention == "mutual" for m in config["models"])
+    # the paper's mutual model reads model.identification_path (reid.models.siamese)
+    pair_path = any(REGISTRY[m].builder == PAPER_BUILDER and REGISTRY[m].attention == "mutual"
+                    for m in config["models"])
     conflict = identification_path_conflict(model["identification_path"], model["test_embedding"])
     if pair_path and conflict:
         # caught here, before any job runs, rather than when the mutual model is built

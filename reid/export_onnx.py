@@ -238,7 +238,7 @@ def export_model_file(*, model_path: str | Path, out: str | Path, data_root: str
     if not mean_image.is_file():
         raise FileNotFoundError(f"{mean_image}: the training mean image is not there; give it with --mean-image "
                                 "(results/<dataset>/mean_image.pt)")
-    who = f"{model_path} ({meta['builder']['entry'] if 'builder' in meta else 'variant ' + str(meta.get('variant'))})"
+    who = f"{model_path} ({meta['builder']['entry']})"
     variant = REGISTRY.get(str(meta.get("variant")))
     if test_embedding is not None:
         if not callable(getattr(model, "set_test_embedding", None)):

@@ -32,7 +32,7 @@ def embed_records(model, records: list[Record], transform, batch_size: int, devi
                   flip: bool = False, precision: str = "fp32", entry: str | None = None) -> torch.Tensor:
     """(N, D) float32 L2-normalised features; ``precision`` bf16 runs the model under bf16 autocast.
 
-    ``entry``: a custom model's builder; each ``embed`` output is then checked to be (B, D)
+    ``entry``: the model's builder; each ``embed`` output is then checked to be (B, D)
     (reid.models.custom.CustomModelError naming the entry otherwise).
     """
     feats = []
@@ -64,7 +64,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     dev = select_device(device)
     model, meta = load_trained_model(model_path, dev)
     variant = REGISTRY.get(str(meta.get("variant")))
-    entry = meta["builder"]["entry"] if "builder" in meta else None
+    entry = meta["builder"]["entry"]
     if test_embedding is not None:
         if not callable(getattr(model, "set_test_embedding", None)):
             raise ValueError(f"{model_path}: model {meta.get('variant')!r} embeds test images one way only; "

@@ -71,6 +71,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     is checked at every step (reid.models.custom).
     """
     from reid.models import custom
+    from reid.models.builder import builder_meta
     from reid.variants import get_variant
 
     # every key present (the schema's defaults filled once, by from_dict): no fallbacks below
@@ -101,13 +102,11 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     resume = checkpoints.load()
 
     torch.manual_seed(seed)
-    if spec.builtin:
-        model = spec.build(len(pid_to_label), build_config)
-        described = {"model_kwargs": dict(model.build_kwargs)}  # what reid.models.build_model rebuilds it from
-        check = None
-    else:
-        model = custom.build(spec, len(pid_to_label), build_config)
-        described = {"builder": custom.builder_meta(spec, len(pid_to_label), build_config)}
+    model = custom.build(spec, len(pid_to_label), build_config)
+    # every model, the paper's included, is rebuilt from its builder (reid.models.builder)
+    described = {"builder": builder_meta(spec, len(pid_to_label), build_config)}
+    check = None
+    if not spec.builtin:  # another package's model: its forward output is checked at every step
 
         def check(out, batch):
             custom.check_pair_output(out, batch, len(pid_to_label), spec.builder)
@@ -236,18 +235,19 @@ def _exported_model(model_file: Path, mean_image: Path, records: list[Record], e
     from reid.data.transforms import load_eval_transform
     from reid.models.custom import code_paths
     from reid.models.export import EmbeddingNet
+    from reid.models.options import ModelOptions
 
     model, meta = load_trained_model(model_file)
     transform = load_eval_transform(mean_image, meta["height"], meta["width"])
     batch = torch.stack([transform(r.path) for r in records[:examples]])
-    if "model_kwargs" in meta:
-        kw = meta["model_kwargs"]
-        described = {"backbone": kw["backbone"], "embedding_dim": kw["embedding_dim"],
-                     "test_embedding": kw["test_embedding"]}
-        extra_code = []
-    else:  # a custom model: its builder, whose module MLflow keeps beside the reid package
-        described = {"builder": meta["builder"]["entry"]}
-        extra_code = code_paths(meta["builder"]["entry"])
+    entry = meta["builder"]["entry"]
+    options = getattr(model, "options", None)
+    if isinstance(options, ModelOptions):  # the paper's model: its options say what it is
+        described = {"backbone": options.backbone, "embedding_dim": options.embedding_dim,
+                     "test_embedding": options.test_embedding}
+    else:  # another model: its builder, whose module MLflow keeps beside the reid package
+        described = {"builder": entry}
+    extra_code = code_paths(entry)
     return (EmbeddingNet(model), batch, f"{meta['variant']}-seed{meta['seed']}",
             {"variant": meta["variant"], "seed": meta["seed"], **described,
              "height": meta["height"], "width": meta["width"]},

@@ -125,13 +125,6 @@ class ModelConfig(Section):
     identification_path: str
     verification_norm: str
 
-    def model_options(self) -> dict:
-        """ReIDModel's keyword arguments (reid.models.build_model's ``options``) from this section."""
-        return dict(backbone=self.backbone, embedding_dim=self.embedding_dim, dropout=self.dropout,
-                    attention_layers=self.attention_layers, test_embedding=self.test_embedding,
-                    attention_norm=self.attention_norm, attention_init=self.attention_init,
-                    identification_path=self.identification_path, verification_norm=self.verification_norm)
-
 
 @dataclass(frozen=True)
 class TrainConfig(Section):

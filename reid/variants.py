@@ -80,8 +80,9 @@ class Variant:
     test image alone, one way. ``builder``: ``"package.module:function"``, called as
     ``function(num_classes, config, **builder_args)`` (config: the validated configuration's
     ``model`` and ``train`` sections, and ``custom_models`` for a custom model, as plain dicts).
-    ``builtin``: defined in this package (its model files hold ``model_kwargs``, read by
-    ``reid.models.build_model``); otherwise model files hold the builder and its arguments.
+    ``builtin``: defined in this package, so that its name fixes its builder (the config hash leaves
+    the entry out) and its ``forward`` output is trusted (not checked at every step). Every model
+    file, built-in or not, records the builder and its arguments (reid.models.builder).
     """
 
     name: str
@@ -139,18 +140,20 @@ def backbone_label(backbone: str | None) -> str:
     return BACKBONE_LABELS.get(backbone, backbone or "")
 
 
-_PAPER_BUILDER = "reid.models.siamese:build_from_config"
+# The builder of the paper's variants (reid.models.siamese.ReIDModel); a variant with another builder is not
+# ReIDModel's (and does not read model.test_embedding / identification_path unless its builder does).
+PAPER_BUILDER = "reid.models.siamese:build_from_config"
 
 # The paper's variants (docs/model.md), in the order tables list them.
 BUILTIN = (
     Variant("ide", "{bb} IDE (identification loss only)", "IDE", "#7f7f7f", "none", False, ("single",),
-            _PAPER_BUILDER, {"variant": "ide"}, builtin=True),
+            PAPER_BUILDER, {"variant": "ide"}, builtin=True),
     Variant("baseline", "{bb} baseline (Siamese, no attention)", "baseline", "#1f77b4", "none", True, ("single",),
-            _PAPER_BUILDER, {"variant": "baseline"}, builtin=True),
+            PAPER_BUILDER, {"variant": "baseline"}, builtin=True),
     Variant("self_attention", "{bb} + self-attention", "self-attention", "#2ca02c", "self", True, ("single",),
-            _PAPER_BUILDER, {"variant": "self_attention"}, builtin=True),
+            PAPER_BUILDER, {"variant": "self_attention"}, builtin=True),
     Variant("mutual", "{bb} + mutual attention", "mutual attention", "#d62728", "mutual", True, TEST_EMBEDDINGS,
-            _PAPER_BUILDER, {"variant": "mutual"}, builtin=True),
+            PAPER_BUILDER, {"variant": "mutual"}, builtin=True),
 )
 
 # The paper's comparison: its baseline and its proposed model (Table 1 reports the proposed model

@@ -17,7 +17,8 @@ from reid import plugins, variants
 from reid.config import ConfigError
 from reid.config_checks import validate
 from reid.models import TEST_EMBEDDINGS, VARIANTS, build_model
-from reid.models.custom import CustomModelError, check_embedding, check_pair_output, rebuild
+from reid.models.builder import rebuild
+from reid.models.custom import CustomModelError, check_embedding, check_pair_output
 from reid.variants import REGISTRY, Variant, get_variant, register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def test_the_paper_model_follows_the_registry():
         assert (model.verifier is not None) == v.verifier, v.name
         assert bool(model.self_attention) == v.has_attention and bool(model.mutual_attention) == (v.attention == "mutual")
     built = get_variant("baseline").build(3, {"model": {**CONFIG["model"], "embedding_dim": 8}})
-    assert built.build_kwargs["variant"] == "baseline" and built.build_kwargs["embedding_dim"] == 8
+    assert built.variant == "baseline" and built.options.embedding_dim == 8
 
 
 def test_tables_use_the_registry_labels():

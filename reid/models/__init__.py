@@ -8,14 +8,19 @@ from reid.models.backbone import BACKBONES
 from reid.models.cost import training_step_flops
 from reid.models.losses import pair_loss
 from reid.models.pretrained import PretrainedWeightsError, load_pretrained_backbone, sha256_of_file, verify_sha256
-from reid.models.siamese import TEST_EMBEDDINGS, VARIANTS, ReIDModel, build_model
+from reid.models.options import ModelOptions
+from reid.models.outputs import PairOutput
+from reid.models.siamese import TEST_EMBEDDINGS, VARIANTS, PairFeatures, ReIDModel, build_model
 
 __all__ = [
     "BACKBONES",
     "TEST_EMBEDDINGS",
     "VARIANTS",
     "LowRankMap",
+    "ModelOptions",
     "MutualAttention",
+    "PairFeatures",
+    "PairOutput",
     "PretrainedWeightsError",
     "ReIDModel",
     "SelfAttention",

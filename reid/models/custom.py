@@ -1,4 +1,4 @@
-"""Models the package does not define (config ``custom_models:``, plug-in variants): build, check, rebuild.
+"""The model interface every builder keeps (docs/extending.md): build, check, and the builder's source.
 
 The interface (docs/extending.md): ``function(num_classes, config)`` returns an ``nn.Module`` whose
 ``forward(x1, x2)`` on a batch of B pairs returns a dict with ``logits1`` and ``logits2``
@@ -6,21 +6,19 @@ The interface (docs/extending.md): ``function(num_classes, config)`` returns an 
 absent or None: no verifier), and whose ``embed(x)`` returns the (B, D) test-time features. Every
 check here names the builder (``package.module:function``) so that a wrong return says whose it is.
 
-A model file of such a model holds, in place of the built-ins' ``model_kwargs``, ``meta["builder"]``:
-the entry, its keyword arguments, ``num_classes`` and the configuration it was called with, so
-``rebuild`` makes the same architecture again in another process (extract, rank, figures).
+How a model file records its builder and how it is rebuilt: reid.models.builder.
 """
 
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from reid.variants import Variant, import_entry, split_entry
+from reid.models.outputs import PairOutput
+from reid.variants import Variant, split_entry
 
 
 class CustomModelError(ValueError):
@@ -48,6 +46,8 @@ def check_module(model: Any, entry: str) -> None:
 
 def check_pair_output(out: Any, batch: int, num_classes: int, entry: str) -> None:
     """``forward(x1, x2)``'s result for a batch of ``batch`` pairs, as pair_loss needs it."""
+    if isinstance(out, PairOutput):
+        out = out._asdict()
     if not isinstance(out, Mapping):
         raise CustomModelError(f"{entry}: forward(x1, x2) returned {type(out).__name__}, expected a dict with "
                                "logits1, logits2 and optionally verif_logits")
@@ -72,27 +72,6 @@ def check_embedding(emb: Any, batch: int, entry: str) -> None:
                                f"({batch}, D)")
 
 
-def builder_meta(variant: Variant, num_classes: int, config: Mapping[str, Any]) -> dict:
-    """What a model file keeps to call the builder again (plain values: torch.load(weights_only=True))."""
-    return {"entry": variant.builder, "args": dict(variant.builder_args), "num_classes": int(num_classes),
-            "config": _plain(config)}
-
-
-def rebuild(builder: Mapping[str, Any], what: str) -> nn.Module:
-    """The untrained model a model file's ``meta["builder"]`` describes (load its weights next).
-
-    ``what`` names the file in errors. Raises ImportError naming the entry when it cannot be imported
-    (it must be importable by this process too), CustomModelError when it returns something else.
-    """
-    entry = builder["entry"]
-    function = import_entry(entry, f"{what}: the model's builder")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. "no pretrained weights": the weights come from the file
-        model = function(int(builder["num_classes"]), builder["config"], **dict(builder.get("args") or {}))
-    check_module(model, entry)
-    return model
-
-
 def code_paths(entry: str) -> list[str]:
     """The source the builder needs beside the ``reid`` package to load a pickled model elsewhere
     (MLflow's ``code_paths``): its top-level package folder, or its module file. [] for reid's own."""
@@ -110,11 +89,3 @@ def code_paths(entry: str) -> list[str]:
         return [str(Path(p)) for p in getattr(module, "__path__", [])][:1]
     path = Path(file)
     return [str(path.parent if path.name == "__init__.py" else path)]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reid.models.outputs import PairOutput, as_pair_output
+
 
 def pair_loss(
-    out: Mapping[str, Tensor | None],
+    out: PairOutput | dict,
     pid1: Tensor,
     pid2: Tensor,
     same: Tensor,
     verification_weight: float = 0.5,
 ) -> dict[str, Tensor]:
-    """``total = id + verification_weight * verif`` for the output of ``ReIDModel.forward``.
+    """``total = id + verification_weight * verif`` for a model's training forward (``out``: a PairOutput,
+    or the dict of the custom-model interface, reid.models.outputs.as_pair_output).
 
     ``id`` is the cross-entropy of both images of every pair, averaged over the 2B images;
     ``verif`` the 2-way cross-entropy of the pair (class 1 = same identity). ``pid1``/``pid2`` are
     training labels 0..N-1; ``same`` is bool or 0/1. For ide (no verification logits) the
     verification terms are 0. Accuracies are detached fractions in [0, 1].
     """
-    logits = [out["logits1"]] + ([out["logits2"]] if out.get("logits2") is not None else [])
+    out = as_pair_output(out)
+    logits = [out.logits1] + ([out.logits2] if out.logits2 is not None else [])
     labels = [pid1] + ([pid2] if len(logits) == 2 else [])
     for name, label, logit in zip(("pid1", "pid2"), labels, logits):
         if label.shape != logit.shape[:1]:
@@ -39,7 +41,7 @@ def pair_loss(
     id_loss = F.cross_entropy(all_logits.float(), all_labels)
     id_acc = (all_logits.detach().argmax(dim=1) == all_labels).float().mean()
 
-    verif_logits = out.get("verif_logits")
+    verif_logits = out.verif_logits
     if verif_logits is None:
         zero = id_loss.new_zeros(())
         verif_loss, verif_acc = zero, zero

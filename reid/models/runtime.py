@@ -7,7 +7,6 @@ figure), so that none of them imports another stage for it.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from pathlib import Path
 
 import torch
@@ -45,24 +44,22 @@ def autocast(device: torch.device, precision: str):
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild a trained model from model.pt; returns (model in eval mode, meta).
 
-    A built-in variant is rebuilt from ``meta["model_kwargs"]``, any other model by calling its
-    builder again (``meta["builder"]``, reid.models.custom.rebuild: ImportError naming the entry
-    when this process cannot import it).
+    Every model, the paper's variants included, is rebuilt by calling its builder again
+    (``meta["builder"]``, reid.models.builder.rebuild: ImportError naming the entry when this process
+    cannot import it); files that hold ``model_kwargs`` are read through the same builder
+    (reid.files.load_model_file). Raises DamagedFileError when the weights do not fit.
     """
     from reid.files import DamagedFileError, load_model_file
-    from reid.models.custom import rebuild
-    from reid.models.siamese import build_model
+    from reid.models.builder import rebuild
+    from reid.models.custom import CustomModelError
 
     blob = load_model_file(path)
     meta = blob["meta"]
-    if "builder" in meta:
-        model = rebuild(meta["builder"], str(path))
     try:
-        if "builder" not in meta:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "no pretrained weights" is irrelevant: weights come from the file
-                model = build_model(**meta["model_kwargs"], pretrained=None)
+        model = rebuild(meta["builder"], str(path))
         model.load_state_dict(blob["state_dict"])
+    except CustomModelError:  # a builder that breaks the interface: its own message names it
+        raise
     except (TypeError, ValueError, RuntimeError) as e:  # kwargs or weights that do not fit this code's models
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DamagedFileError(path, "model", f"its weights do not fit the model its meta describes ({first})") \

@@ -15,21 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from reid.models.attention import ATTENTION_INITS, INPUT_NORMS, LowRankMap, MutualAttention, SelfAttention
-from reid.models.backbone import BACKBONES, STAGES, build_resnet, run_stage, run_stem, stage_channels
+from reid.models.attention import LowRankMap, MutualAttention, SelfAttention
+from reid.models.backbone import STAGES, build_resnet, run_stage, run_stem, stage_channels
 from reid.models.heads import Embedding, linear_head, verification_head
+from reid.models.options import ModelOptions
+from reid.models.outputs import PairOutput
 from reid.models.pretrained import load_pretrained_backbone
-from reid.readings import IDENTIFICATION_PATHS, TEST_EMBEDDINGS, identification_path_conflict
-from reid.variants import BUILTIN, get_variant
+from reid.readings import TEST_EMBEDDINGS
+from reid.variants import BUILTIN, PAPER_BUILDER, Variant, get_variant
 
-# The variants ReIDModel builds: the registry's built-ins (reid.variants says what each one has).
-VARIANTS = tuple(v.name for v in BUILTIN)
+# The variants ReIDModel builds: the registry's built-ins made by the paper's builder (reid.variants says
+# what each one has). A variant with another builder is not ReIDModel's to build.
+VARIANTS = tuple(v.name for v in BUILTIN if v.builder == PAPER_BUILDER)
 # How the mutual model embeds one image alone (identification loss and test time):
 #   single      - self-attention only, F = f * SA + f (the mutual term needs a partner)
 #   mutual_self - the image is its own partner, F = f * conv1x1(SA * SA) + f
@@ -42,90 +46,88 @@ VARIANTS = tuple(v.name for v in BUILTIN)
 # Both tuples and that rule live in reid.readings, which the Snakefile parses without torch.
 
 
-class ReIDModel(nn.Module):
-    """One variant with its heads; build it with ``build_model`` (which also loads ImageNet weights).
+class PairFeatures(NamedTuple):
+    """The embeddings the heads of ``forward`` see, for a batch laid out as [x1; x2] (2B rows, or B without x2).
 
-    ``test_embedding`` (single | mutual_self | plain) says how the mutual model embeds one image;
-    ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md);
-    ``attention_init`` (kaiming | zero) how the conv of eq. 4 starts (zero: every F starts equal to f);
-    ``verification_norm`` (batchnorm | none) whether a batch norm precedes the verification layer;
-    ``identification_path`` (single | pair) which path of ``mutual`` the identification loss trains.
+    ``identity``: (2B, D) the embeddings the identity classifier sees (the single-image path, or
+    the pair path under identification_path "pair"); ``pair``: (2B, D) the embeddings the verifier
+    compares (the mutual-attention path for ``mutual``, otherwise ``identity``), None without a
+    verifier or without x2.
     """
 
-    def __init__(
-        self,
-        variant: str,
-        num_classes: int,
-        *,
-        backbone: str = "resnet50",
-        embedding_dim: int = 512,
-        dropout: float = 0.75,
-        attention_layers: Sequence[int] = (3, 4),
-        test_embedding: str = "single",
-        attention_norm: str = "rms",
-        attention_init: str = "kaiming",
-        verification_norm: str = "batchnorm",
-        identification_path: str = "single",
-    ):
+    identity: Tensor
+    pair: Tensor | None
+
+
+class ReIDModel(nn.Module):
+    """One paper variant composed of parts: ResNet backbone, attention blocks, embedding, heads.
+
+    Build it with ``build_model`` (which also loads ImageNet weights). ``variant`` names one of
+    VARIANTS; its declared attention (none | self | mutual) and verifier (reid.variants) choose the
+    parts: self-attention blocks after ``options.attention_layers`` (self, mutual), mutual-attention
+    blocks (mutual), a verification head (verifier). ``options`` (a ModelOptions, or its fields as
+    keywords) are the architecture choices of docs/model.md. Raises ValueError for another variant
+    or an option out of range (naming the config key).
+    """
+
+    def __init__(self, variant: str, num_classes: int, options: ModelOptions | None = None, **fields):
         super().__init__()
-        _check_arguments(
-            variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm,
-            attention_init, identification_path,
-        )
-        spec = get_variant(variant)
-        self.variant = variant
-        self._mutual = spec.attention == "mutual"  # the pair path exists (eqs. 5-8)
-        self.test_embedding = test_embedding
-        self.identification_path = identification_path if self._mutual else "single"
-        # what build_model needs to rebuild this model from a checkpoint
-        self.build_kwargs = dict(
-            variant=variant,
-            num_classes=num_classes,
-            backbone=backbone,
-            embedding_dim=embedding_dim,
-            dropout=dropout,
-            attention_layers=list(attention_layers),
-            test_embedding=test_embedding,
-            attention_norm=attention_norm,
-            attention_init=attention_init,
-            verification_norm=verification_norm,
-            identification_path=identification_path,
-        )
-        self.attention_layers = tuple(sorted(attention_layers)) if spec.has_attention else ()
-        self.backbone = build_resnet(backbone)
-        # attention_init "zero" zeroes the last convolution of the path the identification loss trains, so
-        # that path starts as the plain backbone (F = f). On the pair path that is eq. 6's: zeroing eq. 4's
-        # instead would make SA = 0 a fixed point there (SA_1 * SA_2 has zero gradient at 0), and the
-        # attention would never start (docs/model.md, choice 4).
-        zero_mutual = attention_init == "zero" and self.identification_path == "pair"
-        sa_init = "kaiming" if zero_mutual else attention_init
-        self.self_attention = nn.ModuleDict(
-            {
-                str(k): SelfAttention(stage_channels(backbone, k), attention_norm, sa_init)
-                for k in self.attention_layers
-            }
-        )
-        self.mutual_attention = nn.ModuleDict(
-            {str(k): MutualAttention(stage_channels(backbone, k), zero=zero_mutual) for k in self.attention_layers}
-            if self._mutual
-            else {}
-        )
-        self.embedding = Embedding(stage_channels(backbone, 4), embedding_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = linear_head(embedding_dim, num_classes)
-        self.verifier = verification_head(embedding_dim, verification_norm) if spec.verifier else None
+        if options is not None and fields:
+            raise TypeError("give ReIDModel either options or their fields as keywords, not both")
+        options = options if options is not None else ModelOptions(**fields)
+        spec = _paper_variant(variant)
+        options.check(spec.attention, num_classes)
+        self.variant, self.num_classes, self.options = variant, num_classes, options
+        self.test_embedding = options.test_embedding
+        mutual = spec.attention == "mutual"  # the pair path exists (eqs. 5-8)
+        self.identification_path = options.identification_path if mutual else "single"
+        self.attention_layers = tuple(sorted(options.attention_layers)) if spec.has_attention else ()
+        # the parts, created in this order (the random initialisation draws in it)
+        self.backbone = build_resnet(options.backbone)
+        self.self_attention, self.mutual_attention = _attention_blocks(options, self.attention_layers, mutual,
+                                                                       self.identification_path)
+        self.embedding = Embedding(stage_channels(options.backbone, 4), options.embedding_dim)
+        self.dropout = nn.Dropout(options.dropout)
+        self.classifier = linear_head(options.embedding_dim, num_classes)
+        self.verifier = verification_head(options.embedding_dim, options.verification_norm) if spec.verifier \
+            else None
+
+    @property
+    def _mutual(self) -> bool:
+        """Whether the model has the pair path (mutual-attention blocks, eqs. 5-8)."""
+        return len(self.mutual_attention) > 0
 
     # --- the public entry points -------------------------------------------------------------
 
-    def forward(self, x1: Tensor, x2: Tensor | None = None) -> dict[str, Tensor | None]:
-        """Training forward on a batch of pairs (x1[i], x2[i]).
+    def forward(self, x1: Tensor, x2: Tensor | None = None) -> PairOutput:
+        """Training forward on a batch of pairs (x1[i], x2[i]): the heads on ``pair_features``.
 
-        Returns ``logits1``/``logits2`` (B, N) identity logits and ``emb1``/``emb2`` (B, D), the
-        embeddings they came from (the single-image path, or the pair path with
-        ``identification_path="pair"``); ``verif_logits`` (B, 2) (class 1 = same identity, None for
-        ide) and ``pair_emb1``/``pair_emb2``, the embeddings the verifier saw (the mutual-attention
-        path for ``mutual``, otherwise the single-image embeddings). ``x2`` may be omitted for ide only.
+        ``x2`` may be omitted for a model without a verifier (ide) only. Dropout (p =
+        ``options.dropout``) precedes each classifier; the verifier sees f_d = (e_1 - e_2)^2 of the
+        pair embeddings.
         """
+        identity, pair_embedding = self._embeddings(x1, x2)
+        b = x1.shape[0]
+        logits = self.classifier(self.dropout(identity))
+        pair = pair_embedding()  # after the classifier: the order of the operations is the training's arithmetic
+        verif_logits = None
+        if pair is not None:
+            # f_d = (f_1 - f_2)^2, then the embedding's dropout, once per pair: masking the two images
+            # independently would make even identical images differ in ~37% of the units at p = 0.75.
+            verif_logits = self.verifier(self.dropout((pair[:b] - pair[b:]).pow(2)))
+        return PairOutput(logits[:b], logits[b:] if x2 is not None else None, verif_logits)
+
+    def pair_features(self, x1: Tensor, x2: Tensor | None = None) -> PairFeatures:
+        """The embeddings ``forward``'s heads see, in the current train/eval mode (PairFeatures).
+
+        Raises ValueError when a model with a verifier gets no x2, or x1 and x2 differ in shape.
+        """
+        identity, pair_embedding = self._embeddings(x1, x2)
+        return PairFeatures(identity, pair_embedding())
+
+    def _embeddings(self, x1: Tensor, x2: Tensor | None) -> tuple[Tensor, Callable[[], Tensor | None]]:
+        """(identity embeddings, a function computing the pair embeddings): PairFeatures' two fields, the
+        second computed when called, so that ``forward`` keeps the order of the paper's arithmetic."""
         if x2 is None:
             if self.verifier is not None:
                 raise ValueError(f"variant {self.variant!r} needs a pair of batches (x1, x2)")
@@ -134,46 +136,23 @@ class ReIDModel(nn.Module):
             if x1.shape != x2.shape:
                 raise ValueError(f"the two batches of a pair differ in shape: {tuple(x1.shape)} vs {tuple(x2.shape)}")
             images = torch.cat([x1, x2])
-        b = x1.shape[0]
         shared, first_sa = self._trunk(images)
         if self.identification_path == "pair" and x2 is not None:
-            return self._pair_only_forward(shared, first_sa, b)
+            # both losses on the mutual-attention path, one pass per image; this path is then the only
+            # one trained, so its batch norms update their running statistics
+            emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
+            return emb, lambda: emb
         emb = self.embedding(self._pool(self._single_tail(shared, first_sa)))
-        dropped = self.dropout(emb)
-        logits = self.classifier(dropped)
-        out: dict[str, Tensor | None] = {
-            "logits1": logits[:b],
-            "logits2": logits[b:] if x2 is not None else None,
-            "emb1": emb[:b],
-            "emb2": emb[b:] if x2 is not None else None,
-            "verif_logits": None,
-            "pair_emb1": None,
-            "pair_emb2": None,
-        }
         if self.verifier is None or x2 is None:
-            return out
-        if self._mutual:
+            return emb, lambda: None
+        if not self._mutual:
+            return emb, lambda: emb
+
+        def pair_path() -> Tensor:
             with _batch_stats_only(self._pair_path_norms()):
-                pair_emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
-        else:
-            pair_emb = emb
-        # f_d = (f_1 - f_2)^2, then the embedding's dropout, once per pair: masking the two images
-        # independently would make even identical images differ in ~37% of the units at p = 0.75.
-        pair_feature = (pair_emb[:b] - pair_emb[b:]).pow(2)
-        out["verif_logits"] = self.verifier(self.dropout(pair_feature))
-        out["pair_emb1"], out["pair_emb2"] = pair_emb[:b], pair_emb[b:]
-        return out
+                return self.embedding(self._pool(self._pair_tail(shared, first_sa)))
 
-    def _pair_only_forward(self, shared: Tensor, first_sa: LowRankMap | None, b: int) -> dict[str, Tensor]:
-        """identification_path="pair": both losses on the mutual-attention path, one pass per image.
-
-        This path is then the only one trained, so its batch norms update their running statistics.
-        """
-        emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
-        logits = self.classifier(self.dropout(emb))
-        verif_logits = self.verifier(self.dropout((emb[:b] - emb[b:]).pow(2)))
-        return {"logits1": logits[:b], "logits2": logits[b:], "emb1": emb[:b], "emb2": emb[b:],
-                "verif_logits": verif_logits, "pair_emb1": emb[:b], "pair_emb2": emb[b:]}
+        return emb, pair_path
 
     def single_embedding(self, x: Tensor) -> Tensor:
         """The (B, D) single-image embedding in the current train/eval mode."""
@@ -189,7 +168,7 @@ class ReIDModel(nn.Module):
         """Embed test images another way with the same weights (``embed``; no retraining).
 
         ``mode`` is one of TEST_EMBEDDINGS; only the ``mutual`` variant has a choice (the others
-        accept "single", their own single-image path). ``build_kwargs`` keep the training-time value.
+        accept "single", their own single-image path). ``options`` keep the training-time value.
         Raises ValueError for an unknown mode or a choice the variant does not have.
         """
         if mode not in TEST_EMBEDDINGS:
@@ -290,16 +269,16 @@ def build_model(
     pretrained_sha256: str | None = None,
     **options,
 ) -> ReIDModel:
-    """Build one of VARIANTS (the built-ins of reid.variants); load ImageNet weights if given.
+    """Build one of VARIANTS (the paper's variants of reid.variants); load ImageNet weights if given.
 
-    ``options`` are ReIDModel's keyword arguments (backbone, embedding_dim, dropout, ...: see its
-    docstring). New layers are Kaiming-initialised. Without ``pretrained`` the backbone stays
-    randomly initialised and a warning says so.
+    ``options`` are ModelOptions' fields (backbone, embedding_dim, dropout, ...: see its docstring;
+    a missing one takes its default). New layers are Kaiming-initialised. Without ``pretrained`` the
+    backbone stays randomly initialised and a warning says so.
     """
-    model = ReIDModel(variant, num_classes, **options)
+    model = ReIDModel(variant, num_classes, ModelOptions(**options))
     if pretrained is None:
         warnings.warn(
-            f"model.pretrained is not set: the {model.build_kwargs['backbone']} backbone is randomly initialised "
+            f"model.pretrained is not set: the {model.options.backbone} backbone is randomly initialised "
             "(fine for the CPU demo; the paper fine-tunes ImageNet weights)",
             UserWarning,
             stacklevel=2,
@@ -309,57 +288,36 @@ def build_model(
     return model
 
 
-def model_options(model_cfg: dict) -> dict:
-    """ReIDModel's keyword arguments from config ``model:``, schema-complete (as ``ModelConfig.as_dict()``
-    gives it); a missing key is a KeyError naming it."""
-    return dict(backbone=model_cfg["backbone"], embedding_dim=model_cfg["embedding_dim"], dropout=model_cfg["dropout"],
-                attention_layers=tuple(model_cfg["attention_layers"]), test_embedding=model_cfg["test_embedding"],
-                attention_norm=model_cfg["attention_norm"], attention_init=model_cfg["attention_init"],
-                identification_path=model_cfg["identification_path"],
-                verification_norm=model_cfg["verification_norm"])
-
-
 def build_from_config(num_classes: int, config: dict, variant: str) -> ReIDModel:
-    """The builder of the paper's variants in reid.variants: ``build_model`` with config ``model:``'s keys
-    (ImageNet weights from ``model.pretrained`` when set)."""
+    """The builder of the paper's variants (reid.variants.PAPER_BUILDER): ``build_model`` with config
+    ``model:``'s keys (ModelOptions.from_config; ImageNet weights from ``model.pretrained`` when set)."""
     model_cfg = config["model"]
-    return build_model(variant, num_classes, **model_options(model_cfg), pretrained=model_cfg["pretrained"],
-                       pretrained_sha256=model_cfg["pretrained_sha256"])
+    return build_model(variant, num_classes, **ModelOptions.from_config(model_cfg).as_dict(),
+                       pretrained=model_cfg.get("pretrained"), pretrained_sha256=model_cfg.get("pretrained_sha256"))
 
 
-def _check_arguments(
-    variant, num_classes, backbone, embedding_dim, dropout, attention_layers, test_embedding, attention_norm,
-    attention_init, identification_path,
-) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"model variant {variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
-    if backbone not in BACKBONES:
-        raise ValueError(f"model.backbone: unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
-        raise ValueError(f"model.embedding_dim must be a positive integer, got {embedding_dim!r}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"model.dropout must lie in [0, 1), got {dropout!r}")
-    layers = list(attention_layers)
-    if any(layer not in STAGES for layer in layers) or len(set(layers)) != len(layers):
-        raise ValueError(f"model.attention_layers must be distinct stages among {list(STAGES)}, got {layers!r}")
-    if get_variant(variant).has_attention and not layers:
-        raise ValueError(f"model.attention_layers is empty: variant {variant!r} needs at least one stage")
-    if test_embedding not in TEST_EMBEDDINGS:
-        choices = ", ".join(TEST_EMBEDDINGS)
-        raise ValueError(f"model.test_embedding {test_embedding!r} is unknown; choose one of {choices}")
-    if attention_norm not in INPUT_NORMS:
-        raise ValueError(f"model.attention_norm {attention_norm!r} is unknown; choose one of {', '.join(INPUT_NORMS)}")
-    if attention_init not in ATTENTION_INITS:
-        choices = ", ".join(ATTENTION_INITS)
-        raise ValueError(f"model.attention_init {attention_init!r} is unknown; choose one of {choices}")
-    if identification_path not in IDENTIFICATION_PATHS:
-        choices = ", ".join(IDENTIFICATION_PATHS)
-        raise ValueError(f"model.identification_path {identification_path!r} is unknown; choose one of {choices}")
-    conflict = identification_path_conflict(identification_path, test_embedding)
-    if get_variant(variant).attention == "mutual" and conflict:
-        raise ValueError(conflict)
+def _paper_variant(name: str) -> Variant:
+    spec = get_variant(name) if name in VARIANTS else None
+    if spec is None:
+        raise ValueError(f"model variant {name!r} is unknown; choose one of {', '.join(VARIANTS)}")
+    return spec
+
+
+def _attention_blocks(options: ModelOptions, layers: tuple[int, ...], mutual: bool,
+                      identification_path: str) -> tuple[nn.ModuleDict, nn.ModuleDict]:
+    """The self-attention blocks after each stage of ``layers`` and, for ``mutual``, the mutual-attention ones."""
+    # attention_init "zero" zeroes the last convolution of the path the identification loss trains, so
+    # that path starts as the plain backbone (F = f). On the pair path that is eq. 6's: zeroing eq. 4's
+    # instead would make SA = 0 a fixed point there (SA_1 * SA_2 has zero gradient at 0), and the
+    # attention would never start (docs/model.md, choice 4).
+    zero_mutual = options.attention_init == "zero" and identification_path == "pair"
+    sa_init = "kaiming" if zero_mutual else options.attention_init
+    channels = {k: stage_channels(options.backbone, k) for k in layers}
+    self_attention = nn.ModuleDict({str(k): SelfAttention(channels[k], options.attention_norm, sa_init)
+                                    for k in layers})
+    mutual_attention = nn.ModuleDict({str(k): MutualAttention(channels[k], zero=zero_mutual) for k in layers}
+                                     if mutual else {})
+    return self_attention, mutual_attention
 
 
 @contextlib.contextmanager

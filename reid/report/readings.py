@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import statistics
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +62,11 @@ def step_flops(model_file: Path) -> int:
     """FLOPs of one training step (2 pairs) of the architecture in model.pt, at its training size."""
     import torch
 
-    from reid.models import build_model, training_step_flops
+    from reid.models import training_step_flops
+    from reid.models.builder import builder_of, rebuild
 
-    blob = torch.load(model_file, weights_only=False, map_location="cpu")
-    meta = blob["meta"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # random init: the count needs the architecture only
-        model = build_model(**meta["model_kwargs"], pretrained=None)
+    meta = torch.load(model_file, weights_only=True, map_location="cpu")["meta"]
+    model = rebuild(builder_of(meta), str(model_file))  # random init: the count needs the architecture only
     return training_step_flops(model, meta["height"], meta["width"], pairs=2)
 
 

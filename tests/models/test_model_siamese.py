@@ -20,6 +20,21 @@ def make(variant, seed=0, **kwargs):
         return build_model(variant, CLASSES, **kwargs)
 
 
+def run(model, x1, x2=None):
+    """One training forward as a dict: its PairOutput fields, and the embeddings its heads saw, captured
+    from model.embedding (emb1/emb2 the identity classifier's, pair_emb1/pair_emb2 the verifier's)."""
+    seen = []
+    handle = model.embedding.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    try:
+        out = model(x1, x2)
+    finally:
+        handle.remove()
+    b = x1.shape[0]
+    pair = seen[-1] if out.verif_logits is not None else None
+    return {**out._asdict(), "emb1": seen[0][:b], "emb2": seen[0][b:] if x2 is not None else None,
+            "pair_emb1": None if pair is None else pair[:b], "pair_emb2": None if pair is None else pair[b:]}
+
+
 def images(n, seed):
     return torch.randn(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
 
@@ -46,7 +61,7 @@ def mutual():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_output_shapes(variant, pair):
     model = make(variant).train()
-    out = model(*pair)
+    out = run(model, *pair)
     for key in ("logits1", "logits2"):
         assert out[key].shape == (2, CLASSES)
     for key in ("emb1", "emb2"):
@@ -78,7 +93,7 @@ def test_variants_hold_the_attention_they_name():
 def test_swapping_the_pair_swaps_the_outputs(pair, mutual):
     x1, x2 = pair
     with torch.no_grad():
-        ab, ba = mutual(x1, x2), mutual(x2, x1)
+        ab, ba = run(mutual, x1, x2), run(mutual, x2, x1)
     torch.testing.assert_close(ab["logits1"], ba["logits2"])
     torch.testing.assert_close(ab["pair_emb1"], ba["pair_emb2"])
     torch.testing.assert_close(ab["pair_emb2"], ba["pair_emb1"])
@@ -89,7 +104,7 @@ def test_swap_symmetry_holds_with_batch_statistics(pair):
     model = make("mutual", dropout=0.0).train()  # batch norm on batch statistics, no random masks
     x1, x2 = pair
     with torch.no_grad():
-        ab, ba = model(x1, x2), model(x2, x1)
+        ab, ba = run(model, x1, x2), run(model, x2, x1)
     torch.testing.assert_close(ab["pair_emb1"], ba["pair_emb2"])
     torch.testing.assert_close(ab["verif_logits"], ba["verif_logits"])
 
@@ -97,7 +112,7 @@ def test_swap_symmetry_holds_with_batch_statistics(pair):
 def test_pair_path_depends_on_the_partner_single_path_does_not(mutual):
     x, partner_a, partner_b = images(2, 3), images(2, 4), images(2, 5)
     with torch.no_grad():
-        out_a, out_b = mutual(x, partner_a), mutual(x, partner_b)
+        out_a, out_b = run(mutual, x, partner_a), run(mutual, x, partner_b)
         alone = mutual.embed(x)
     torch.testing.assert_close(out_a["emb1"], alone)
     torch.testing.assert_close(out_b["emb1"], alone)
@@ -133,7 +148,7 @@ def test_mutual_self_embedding_pairs_an_image_with_itself(mutual):
     model = _copy_shared_weights(mutual, make("mutual", seed=1, test_embedding="mutual_self"))
     with torch.no_grad():
         # the same function; float sums run in another order (a batch of 2B, not B)
-        torch.testing.assert_close(model.embed(x), model(x, x)["pair_emb1"], rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(model.embed(x), run(model, x, x)["pair_emb1"], rtol=1e-3, atol=1e-4)
 
 
 def test_embed_is_eval_mode_and_restores_training(pair):
@@ -144,7 +159,7 @@ def test_embed_is_eval_mode_and_restores_training(pair):
     assert model.training
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(first, model(x, pair[1])["emb1"])
+        torch.testing.assert_close(first, run(model, x, pair[1])["emb1"])
 
 
 def test_pair_path_does_not_touch_running_statistics(pair):
@@ -175,7 +190,7 @@ def test_zero_attention_init_starts_as_the_baseline(pair):
     """attention_init="zero": SA = 0 and MA = 0 at the start, so both paths equal the plain backbone."""
     model = make("mutual", attention_init="zero").train()
     assert all(torch.count_nonzero(sa.fuse_conv.weight) == 0 for sa in model.self_attention.values())
-    out = model(*pair)
+    out = run(model, *pair)
     torch.testing.assert_close(out["pair_emb1"], out["emb1"])
     torch.testing.assert_close(out["pair_emb2"], out["emb2"])
     twin = _copy_shared_weights(model, make("baseline", seed=1))
@@ -214,9 +229,9 @@ def test_zero_attention_init_on_the_pair_path_starts_as_the_baseline_and_learns(
     model = make("mutual", attention_init="zero", identification_path="pair", test_embedding="mutual_self").train()
     assert all(torch.count_nonzero(ma.conv.weight) == 0 for ma in model.mutual_attention.values())
     assert all(torch.count_nonzero(sa.fuse_conv.weight) > 0 for sa in model.self_attention.values())
-    out = model(*pair)
+    out = run(model, *pair)
     twin = _copy_shared_weights(model, make("baseline", seed=1)).train()
-    torch.testing.assert_close(out["emb1"], twin(*pair)["emb1"])  # the pair path starts as the backbone
+    torch.testing.assert_close(out["emb1"], run(twin, *pair)["emb1"])  # the pair path starts as the backbone
     stuck = _attention_without_gradient(model, pair, steps=2)
     assert stuck[1] == set()
     assert all(torch.count_nonzero(sa.fuse_conv.weight) > 0 for sa in model.self_attention.values())
@@ -227,14 +242,14 @@ def test_identification_on_the_pair_path(pair):
     norms now keep running statistics, and a test image is that path with itself as partner."""
     model = make("mutual", identification_path="pair", test_embedding="mutual_self", dropout=0.0).train()
     running = model.embedding.norm.running_mean.clone()
-    out = model(*pair)
+    out = run(model, *pair)
     assert torch.equal(out["emb1"], out["pair_emb1"]) and torch.equal(out["emb2"], out["pair_emb2"])
     torch.testing.assert_close(out["logits1"], model.classifier(out["emb1"]))
     assert not torch.equal(model.embedding.norm.running_mean, running)
     model.eval()
     x = pair[0]
     with torch.no_grad():
-        itself = model(x, x)
+        itself = run(model, x, x)
         torch.testing.assert_close(model.embed(x), itself["pair_emb1"], rtol=1e-4, atol=1e-5)
 
 
@@ -274,7 +289,7 @@ def test_set_test_embedding_equals_a_model_built_that_way(pair):
         built.load_state_dict(trained.state_dict())
         trained.set_test_embedding(mode)
         torch.testing.assert_close(trained.embed(pair[0]), built.embed(pair[0]))
-    assert trained.build_kwargs["test_embedding"] == "single"  # still says how it was trained
+    assert trained.options.test_embedding == "single"  # still says how it was trained
     with pytest.raises(ValueError, match="one way only"):
         make("baseline").set_test_embedding("plain")
     with pytest.raises(ValueError, match="unknown"):
@@ -321,7 +336,7 @@ def test_pair_variants_need_both_batches(pair):
         make("baseline")(pair[0])
     with pytest.raises(ValueError, match="differ in shape"):
         make("baseline")(pair[0], pair[1][:1])
-    assert make("ide")(pair[0])["logits2"] is None
+    assert make("ide")(pair[0]).logits2 is None
 
 
 def test_activation_maps(pair):
@@ -362,10 +377,10 @@ def test_channels_last_and_bf16_autocast(pair):
     model = make("mutual").eval()
     x1, x2 = pair
     with torch.no_grad():
-        reference = model(x1, x2)
+        reference = run(model, x1, x2)
         model_cl = model.to(memory_format=torch.channels_last)
         to_cl = dict(memory_format=torch.channels_last)
-        cl = model_cl(x1.contiguous(**to_cl), x2.contiguous(**to_cl))
+        cl = run(model_cl, x1.contiguous(**to_cl), x2.contiguous(**to_cl))
         torch.testing.assert_close(cl["verif_logits"], reference["verif_logits"], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(cl["emb1"], reference["emb1"], rtol=1e-4, atol=1e-4)
     model.train()
