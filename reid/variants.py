@@ -126,8 +126,8 @@ class Variant:
     def build(self, num_classes: int, config: Mapping[str, Any]):
         """The untrained model: ``builder(num_classes, config, **builder_args)``.
 
-        Raises ImportError naming the builder when it cannot be imported (reid.models.custom checks
-        what a non-built-in builder returns).
+        Raises ImportError naming the builder when it cannot be imported (reid.models.custom.build
+        checks what it returns).
         """
         return import_entry(self.builder, f"model variant {self.name!r}")(num_classes, config,
                                                                            **dict(self.builder_args))

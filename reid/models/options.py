@@ -67,7 +67,8 @@ class ModelOptions:
         """ValueError naming the config key for a value out of range; ``attention`` is the variant's
         (none | self | mutual: reid.variants), which decides which rules apply."""
         if self.backbone not in BACKBONES:
-            raise ValueError(f"model.backbone: unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+            choices = ", ".join(BACKBONES)
+            raise ValueError(f"model.backbone: unknown backbone {self.backbone!r}; choose one of {choices}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         dim = self.embedding_dim
