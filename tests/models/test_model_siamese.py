@@ -415,3 +415,20 @@ def test_overfits_a_tiny_batch():
         history.append({k: float(v.detach()) for k, v in losses.items()})
     assert history[-1]["id_acc"] == 1.0 and history[-1]["verif_acc"] == 1.0, history[-1]
     assert history[-1]["total"] < 0.05 < history[0]["total"] / 10, (history[0], history[-1])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_returns_the_typed_output_and_pair_features_the_embeddings_its_heads_saw(variant, pair):
+    from reid.models import PairOutput
+
+    model = make(variant).eval()
+    with torch.no_grad():
+        out = run(model, *pair)
+        features = model.pair_features(*pair)
+        typed = model(*pair)
+    assert isinstance(typed, PairOutput) and PairOutput._fields == ("logits1", "logits2", "verif_logits")
+    assert torch.equal(features.identity, torch.cat([out["emb1"], out["emb2"]]))
+    if variant == "ide":
+        assert features.pair is None and typed.verif_logits is None
+    else:
+        assert torch.equal(features.pair, torch.cat([out["pair_emb1"], out["pair_emb2"]]))
