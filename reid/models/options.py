@@ -4,7 +4,7 @@
 ``build_model(variant, num_classes, **options)`` accepts by keyword, and what a model file written
 before the builder meta (``meta["model_kwargs"]``) is read back into. Its fields are the schema's
 ``model`` properties (workflow/schemas/config.schema.yaml) other than ``pretrained*``, with the
-schema's defaults (tests/models/test_model_options.py checks both).
+schema's defaults (tests/models/test_model_builder.py checks both).
 """
 
 from __future__ import annotations
