@@ -123,13 +123,19 @@ class ModelConfig(Section):
     attention_init: str
     identification_path: str
     verification_norm: str
+    embedding_norm: str
+    verification_feature: str
+    verification_head: str
+    attention_channels: str
 
     def model_options(self) -> dict:
         """ReIDModel's keyword arguments (reid.models.build_model's ``options``) from this section."""
         return dict(backbone=self.backbone, embedding_dim=self.embedding_dim, dropout=self.dropout,
                     attention_layers=self.attention_layers, test_embedding=self.test_embedding,
                     attention_norm=self.attention_norm, attention_init=self.attention_init,
-                    identification_path=self.identification_path, verification_norm=self.verification_norm)
+                    identification_path=self.identification_path, verification_norm=self.verification_norm,
+                    embedding_norm=self.embedding_norm, verification_feature=self.verification_feature,
+                    verification_head=self.verification_head, attention_channels=self.attention_channels)
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,11 @@ class TrainConfig(Section):
     workers: int
     device: str
     precision: str
+    lr_decay: str
+    lr_decay_epochs: int
+    input_norm: str
+    mean_image_size: str
+    positive_pairs: str
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,7 @@ class EvaluateConfig(Section):
     batch_size: int
     device: str | None  # where extraction runs; None: as train.device
     flip: bool
+    feature_norm: str
     max_rank: int
     memory_gb: float
     rerank: RerankConfig

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from reid.models.attention import ATTENTION_INITS, INPUT_NORMS, LowRankMap, MutualAttention, SelfAttention
 from reid.models.backbone import BACKBONES, STAGES, build_resnet, run_stage, run_stem, stage_channels
-from reid.models.heads import Embedding, linear_head, verification_head
+from reid.models import heads
+from reid.models.heads import Embedding, linear_head
 from reid.models.pretrained import load_pretrained_backbone
 from reid.readings import IDENTIFICATION_PATHS, TEST_EMBEDDINGS, identification_path_conflict
 from reid.variants import BUILTIN, get_variant
@@ -49,7 +50,9 @@ class ReIDModel(nn.Module):
     ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f itself (docs/model.md);
     ``attention_init`` (kaiming | zero) how the conv of eq. 4 starts (zero: every F starts equal to f);
     ``verification_norm`` (batchnorm | none) whether a batch norm precedes the verification layer;
-    ``identification_path`` (single | pair) which path of ``mutual`` the identification loss trains.
+    ``identification_path`` (single | pair) which path of ``mutual`` the identification loss trains;
+    ``embedding_norm``, ``verification_feature``, ``verification_head`` (reid.models.heads) and
+    ``attention_channels`` (reid.models.attention) are further readings (docs/model.md, "Readings").
     """
 
     def __init__(
@@ -66,6 +69,10 @@ class ReIDModel(nn.Module):
         attention_init: str = "kaiming",
         verification_norm: str = "batchnorm",
         identification_path: str = "single",
+        embedding_norm: str = "batchnorm",
+        verification_feature: str = "squared",
+        verification_head: str = "linear",
+        attention_channels: str = "per_channel",
     ):
         super().__init__()
         _check_arguments(
@@ -90,7 +97,15 @@ class ReIDModel(nn.Module):
             attention_init=attention_init,
             verification_norm=verification_norm,
             identification_path=identification_path,
+            embedding_norm=embedding_norm,
+            verification_feature=verification_feature,
+            verification_head=verification_head,
+            attention_channels=attention_channels,
         )
+        if verification_feature not in heads.VERIFICATION_FEATURES:
+            raise ValueError(f"model.verification_feature {verification_feature!r} is unknown; "
+                             f"choose one of {', '.join(heads.VERIFICATION_FEATURES)}")
+        self.verification_feature = verification_feature
         self.attention_layers = tuple(sorted(attention_layers)) if spec.has_attention else ()
         self.backbone = build_resnet(backbone)
         # attention_init "zero" zeroes the last convolution of the path the identification loss trains, so
@@ -101,19 +116,21 @@ class ReIDModel(nn.Module):
         sa_init = "kaiming" if zero_mutual else attention_init
         self.self_attention = nn.ModuleDict(
             {
-                str(k): SelfAttention(stage_channels(backbone, k), attention_norm, sa_init)
+                str(k): SelfAttention(stage_channels(backbone, k), attention_norm, sa_init, attention_channels)
                 for k in self.attention_layers
             }
         )
         self.mutual_attention = nn.ModuleDict(
-            {str(k): MutualAttention(stage_channels(backbone, k), zero=zero_mutual) for k in self.attention_layers}
+            {str(k): MutualAttention(stage_channels(backbone, k), zero=zero_mutual, maps=attention_channels)
+             for k in self.attention_layers}
             if self._mutual
             else {}
         )
-        self.embedding = Embedding(stage_channels(backbone, 4), embedding_dim)
+        self.embedding = Embedding(stage_channels(backbone, 4), embedding_dim, embedding_norm)
         self.dropout = nn.Dropout(dropout)
         self.classifier = linear_head(embedding_dim, num_classes)
-        self.verifier = verification_head(embedding_dim, verification_norm) if spec.verifier else None
+        self.verifier = (heads.verification_head(embedding_dim, verification_norm, verification_head, embedding_norm)
+                         if spec.verifier else None)
 
     # --- the public entry points -------------------------------------------------------------
 
@@ -157,9 +174,9 @@ class ReIDModel(nn.Module):
                 pair_emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
         else:
             pair_emb = emb
-        # f_d = (f_1 - f_2)^2, then the embedding's dropout, once per pair: masking the two images
+        # f_d = (f_1 - f_2)^2 (or |f_1 - f_2|), then the embedding's dropout, once per pair: masking the two images
         # independently would make even identical images differ in ~37% of the units at p = 0.75.
-        pair_feature = (pair_emb[:b] - pair_emb[b:]).pow(2)
+        pair_feature = heads.pair_feature(pair_emb[:b], pair_emb[b:], self.verification_feature)
         out["verif_logits"] = self.verifier(self.dropout(pair_feature))
         out["pair_emb1"], out["pair_emb2"] = pair_emb[:b], pair_emb[b:]
         return out
@@ -171,7 +188,7 @@ class ReIDModel(nn.Module):
         """
         emb = self.embedding(self._pool(self._pair_tail(shared, first_sa)))
         logits = self.classifier(self.dropout(emb))
-        verif_logits = self.verifier(self.dropout((emb[:b] - emb[b:]).pow(2)))
+        verif_logits = self.verifier(self.dropout(heads.pair_feature(emb[:b], emb[b:], self.verification_feature)))
         return {"logits1": logits[:b], "logits2": logits[b:], "emb1": emb[:b], "emb2": emb[b:],
                 "verif_logits": verif_logits, "pair_emb1": emb[:b], "pair_emb2": emb[b:]}
 
@@ -316,7 +333,9 @@ def model_options(model_cfg: dict) -> dict:
                 attention_layers=tuple(model_cfg["attention_layers"]), test_embedding=model_cfg["test_embedding"],
                 attention_norm=model_cfg["attention_norm"], attention_init=model_cfg["attention_init"],
                 identification_path=model_cfg["identification_path"],
-                verification_norm=model_cfg["verification_norm"])
+                verification_norm=model_cfg["verification_norm"], embedding_norm=model_cfg["embedding_norm"],
+                verification_feature=model_cfg["verification_feature"],
+                verification_head=model_cfg["verification_head"], attention_channels=model_cfg["attention_channels"])
 
 
 def build_from_config(num_classes: int, config: dict, variant: str) -> ReIDModel:

@@ -33,10 +33,12 @@ rule extract_cross_domain:
         "../../envs/reid.yaml"
     params:
         flip="--flip" if config["evaluate"]["flip"] else "",
+        feature_norm=CFG.evaluate.feature_norm,
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.test} "
         "--mean-image {input.mean_image} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
+        "--feature-norm {params.feature_norm} "
         "--out {output} > {log} 2>&1"
 
 

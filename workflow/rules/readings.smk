@@ -17,7 +17,18 @@ READING_DIR = READINGS_DEF.READING_DIR
 READING_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(READINGS_DEF.READINGS) * len(SEEDS))))
 
 
+def reading_model(name):
+    """model.pt or run.json of the model a reading evaluates (its own, or its model_of's)."""
+    return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
+
+
+def reading_feature_norm(wc):
+    return READINGS_DEF.reading(wc.reading).extract_config(CFG.evaluate.as_dict())["feature_norm"]
+
+
 rule train_reading:
+    wildcard_constraints:
+        reading=alternatives([r.name for r in READINGS_DEF.READINGS if r.trains]),
     input:
         data=DATASET,
         report="results/{dataset}/dataset.json",
@@ -54,7 +65,7 @@ rule train_reading:
 
 rule extract_reading:
     input:
-        model=f"{READING_DIR}/model.pt",
+        model=reading_model("model.pt"),
         data=DATASET,
         mean_image="results/{dataset}/mean_image.pt",
     output:
@@ -72,9 +83,10 @@ rule extract_reading:
         "../../envs/reid.yaml"
     params:
         flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
+        feature_norm=reading_feature_norm,
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
-        "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} "
+        "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} --feature-norm {params.feature_norm} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
@@ -82,7 +94,7 @@ rule extract_reading:
 rule evaluate_reading:
     input:
         features=f"{READING_DIR}/{{embedding}}/features.pt",
-        run_info=f"{READING_DIR}/run.json",
+        run_info=reading_model("run.json"),
     output:
         metrics=f"{READING_DIR}/{{embedding}}/metrics.json",
         per_query=f"{READING_DIR}/{{embedding}}/per_query.csv",
