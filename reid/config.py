@@ -248,7 +248,7 @@ RUNTIME_KEYS = frozenset({
     "dataset.*.url",        # where a missing archive is downloaded from; md5/sha256 are result keys
     "mlflow",               # where runs are recorded
 })
-# Result keys a training checkpoint stays valid across: the step schedule and the per-epoch pair
+# Result keys a training checkpoint stays valid across: the lr schedules (reid/schedules.py) and the per-epoch pair
 # sampling depend on the epoch index only, so N epochs continued to N + k equal N + k straight
 # (tests/test_train.py proves it bit for bit). Lowering it below a checkpoint's epoch starts afresh.
 CONTINUABLE_KEYS = frozenset({"train.epochs"})

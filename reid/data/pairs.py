@@ -33,7 +33,8 @@ def sample_pairs(pids: Sequence[int], camids: Sequence[int], seed: int, epoch: i
     get a positive partner (same identity, never the image itself; with ``positive``
     "cross_camera" from a different camera where one exists, with "random" any of them), odd
     positions a negative (a different identity). Identities with a single image only ever get
-    negative partners. Both readings make the same random draws, in the same order.
+    negative partners. Both readings draw the anchors' order first, from the same generator;
+    "cross_camera" draws exactly as this function always did.
     """
     if positive not in POSITIVE_PAIRS:
         raise ValueError(f"train.positive_pairs {positive!r} is unknown; choose one of {', '.join(POSITIVE_PAIRS)}")
