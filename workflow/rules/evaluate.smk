@@ -21,13 +21,12 @@ rule extract:
     conda:
         "../../envs/reid.yaml"
     params:
-        flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
-        feature_norm=CFG.evaluate.feature_norm,
+        # the extraction's result options: flip test, and evaluate.feature_norm when not the default
+        flip=extract_options(CFG.evaluate.flip, CFG.evaluate.feature_norm),
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
         "--mean-image {input.mean_image} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
-        "--feature-norm {params.feature_norm} "
         "--out {output} > {log} 2>&1"
 
 

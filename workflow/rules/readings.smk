@@ -82,11 +82,11 @@ rule extract_reading:
     conda:
         "../../envs/reid.yaml"
     params:
-        flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
-        feature_norm=reading_feature_norm,
+        # the extraction's result options: flip test, and the reading's evaluate.feature_norm
+        flip=lambda wc: extract_options(CFG.evaluate.flip, reading_feature_norm(wc)),
     shell:
         "python -m reid extract --model-file {input.model} --data data/{wildcards.dataset} "
-        "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} --feature-norm {params.feature_norm} "
+        "--mean-image {input.mean_image} --test-embedding {wildcards.embedding} "
         "--batch-size {resources.batch_size} --device {resources.device} --threads {threads} {params.flip} "
         "--out {output} > {log} 2>&1"
 
