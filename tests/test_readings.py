@@ -260,3 +260,22 @@ def test_reading_runs_are_not_retries_of_the_main_runs_or_of_each_other(mlflow_s
     assert (tags["reading"], tags["rule"]) == ("mutual_pair", "evaluate_reading")
     assert client.get_run(evals[pair]).info.run_name.startswith("mutual_pair-seed0-eval-")
     assert client.get_run(evals[main]).data.tags["rule"] == "evaluate"
+
+
+def test_reid_train_applies_a_readings_train_keys_and_refuses_one_without_training(monkeypatch, tmp_path, capsys):
+    import reid.train
+    from reid.cli import main
+
+    seen = {}
+    monkeypatch.setattr(reid.train, "train", lambda **kw: seen.update(kw) or [])
+    argv = ["train", "--dataset", "d", "--seed", "0", "--data", "nowhere", "--mean-image", "m.pt",
+            "--model-params", "{}", "--train-params", '{"epochs": 2, "lr_decay_epochs": 3}', "--mlflow-params", "{}",
+            "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    main(argv + ["--reading", "baseline_gradual_lr"])
+    assert seen["variant"] == "baseline" and seen["reading"] == "baseline_gradual_lr"
+    assert (seen["train_cfg"].lr_decay, seen["train_cfg"].lr_decay_epochs, seen["train_cfg"].epochs) == ("gradual", 3, 2)
+    main(argv + ["--reading", "baseline_no_embedding_bn"])
+    assert seen["model_cfg"].embedding_norm == "none" and seen["train_cfg"].lr_decay == "step"
+    seen.clear()
+    assert main(argv + ["--reading", "baseline_raw_features"]) == 1  # a ConfigError: exit status 1, nothing trained
+    assert not seen and "evaluates the model of 'baseline'" in capsys.readouterr().err
