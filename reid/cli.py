@@ -90,7 +90,7 @@ def cmd_train(args) -> None:
     import dataclasses
 
     from reid.train import TrainOutputs, train
-    from reid.typed_config import ModelConfig
+    from reid.typed_config import ModelConfig, TrainConfig
 
     out = Path(args.out_dir)
     variant, model_cfg = args.model, args.model_params
@@ -98,8 +98,12 @@ def cmd_train(args) -> None:
         from reid.readings import reading
 
         chosen = reading(args.reading)
+        if not chosen.trains:
+            raise ConfigError(f"train: reading {chosen.name!r} evaluates the model of {chosen.model_of!r}; train that")
         variant = chosen.variant
         model_cfg = ModelConfig.from_dict(chosen.model_config(model_cfg.as_dict()), f"reading {chosen.name!r}")
+        args.train_params = TrainConfig.from_dict(chosen.train_config(args.train_params.as_dict()),
+                                                  f"reading {chosen.name!r}")
     elif variant is None:
         raise ConfigError("train: give --model or --reading")
     if args.custom_model is not None:
@@ -130,7 +134,7 @@ def cmd_extract(args) -> None:
     # here again at each re-extraction would give one metric two values at the same step
     extract(model_path=Path(args.model_file), data_root=Path(args.data), mean_image=Path(args.mean_image),
             out=Path(args.out), batch_size=args.batch_size, device=args.device, threads=args.threads,
-            flip=args.flip, test_embedding=args.test_embedding)
+            flip=args.flip, test_embedding=args.test_embedding, feature_norm=args.feature_norm)
 
 
 def cmd_evaluate(args) -> None:
@@ -294,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flip", action="store_true", help="flip test: add each image's mirror image's embedding")
     s.add_argument("--test-embedding", default=None, choices=["single", "mutual_self", "plain"],
                    help="embed with this single-image path instead of the trained one (same weights)")
+    s.add_argument("--feature-norm", default="l2", choices=["l2", "none"],
+                   help="l2: unit-length features (default); none: as the model gives them (config evaluate.feature_norm)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_extract)
 

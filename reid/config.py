@@ -144,10 +144,36 @@ RUNTIME_KEYS = frozenset({
     "dataset.*.url",        # where a missing archive is downloaded from; md5/sha256 are result keys
     "mlflow",               # where runs are recorded
 })
-# Result keys a training checkpoint stays valid across: the step schedule and the per-epoch pair
+# Result keys a training checkpoint stays valid across: the lr schedules (reid/schedules.py) and the per-epoch pair
 # sampling depend on the epoch index only, so N epochs continued to N + k equal N + k straight
 # (tests/test_train.py proves it bit for bit). Lowering it below a checkpoint's epoch starts afresh.
 CONTINUABLE_KEYS = frozenset({"train.epochs"})
+
+
+# Result keys added after results existed (the readings of issue 22), each with the value that
+# reproduces the code from before it existed, bit for bit. At that value a key is left out of
+# result_keys and checkpoint_keys, so adding it re-keys no existing result (config_hash in model.pt,
+# metrics.json and MLflow), checkpoint or Snakemake job; any other value is a result key as usual.
+# train.lr_decay_epochs only acts with train.lr_decay "gradual": with "step" it is left out too.
+NEUTRAL_DEFAULTS = {
+    "train.lr_decay": "step",
+    "train.input_norm": "mean_std",
+    "train.mean_image_size": "stored",
+    "train.positive_pairs": "cross_camera",
+    "model.embedding_norm": "batchnorm",
+    "model.verification_feature": "squared",
+    "model.verification_head": "linear",
+    "model.attention_channels": "per_channel",
+    "evaluate.feature_norm": "l2",
+}
+
+
+def _neutral(value: dict, path: str) -> set:
+    """The keys of the section ``value`` at dotted ``path`` that NEUTRAL_DEFAULTS leaves out."""
+    out = {k for k, v in value.items() if NEUTRAL_DEFAULTS.get(f"{path}.{k}" if path else str(k), object()) == v}
+    if path == "train" and value.get("lr_decay", "step") == "step":
+        out.add("lr_decay_epochs")
+    return out
 
 
 def _matches(path: str, patterns: frozenset) -> bool:
@@ -162,12 +188,14 @@ def _matches(path: str, patterns: frozenset) -> bool:
 def _without(value: Any, path: str, patterns: frozenset) -> Any:
     if not isinstance(value, dict):
         return value
+    neutral = _neutral(value, path)
     return {k: _without(v, f"{path}.{k}" if path else str(k), patterns) for k, v in value.items()
-            if not _matches(f"{path}.{k}" if path else str(k), patterns)}
+            if not _matches(f"{path}.{k}" if path else str(k), patterns) and k not in neutral}
 
 
 def result_keys(value: Any, path: str = "") -> Any:
-    """``value`` (the config, or the section at dotted ``path``) without its RUNTIME_KEYS."""
+    """``value`` (the config, or the section at dotted ``path``) without its RUNTIME_KEYS, and without
+    the NEUTRAL_DEFAULTS keys at their neutral value."""
     return _without(value, path, RUNTIME_KEYS)
 
 

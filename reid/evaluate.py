@@ -88,7 +88,10 @@ def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path,
     flip = feats.get("meta", {}).get("flip", "false")
     flip = {"true": True, "false": False}.get(flip)  # None (JSON null): made by another tool, not known
     per_query_text = uncertainty.per_query_csv(table)
-    record = {**metrics, **inputs, "features": source, "flip_test": flip, "ci95": intervals["ci95"],
+    # unit-length features (evaluate.feature_norm l2) are the default, recorded only when not used
+    norm = feats.get("meta", {}).get("feature_norm", "l2")
+    record = {**metrics, **inputs, "features": source, "flip_test": flip,
+              **({"feature_norm": norm} if norm != "l2" else {}), "ci95": intervals["ci95"],
               "bootstrap": {"resamples": bootstrap.resamples, "seed": bootstrap.seed,
                             "over": "query identities", "identities": len(uncertainty.identities(table))},
               # which per_query.csv these numbers are the means of (reid.files.load_per_query checks it)
@@ -164,7 +167,9 @@ def evaluation_settings(record: dict, features_meta: dict, *, max_rank: int, rer
     variant = REGISTRY.get(str(features_meta.get("variant")))
     chooses = variant is not None and variant.chooses_test_embedding
     test_embedding = features_meta.get("test_embedding", "unknown" if chooses else "single")
-    return {"flip": bool(record.get("flip_test")), "max_rank": max_rank, "test_embedding": test_embedding,
+    norm = features_meta.get("feature_norm", "l2")  # recorded when not the default, as in metrics.json
+    return {"flip": bool(record.get("flip_test")), **({"feature_norm": norm} if norm != "l2" else {}),
+            "max_rank": max_rank, "test_embedding": test_embedding,
             "rerank": {"k1": rerank["k1"], "k2": rerank["k2"], "lambda": rerank["lambda"]},
             "bootstrap": dict(bootstrap)}
 

@@ -27,14 +27,27 @@ from reid.variants import REGISTRY
 SPLIT_PREFIX = {"query": "query", "gallery": "gallery", "multi_query": "mq"}
 
 
+# Whether test features are scaled to unit length before the Euclidean ranking (config
+# evaluate.feature_norm; docs/model.md, "Readings"). The paper: "The final ranking was performed by
+# calculating the Euclidean distance between each query image and all galleries" (section 5.1).
+#   l2   - each view's embedding L2-normalised, summed over the views (flip test), normalised again (default)
+#   none - the embedding as the model gives it; with the flip test, the mean of the two views'
+FEATURE_NORMS = ("l2", "none")
+
+
 @torch.inference_mode()
 def embed_records(model, records: list[Record], transform, batch_size: int, device: torch.device,
-                  flip: bool = False, precision: str = "fp32", entry: str | None = None) -> torch.Tensor:
-    """(N, D) float32 L2-normalised features; ``precision`` bf16 runs the model under bf16 autocast.
+                  flip: bool = False, precision: str = "fp32", entry: str | None = None,
+                  feature_norm: str = "l2") -> torch.Tensor:
+    """(N, D) float32 features, L2-normalised unless ``feature_norm`` is "none" (FEATURE_NORMS);
+    ``precision`` bf16 runs the model under bf16 autocast.
 
     ``entry``: the model's builder; each ``embed`` output is then checked to be (B, D)
     (reid.models.custom.CustomModelError naming the entry otherwise).
     """
+    if feature_norm not in FEATURE_NORMS:
+        raise ValueError(f"evaluate.feature_norm {feature_norm!r} is unknown; choose one of {', '.join(FEATURE_NORMS)}")
+    unit = feature_norm == "l2"
     feats = []
     for start in range(0, len(records), batch_size):
         batch = torch.stack([transform(r.path) for r in records[start:start + batch_size]]).to(device)
@@ -46,15 +59,16 @@ def embed_records(model, records: list[Record], transform, batch_size: int, devi
                 out = model.embed(view)
                 if entry is not None:
                     check_embedding(out, view.shape[0], entry)
-                emb = emb + F.normalize(out.float(), dim=1)
-        feats.append(F.normalize(emb, dim=1).cpu())
+                emb = emb + (F.normalize(out.float(), dim=1) if unit else out.float())
+        feats.append((F.normalize(emb, dim=1) if unit else emb / len(views)).cpu())
     if not feats:
         return torch.empty(0, 0)
     return torch.cat(feats)
 
 
 def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, batch_size: int,
-            device: str = "auto", threads: int = 1, flip: bool = False, test_embedding: str | None = None) -> dict:
+            device: str = "auto", threads: int = 1, flip: bool = False, test_embedding: str | None = None,
+            feature_norm: str = "l2") -> dict:
     """Embed every split of ``data_root`` with the model in ``model_path``; writes ``out``, returns image counts.
 
     ``test_embedding`` (mutual models: single | mutual_self | plain) embeds with another single-image
@@ -74,7 +88,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     # the test embedding once on a test batch, before any image is read (reid.models.probe)
     probe(model, num_classes=1, height=meta["height"], width=meta["width"], device=dev, paths=("embed",),
           precision=meta.get("precision", "fp32"), what=entry or f"model variant {meta.get('variant')!r} ({model_path})")
-    transform = load_eval_transform(mean_image, meta["height"], meta["width"])
+    transform = load_eval_transform(mean_image, meta["height"], meta["width"], meta.get("input_normalisation"))
     splits = scan_dataset(data_root)
     result: dict = {}
     timings = {}
@@ -84,7 +98,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
         records = splits[split]
         t0 = time.perf_counter()
         result[f"{prefix}_feats"] = embed_records(model, records, transform, batch_size, dev, flip,
-                                                  meta.get("precision", "fp32"), entry)
+                                                  meta.get("precision", "fp32"), entry, feature_norm)
         timings[split] = (len(records), time.perf_counter() - t0)
         result[f"{prefix}_pids"] = torch.tensor([r.pid for r in records], dtype=torch.long)
         result[f"{prefix}_camids"] = torch.tensor([r.camid for r in records], dtype=torch.long)
@@ -95,6 +109,7 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     result["meta"] = {k: str(meta[k]) for k in ("dataset", "variant", "seed", "config_hash")}
     result["meta"]["flip"] = "true" if flip else "false"
     result["meta"]["precision"] = str(meta.get("precision", "fp32"))
+    result["meta"]["feature_norm"] = feature_norm
     chooses = variant is not None and variant.chooses_test_embedding  # only then has the model a choice
     result["meta"]["test_embedding"] = model.test_embedding if chooses else "single"
     io.torch_save(out, result)
@@ -147,7 +162,7 @@ def rank_gallery_folder(*, model_path: Path, mean_image: Path, query: Path, gall
     dev = select_device(device)
     model, meta = load_trained_model(model_path, dev)
     model.to(memory_format=torch.channels_last)
-    transform = load_eval_transform(mean_image, meta["height"], meta["width"])
+    transform = load_eval_transform(mean_image, meta["height"], meta["width"], meta.get("input_normalisation"))
     if not Path(query).is_file():
         raise FileNotFoundError(f"{query}: query image not found")
     paths = gallery_images(gallery)

@@ -5,9 +5,11 @@ The paper leaves open, or states in a form that does not train, several parts of
 choose a reading; ``presets/paper.yaml`` pins every one of them.
 
 The readings ablation (``snakemake --cores 8 results/tables/readings.md``, the project's own Table 4)
-trains each of ``READINGS`` on one dataset, with the config's ``model:`` section and the reading's
-``model_overrides`` over it, and evaluates each trained model with every test embedding in
-``Reading.embeddings`` (extraction only: the weights are the same). Its files:
+trains each of ``READINGS`` on one dataset, with the config's ``model:`` and ``train:`` sections and
+the reading's ``model_overrides`` and ``train_overrides`` over them, and evaluates each trained model
+with every test embedding in ``Reading.embeddings`` (extraction only: the weights are the same). A
+reading that changes only how test features are made (``extract_overrides``, config ``evaluate:``
+keys applied at extraction) reuses the model of the reading it names in ``model_of``. Its files:
 
     results/{dataset}/readings/{reading}/seed{seed}/model.pt, history.csv, run.json
     results/{dataset}/readings/{reading}/seed{seed}/{embedding}/features.pt, metrics.json, per_query.csv
@@ -33,6 +35,16 @@ READING_KEYS = {
     "train.width": "the paper prints 256 x 188; 128 is the field's usual width",
     "train.verification_weight": "the paper: 0.5",
     "evaluate.flip": "not in the paper: flip test or none",
+    "train.lr_decay": "the paper: lr 'gradually faded by a factor of 1 x 10^-1 between the 40th and 60th epoch'",
+    "train.lr_decay_epochs": "the length of the gradual decay (the paper's 40th to 60th epoch: 20)",
+    "train.input_norm": "the paper: the mean image subtracted; dividing by a per-channel std too is ours",
+    "train.mean_image_size": "paper silent: the mean image at 256 x 128 resized, or at the input size",
+    "train.positive_pairs": "the paper: pairs 'randomly chosen'; preferring another camera is ours",
+    "model.embedding_norm": "paper silent on the contents of the '512-dimensional sequential layer'",
+    "model.verification_feature": "the paper: a '512-dimensional f_d' from 'the Euclidean distance'",
+    "model.verification_head": "the paper: 'the 512-dimensional sequential layer followed by the soft-max layer'",
+    "model.attention_channels": "paper silent: SA and MA with C channels or one",
+    "evaluate.feature_norm": "the paper: 'the Euclidean distance'; unit-length features are ours",
 }
 
 # How the mutual model embeds a test image alone, and which of its paths the identification loss
@@ -59,8 +71,12 @@ def identification_path_conflict(identification_path: str, test_embedding: str) 
 class Reading:
     """One trained model of the ablation.
 
-    ``variant`` is the model variant; ``model_overrides`` replace keys of config ``model:``;
-    ``embeddings`` are the test embeddings it is evaluated with, the one it was trained for first.
+    ``variant`` is the model variant; ``model_overrides`` and ``train_overrides`` replace keys of
+    config ``model:`` and ``train:``; ``embeddings`` are the test embeddings it is evaluated with, the
+    one it was trained for first. ``extract_overrides`` replace config ``evaluate:`` keys used at
+    extraction (``feature_norm``); ``model_of`` names the reading whose trained model this one
+    evaluates instead of training its own (it must have no model or train overrides then).
+    ``reference`` is the reading its differences are taken against in the table.
     """
 
     name: str
@@ -68,17 +84,43 @@ class Reading:
     label: str
     model_overrides: dict = field(default_factory=dict)
     embeddings: tuple[str, ...] = ("single",)
+    train_overrides: dict = field(default_factory=dict)
+    extract_overrides: dict = field(default_factory=dict)
+    model_of: str | None = None
+    reference: str = "baseline"
 
     def model_config(self, model_cfg: dict) -> dict:
         """The config ``model:`` section this reading trains with (a new dict)."""
-        unknown = sorted(set(self.model_overrides) - set(model_cfg))
-        if unknown:
-            raise ValueError(f"reading {self.name!r}: overrides unknown model key(s) {', '.join(unknown)}")
-        return {**model_cfg, **self.model_overrides}
+        return _overridden(self.name, "model", model_cfg, self.model_overrides)
+
+    def train_config(self, train_cfg: dict) -> dict:
+        """The config ``train:`` section this reading trains with (a new dict)."""
+        return _overridden(self.name, "train", train_cfg, self.train_overrides)
+
+    def extract_config(self, evaluate_cfg: dict) -> dict:
+        """The config ``evaluate:`` section its features are extracted with (a new dict)."""
+        return _overridden(self.name, "evaluate", evaluate_cfg, self.extract_overrides)
+
+    @property
+    def trains(self) -> bool:
+        """Whether it trains a model of its own (else it evaluates ``model_of``'s)."""
+        return self.model_of is None
+
+    @property
+    def model_reading(self) -> str:
+        """The reading whose folder holds the model it evaluates (its own, or ``model_of``)."""
+        return self.model_of or self.name
 
     @property
     def trained_embedding(self) -> str:
         return self.embeddings[0]
+
+
+def _overridden(name: str, section: str, cfg: dict, overrides: dict) -> dict:
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        raise ValueError(f"reading {name!r}: overrides unknown {section} key(s) {', '.join(unknown)}")
+    return {**cfg, **overrides}
 
 
 _MUTUAL_SINGLE = {"identification_path": "single", "test_embedding": "single"}
@@ -92,6 +134,24 @@ READINGS: tuple[Reading, ...] = (
             ("single", "mutual_self", "plain")),
     Reading("mutual_pair", "mutual", "mutual, identification on the pair path", _MUTUAL_PAIR,
             ("mutual_self", "single", "plain")),
+    # the readings of issue 22, each one key away from the baseline (or from mutual), default -> paper's reading
+    Reading("baseline_mean_only", "baseline", "baseline, input: mean image subtracted only (no std)",
+            train_overrides={"input_norm": "mean"}),
+    Reading("baseline_input_mean", "baseline", "baseline, mean image built at the input size",
+            train_overrides={"mean_image_size": "input"}),
+    Reading("baseline_gradual_lr", "baseline", "baseline, lr decayed gradually from lr_step",
+            train_overrides={"lr_decay": "gradual"}),
+    Reading("baseline_random_pairs", "baseline", "baseline, positive partners of any camera",
+            train_overrides={"positive_pairs": "random"}),
+    Reading("baseline_no_embedding_bn", "baseline", "baseline, no batch norm in the 512-d layer",
+            {"embedding_norm": "none"}),
+    Reading("baseline_absolute_fd", "baseline", "baseline, f_d = |e1 - e2|", {"verification_feature": "absolute"}),
+    Reading("baseline_sequential_verifier", "baseline", "baseline, a 512-d sequential layer before the verifier",
+            {"verification_head": "sequential"}),
+    Reading("baseline_raw_features", "baseline", "baseline's model, test features not L2-normalised",
+            extract_overrides={"feature_norm": "none"}, model_of="baseline"),
+    Reading("mutual_shared_maps", "mutual", "mutual, SA and MA of one channel", {**_MUTUAL_SINGLE,
+            "attention_channels": "shared"}, reference="mutual"),
 )
 BASELINE = "baseline"
 READING_DIR = "results/{dataset}/readings/{reading}/seed{seed}"
@@ -109,14 +169,19 @@ def run_dir(dataset: str, name: str, seed: int) -> str:
     return READING_DIR.format(dataset=dataset, reading=name, seed=seed)
 
 
+def model_dir(dataset: str, name: str, seed: int) -> str:
+    """The folder of the model reading ``name`` evaluates (its own, or its ``model_of``'s)."""
+    return run_dir(dataset, reading(name).model_reading, seed)
+
+
 def entries() -> list[tuple[Reading, str]]:
     """Every (reading, test embedding) row of the ablation, in table order."""
     return [(r, e) for r in READINGS for e in r.embeddings]
 
 
 def training_files(dataset: str, seeds, name: str) -> list[str]:
-    """``name`` (model.pt, history.csv, ...) of every reading and seed."""
-    return [f"{run_dir(dataset, r.name, s)}/{name}" for r in READINGS for s in seeds]
+    """``name`` (model.pt, history.csv, ...) of every reading that trains, and seed."""
+    return [f"{run_dir(dataset, r.name, s)}/{name}" for r in READINGS if r.trains for s in seeds]
 
 
 def evaluation_files(dataset: str, seeds, name: str) -> list[str]:

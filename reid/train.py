@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from reid import contracts, io, tracking
+from reid import contracts, io, schedules, tracking
 from reid.checkpoint import Checkpointer
 from reid.config import checkpoint_keys, config_hash, result_keys
 from reid.data.market import TRAIN_DIR, Record
 from reid.data.pairs import PairDataset, training_records
-from reid.data.transforms import TrainAugment, load_mean_image
+from reid.data.transforms import training_augment
 from reid.models.probe import probe
 from reid.models.runtime import autocast, load_trained_model, select_device
 from reid.typed_config import ModelConfig, TrainConfig
@@ -39,8 +39,8 @@ HISTORY_COLUMNS = ["epoch", "lr", "loss_total", "loss_id", "loss_verif", "acc_id
 
 
 def lr_at(epoch: int, cfg: dict) -> float:
-    """Step schedule: lr x gamma^(epoch // lr_step), epochs counted from 0."""
-    return cfg["lr"] * cfg["lr_gamma"] ** (epoch // cfg["lr_step"])
+    """The learning rate of ``epoch`` (counted from 0): config train.lr_decay's schedule (reid.schedules)."""
+    return schedules.learning_rate(epoch, cfg)
 
 
 @dataclass
@@ -82,10 +82,8 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
     contracts.check_training_precision(device, train_cfg["precision"])
     cuda = device.type == "cuda"
     records, pid_to_label = training_records(data_root)
-    stats = load_mean_image(mean_image)
-    augment = TrainAugment(stats, train_cfg["height"], train_cfg["width"],
-                           train_cfg["horizontal_flip"], train_cfg["random_erasing"])
-    data = PairDataset(records, pid_to_label, augment, seed)
+    augment, normalisation = training_augment(mean_image, [r.path for r in records], train_cfg)
+    data = PairDataset(records, pid_to_label, augment, seed, train_cfg["positive_pairs"])
     data_digest = training_data_digest(records, data_root)
     spec = get_variant(variant)
     build_config = {"model": model_cfg, "train": train_cfg}
@@ -147,7 +145,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
             callbacks=[run, saver], check=check)
         meta = {**described, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
-                "precision": train_cfg["precision"],
+                "precision": train_cfg["precision"], "input_normalisation": normalisation,
                 "label_to_pid": {v: k for k, v in pid_to_label.items()}}
         contracts.check_finite_weights(model.state_dict(), outputs.model)
         # model.pt and history.csv as one unit (both replaced, or neither); run.json after the tracker
@@ -238,7 +236,7 @@ def _exported_model(model_file: Path, mean_image: Path, records: list[Record], e
     from reid.models.options import ModelOptions
 
     model, meta = load_trained_model(model_file)
-    transform = load_eval_transform(mean_image, meta["height"], meta["width"])
+    transform = load_eval_transform(mean_image, meta["height"], meta["width"], meta.get("input_normalisation"))
     batch = torch.stack([transform(r.path) for r in records[:examples]])
     entry = meta["builder"]["entry"]
     options = getattr(model, "options", None)

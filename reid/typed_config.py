@@ -124,6 +124,10 @@ class ModelConfig(Section):
     attention_init: str
     identification_path: str
     verification_norm: str
+    embedding_norm: str
+    verification_feature: str
+    verification_head: str
+    attention_channels: str
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,11 @@ class TrainConfig(Section):
     workers: int
     device: str
     precision: str
+    lr_decay: str
+    lr_decay_epochs: int
+    input_norm: str
+    mean_image_size: str
+    positive_pairs: str
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,7 @@ class EvaluateConfig(Section):
     batch_size: int
     device: str | None  # where extraction runs; None: as train.device
     flip: bool
+    feature_norm: str
     max_rank: int
     memory_gb: float
     rerank: RerankConfig

@@ -55,3 +55,16 @@ def test_with_the_flip_test_an_image_and_its_mirror_image_get_the_same_feature(m
     mirrored = images.flip(dims=[3])
     torch.testing.assert_close(features(model, images, flip=True), features(model, mirrored, flip=True))
     assert not torch.allclose(features(model, images, flip=False), features(model, mirrored, flip=False), atol=1e-3)
+
+
+def test_feature_norm_none_keeps_the_embedding_as_the_model_gives_it(model, images):
+    records = [Record(i) for i in range(len(images))]
+    raw = embed_records(model, records, lambda i: images[i], 2, torch.device("cpu"), feature_norm="none")
+    with torch.no_grad():
+        torch.testing.assert_close(raw, model.embed(images))
+        flipped = model.embed(images.flip(dims=[3]))
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(len(images)), atol=1e-3)
+    both = embed_records(model, records, lambda i: images[i], 2, torch.device("cpu"), flip=True, feature_norm="none")
+    torch.testing.assert_close(both, (raw + flipped) / 2)  # the mean of the two views
+    with pytest.raises(ValueError, match="evaluate.feature_norm 'max' is unknown"):
+        embed_records(model, records, lambda i: images[i], 2, torch.device("cpu"), feature_norm="max")

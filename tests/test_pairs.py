@@ -42,3 +42,19 @@ def test_deterministic_by_seed_and_epoch_and_reshuffled():
 def test_needs_two_identities():
     with pytest.raises(ValueError):
         sample_pairs([1, 1], [1, 2], 0, 0)
+
+
+def test_random_positive_pairs_ignore_the_camera():
+    pids, cams = make()
+    same_camera = 0
+    for epoch in range(20):
+        cross = sample_pairs(pids, cams, 1, epoch)
+        anywhere = sample_pairs(pids, cams, 1, epoch, positive="random")
+        # the same anchors (drawn first), the same positions positive: the partners' pool differs
+        assert (cross[:, 0] == anywhere[:, 0]).all() and (cross[:, 2] == anywhere[:, 2]).all()
+        for a, b, same in anywhere:
+            assert a != b and bool(same) == (pids[a] == pids[b])
+            same_camera += bool(same and cams[a] == cams[b])
+    assert same_camera > 0  # "randomly chosen": a partner from the anchor's own camera happens
+    with pytest.raises(ValueError, match="train.positive_pairs 'nearest' is unknown"):
+        sample_pairs(pids, cams, 1, 0, positive="nearest")

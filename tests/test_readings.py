@@ -53,16 +53,24 @@ def test_every_reading_builds_a_valid_config_and_model():
 
     cfg = merged()
     names = [r.name for r in R.READINGS]
-    assert names == ["ide", "baseline", "self_attention", "mutual", "mutual_pair"]
+    assert names[:5] == ["ide", "baseline", "self_attention", "mutual", "mutual_pair"]
+    assert len(set(names)) == len(names)
     for reading in R.READINGS:
         model_cfg = reading.model_config(cfg["model"])
         assert model_cfg is not cfg["model"]
         checked = copy.deepcopy(cfg)
         checked["model"], checked["models"] = model_cfg, [reading.variant]
-        validate(checked)  # the config check, e.g. pair needs mutual_self
+        checked["train"] = reading.train_config(cfg["train"])
+        checked["evaluate"] = reading.extract_config(cfg["evaluate"])
+        validate(checked)  # the config check, e.g. pair needs mutual_self; every override a valid value
+        assert reading.reference in names and R.reading(reading.reference).trains
+        if not reading.trains:  # it evaluates another reading's model: nothing of its own to train with
+            assert R.reading(reading.model_of).trains and R.reading(reading.model_of).variant == reading.variant
+            assert not reading.model_overrides and not reading.train_overrides
         kwargs = {k: model_cfg[k] for k in ("backbone", "embedding_dim", "dropout", "attention_layers",
                                             "test_embedding", "attention_norm", "attention_init",
-                                            "identification_path", "verification_norm")}
+                                            "identification_path", "verification_norm", "embedding_norm",
+                                            "verification_feature", "verification_head", "attention_channels")}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = build_model(reading.variant, 3, **kwargs)
@@ -91,7 +99,19 @@ def test_literal_preset_differs_only_where_the_paper_speaks():
     assert paper.keys() == literal.keys()
     differ = {k: (paper[k], literal[k]) for k in paper if paper[k] != literal[k]}
     assert differ == {"model.attention_norm": ("rms", "none"), "model.verification_norm": ("batchnorm", "none"),
-                      "train.precision": ("bf16", "fp32")}
+                      "model.test_embedding": ("single", "plain"),
+                      "model.verification_feature": ("squared", "absolute"),
+                      "model.verification_head": ("linear", "sequential"),
+                      "train.lr_decay": ("step", "gradual"), "train.input_norm": ("mean_std", "mean"),
+                      "train.mean_image_size": ("stored", "input"), "train.positive_pairs": ("cross_camera", "random"),
+                      "evaluate.feature_norm": ("l2", "none"), "train.precision": ("bf16", "fp32")}
+    # each difference is the paper's reading: the literal preset's comment on it says "paper"
+    text = (ROOT / "presets" / "paper-literal.yaml").read_text()
+    for key in differ:
+        if key == "train.precision":  # the paper is silent: fp32, the plain reading, is not a quote
+            continue
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(key.split(".")[-1] + ":"))
+        assert "# paper, " in line, f"presets/paper-literal.yaml: {key} departs from presets/paper.yaml without a quote"
     for preset in ("paper.yaml", "paper-literal.yaml"):
         assert merged(preset)["model"]["backbone"] == "resnet50"
 
@@ -99,8 +119,14 @@ def test_literal_preset_differs_only_where_the_paper_speaks():
 # ---------------------------------------------------------------- the table, from hand-made files
 
 # Rank-1 hits out of 10 queries (5 identities, 2 queries each) per reading, per test embedding in order
-HITS = {"ide": [4], "baseline": [6], "self_attention": [5], "mutual": [5, 6, 4], "mutual_pair": [7, 6, 5]}
-SECONDS = {"ide": 8.0, "baseline": 10.0, "self_attention": 11.0, "mutual": 14.0, "mutual_pair": 10.5}
+HITS = {"ide": [4], "baseline": [6], "self_attention": [5], "mutual": [5, 6, 4], "mutual_pair": [7, 6, 5],
+        "baseline_mean_only": [5], "baseline_input_mean": [6], "baseline_gradual_lr": [7],
+        "baseline_random_pairs": [6], "baseline_no_embedding_bn": [3], "baseline_absolute_fd": [6],
+        "baseline_sequential_verifier": [6], "baseline_raw_features": [4], "mutual_shared_maps": [7]}
+SECONDS = {"ide": 8.0, "baseline": 10.0, "self_attention": 11.0, "mutual": 14.0, "mutual_pair": 10.5,
+           "baseline_mean_only": 10.0, "baseline_input_mean": 10.0, "baseline_gradual_lr": 10.0,
+           "baseline_random_pairs": 10.0, "baseline_no_embedding_bn": 9.0, "baseline_absolute_fd": 10.0,
+           "baseline_sequential_verifier": 10.0, "mutual_shared_maps": 14.0}
 
 
 def per_query(hits: int):
@@ -121,6 +147,15 @@ def write_runs(results: Path, dataset="tiny", seed=0):
     for reading in R.READINGS:
         folder = results / dataset / "readings" / reading.name / f"seed{seed}"
         folder.mkdir(parents=True)
+        for embedding, hits in zip(reading.embeddings, HITS[reading.name], strict=True):
+            (folder / embedding).mkdir()
+            table = per_query(hits)
+            (folder / embedding / "per_query.csv").write_text(U.per_query_csv(table))
+            record = {"dataset": dataset, "model": reading.variant, "seed": seed,
+                      "mlflow_run_id": f"run-{reading.name}", "flip_test": False, **U.estimates(table)}
+            (folder / embedding / "metrics.json").write_text(json.dumps(record))
+        if not reading.trains:  # it evaluates model_of's model: no training files of its own
+            continue
         over = {"test_embedding": "single", "identification_path": "single", **reading.model_overrides}
         meta = {"model_kwargs": {"variant": reading.variant, "num_classes": 5, **kwargs, **over},
                 "height": 32, "width": 16}
@@ -131,13 +166,6 @@ def write_runs(results: Path, dataset="tiny", seed=0):
             for epoch in (1, 2):  # 1000 images an epoch
                 w.writerow({"epoch": epoch, "images_per_s": 1000 / SECONDS[reading.name],
                             "seconds": SECONDS[reading.name]})
-        for embedding, hits in zip(reading.embeddings, HITS[reading.name], strict=True):
-            (folder / embedding).mkdir()
-            table = per_query(hits)
-            (folder / embedding / "per_query.csv").write_text(U.per_query_csv(table))
-            record = {"dataset": dataset, "model": reading.variant, "seed": seed,
-                      "mlflow_run_id": f"run-{reading.name}", "flip_test": False, **U.estimates(table)}
-            (folder / embedding / "metrics.json").write_text(json.dumps(record))
 
 
 def test_readings_table_rows_differences_flops_and_time(tmp_path):
@@ -147,22 +175,31 @@ def test_readings_table_rows_differences_flops_and_time(tmp_path):
     write_runs(tmp_path)
     doc = readings_table(tmp_path, "tiny", [0], describe_dataset("tiny", {"source": "synthetic"}))
     df = doc.table
-    assert len(df) == len(R.entries()) == 9
+    assert len(df) == len(R.entries()) == 18
     assert list(df["Test embedding"][3:6]) == ["single (trained)", "mutual_self", "plain"]
     assert list(df["Test embedding"][6:9]) == ["mutual_self (trained)", "single", "plain"]
     rows = {(r.split("`")[1], e.split(" ")[0]): i for i, (r, e) in enumerate(zip(df["Reading"], df["Test embedding"]))}
     base = rows[("baseline", "–")]
-    assert df["Δ Rank-1 vs baseline (pp)"][base] == "(reference)"
+    assert df["Δ Rank-1 vs reference (pp)"][base] == "(reference)"
     assert df["Rank-1 (%)"][rows[("mutual", "plain")]].startswith("40.00 [")  # 4 of 10
-    assert df["Δ Rank-1 vs baseline (pp)"][rows[("mutual", "plain")]].startswith("−20.00 [")
+    assert df["Δ Rank-1 vs reference (pp)"][rows[("mutual", "plain")]].startswith("−20.00 [")
     # mAP: (7 x 1 + 3 x 1/3) / 10 = 0.8 against (6 + 4/3) / 10 = 0.7333
-    assert df["Δ mAP vs baseline (pp)"][rows[("mutual_pair", "mutual_self")]].startswith("+6.67 [")
+    assert df["Δ mAP vs reference (pp)"][rows[("mutual_pair", "mutual_self")]].startswith("+6.67 [")
     # one hit more than the baseline (6 vs 7, 10 queries): the interval holds 0
-    assert df["Δ Rank-1 vs baseline (pp)"][rows[("mutual_pair", "mutual_self")]].endswith("n.s.")
+    assert df["Δ Rank-1 vs reference (pp)"][rows[("mutual_pair", "mutual_self")]].endswith("n.s.")
     assert df["p (Rank-1 / mAP)"][rows[("mutual", "plain")]].count("/") == 1
     assert df["time / image (× baseline)"][rows[("mutual", "single")]] == "1.40"
     assert df["time / image (× baseline)"][rows[("ide", "–")]] == "0.80"
+    # a reading one key away from mutual is compared with mutual; one reusing the baseline's model
+    # shares its training (time, FLOPs)
+    shared = rows[("mutual_shared_maps", "single")]
+    assert df["Reference"][shared] == "`mutual`" and df["Δ Rank-1 vs reference (pp)"][shared].startswith("+20.00 [")
+    raw = rows[("baseline_raw_features", "–")]
+    assert df["Reference"][raw] == "`baseline`" and df["Δ Rank-1 vs reference (pp)"][raw].startswith("−20.00 [")
+    assert df["time / image (× baseline)"][raw] == "1.00"
+    assert df["time / image (× baseline)"][rows[("baseline_no_embedding_bn", "–")]] == "0.90"
     flops = {k: float(df["FLOPs / step (× baseline)"][i]) for k, i in rows.items()}
+    assert flops[("baseline_raw_features", "–")] == 1.0
     assert flops[("baseline", "–")] == 1.0
     assert flops[("mutual", "single")] > 1.15 and flops[("mutual_pair", "mutual_self")] < 1.1  # at 32 x 16
     assert flops[("ide", "–")] <= 1.0  # no verification head (a 16 x 2 layer: invisible at 3 decimals)
@@ -223,3 +260,22 @@ def test_reading_runs_are_not_retries_of_the_main_runs_or_of_each_other(mlflow_s
     assert (tags["reading"], tags["rule"]) == ("mutual_pair", "evaluate_reading")
     assert client.get_run(evals[pair]).info.run_name.startswith("mutual_pair-seed0-eval-")
     assert client.get_run(evals[main]).data.tags["rule"] == "evaluate"
+
+
+def test_reid_train_applies_a_readings_train_keys_and_refuses_one_without_training(monkeypatch, tmp_path, capsys):
+    import reid.train
+    from reid.cli import main
+
+    seen = {}
+    monkeypatch.setattr(reid.train, "train", lambda **kw: seen.update(kw) or [])
+    argv = ["train", "--dataset", "d", "--seed", "0", "--data", "nowhere", "--mean-image", "m.pt",
+            "--model-params", "{}", "--train-params", '{"epochs": 2, "lr_decay_epochs": 3}', "--mlflow-params", "{}",
+            "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    main(argv + ["--reading", "baseline_gradual_lr"])
+    assert seen["variant"] == "baseline" and seen["reading"] == "baseline_gradual_lr"
+    assert (seen["train_cfg"].lr_decay, seen["train_cfg"].lr_decay_epochs, seen["train_cfg"].epochs) == ("gradual", 3, 2)
+    main(argv + ["--reading", "baseline_no_embedding_bn"])
+    assert seen["model_cfg"].embedding_norm == "none" and seen["train_cfg"].lr_decay == "step"
+    seen.clear()
+    assert main(argv + ["--reading", "baseline_raw_features"]) == 1  # a ConfigError: exit status 1, nothing trained
+    assert not seen and "evaluates the model of 'baseline'" in capsys.readouterr().err

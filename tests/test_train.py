@@ -88,7 +88,8 @@ def run_tags(outputs):
 
 
 def test_lr_schedule_steps_at_lr_step():
-    assert [lr_at(e, {**TRAIN, "lr_step": 2}) for e in range(4)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    cfg = TrainConfig.from_dict({**TRAIN, "lr_step": 2}).as_dict()  # lr_decay: step, the default
+    assert [lr_at(e, cfg) for e in range(4)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
 def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, mlflow_store):

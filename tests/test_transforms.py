@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -63,3 +64,42 @@ def test_normalizer_resizes():
     stats = {"mean": torch.full((3, *MEAN_SIZE), 0.5), "std": torch.full((3,), 0.25)}
     out = Normalizer(stats, 16, 8)(torch.full((3, 20, 10), 0.75))
     assert out.shape == (3, 16, 8) and torch.allclose(out, torch.ones_like(out))
+
+
+def test_mean_only_normalisation_subtracts_the_mean_image_and_nothing_else(tmp_path):
+    paths = write_images(tmp_path, size=(64, 32))
+    stats = compute_mean_image(paths)
+    img = torch.rand(3, 32, 16)
+    mean = torch.nn.functional.interpolate(stats["mean"][None], size=(32, 16), mode="bilinear",
+                                           align_corners=False, antialias=True)[0]
+    torch.testing.assert_close(Normalizer(stats, 32, 16, "mean")(img), img - mean)
+    torch.testing.assert_close(Normalizer(stats, 32, 16)(img), (img - mean) / stats["std"].view(3, 1, 1))
+    with pytest.raises(ValueError, match="train.input_norm 'std' is unknown"):
+        Normalizer(stats, 32, 16, "std")
+
+
+def test_mean_image_at_the_input_size_travels_with_the_model(tmp_path):
+    from reid.data.transforms import training_augment, training_normalisation
+
+    paths = write_images(tmp_path, size=(64, 32))
+    save_mean_image(compute_mean_image(paths), tmp_path / "mean.pt")
+    cfg = dict(height=32, width=16, horizontal_flip=0.0, random_erasing=0.0, input_norm="mean",
+               mean_image_size="input")
+    norm = training_normalisation(paths, cfg)
+    # the mean of the images each resized to 32 x 16, not the stored 256 x 128 mean resized
+    direct = torch.stack([torch.nn.functional.interpolate(
+        torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1)[None], size=(32, 16),
+        mode="bilinear", align_corners=False, antialias=True)[0] for p in paths]).mean(0)
+    torch.testing.assert_close(norm["mean"], direct, atol=1e-6, rtol=0)
+    stored = load_eval_transform(tmp_path / "mean.pt", 32, 16)
+    assert not torch.allclose(stored(paths[0]), load_eval_transform(tmp_path / "mean.pt", 32, 16, norm)(paths[0]))
+    augment, again = training_augment(tmp_path / "mean.pt", paths, cfg)
+    img = torch.rand(3, 64, 32)
+    gen = torch.Generator().manual_seed(0)
+    # training and test time subtract the same image
+    torch.testing.assert_close(augment(img, gen), load_eval_transform(tmp_path / "mean.pt", 32, 16, again)(
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))), atol=1e-2, rtol=0)
+    assert training_normalisation(paths, {**cfg, "mean_image_size": "stored"}) == {"input_norm": "mean",
+                                                                                     "mean_image_size": "stored"}
+    with pytest.raises(ValueError, match="train.mean_image_size 'native' is unknown"):
+        training_normalisation(paths, {**cfg, "mean_image_size": "native"})

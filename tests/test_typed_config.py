@@ -119,3 +119,35 @@ def test_the_demo_config_hash_is_pinned(variant):
     chash = config_hash("synthetic", variant, 0, result_keys(cfg.model.as_dict(), "model"),
                         result_keys(cfg.train.as_dict(), "train"))
     assert chash == DEMO_HASHES[variant]
+
+
+def test_a_reading_key_re_keys_results_only_away_from_its_neutral_default():
+    """Issue 22's keys: at the value that reproduces the older code they leave the hash as it was
+    (DEMO_HASHES above); any other value is a result key like every other."""
+    from reid.config import NEUTRAL_DEFAULTS
+
+    def chash(cfg):
+        return config_hash("synthetic", "baseline", 0, result_keys(cfg.model.as_dict(), "model"),
+                           result_keys(cfg.train.as_dict(), "train"))
+
+    base = chash(from_config(demo()))
+    assert base == DEMO_HASHES["baseline"]
+    for path, neutral in NEUTRAL_DEFAULTS.items():
+        section, key = path.split(".")
+        cfg = demo()
+        assert cfg[section][key] == neutral, path  # config.yaml spells out the neutral value
+        other = {"train.lr_decay": "gradual", "train.input_norm": "mean", "train.mean_image_size": "input",
+                 "train.positive_pairs": "random", "model.embedding_norm": "none",
+                 "model.verification_feature": "absolute", "model.verification_head": "sequential",
+                 "model.attention_channels": "shared", "evaluate.feature_norm": "none"}[path]
+        cfg[section][key] = other
+        if section != "evaluate":  # the extraction's keys are not in the training hash
+            assert chash(from_config(cfg)) != base, path
+        assert result_keys(cfg)[section][key] == other  # what the rules pass as params: reruns the job
+    cfg = demo()
+    cfg["train"]["lr_decay_epochs"] = 7  # ignored by the step decay: no new key
+    assert chash(from_config(cfg)) == base
+    cfg["train"]["lr_decay"] = "gradual"
+    gradual = chash(from_config(cfg))
+    cfg["train"]["lr_decay_epochs"] = 8
+    assert chash(from_config(cfg)) != gradual

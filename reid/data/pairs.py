@@ -18,14 +18,26 @@ from reid.data.market import TRAIN_DIR, Record, scan_split
 from reid.data.transforms import TrainAugment, load_image
 
 
-def sample_pairs(pids: Sequence[int], camids: Sequence[int], seed: int, epoch: int) -> np.ndarray:
+# How a positive partner is drawn (config train.positive_pairs; docs/model.md, "Readings"). The paper:
+# "Positive and negative pairs were randomly chosen" (section 5.1).
+#   cross_camera - another image of the identity from another camera where one exists (the default)
+#   random       - any other image of the identity, whatever its camera
+POSITIVE_PAIRS = ("cross_camera", "random")
+
+
+def sample_pairs(pids: Sequence[int], camids: Sequence[int], seed: int, epoch: int,
+                 positive: str = "cross_camera") -> np.ndarray:
     """One epoch of pairs: an array (n, 3) of (index_a, index_b, same) with n = len(pids).
 
     Every image is the first member of exactly one pair. Even positions of the shuffled anchors
-    get a positive partner (same identity, a different camera where one exists, never the image
-    itself), odd positions a negative (a different identity). Identities with a single image only
-    ever get negative partners.
+    get a positive partner (same identity, never the image itself; with ``positive``
+    "cross_camera" from a different camera where one exists, with "random" any of them), odd
+    positions a negative (a different identity). Identities with a single image only ever get
+    negative partners. Both readings draw the anchors' order first, from the same generator;
+    "cross_camera" draws exactly as this function always did.
     """
+    if positive not in POSITIVE_PAIRS:
+        raise ValueError(f"train.positive_pairs {positive!r} is unknown; choose one of {', '.join(POSITIVE_PAIRS)}")
     pids = np.asarray(pids)
     camids = np.asarray(camids)
     n = len(pids)
@@ -44,7 +56,7 @@ def sample_pairs(pids: Sequence[int], camids: Sequence[int], seed: int, epoch: i
         want_positive = pos % 2 == 0 and len(same_pid) > 1
         if want_positive:
             others = same_pid[same_pid != a]
-            cross = others[camids[others] != camids[a]]
+            cross = others[camids[others] != camids[a]] if positive == "cross_camera" else others
             pool = cross if len(cross) else others
             b = int(pool[rng.integers(len(pool))])
         else:
@@ -72,8 +84,8 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
 class PairDataset(Dataset):
     """The pairs of one epoch; item i is (image_a, image_b, label_a, label_b, same)."""
 
-    def __init__(self, records, pid_to_label, augment: TrainAugment, seed: int):
-        self.records, self.augment, self.seed = records, augment, seed
+    def __init__(self, records, pid_to_label, augment: TrainAugment, seed: int, positive: str = "cross_camera"):
+        self.records, self.augment, self.seed, self.positive = records, augment, seed, positive
         self.labels = torch.tensor([pid_to_label[r.pid] for r in records])
         self.pids = [r.pid for r in records]
         self.camids = [r.camid for r in records]
@@ -81,7 +93,7 @@ class PairDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.pairs = sample_pairs(self.pids, self.camids, self.seed, epoch)
+        self.pairs = sample_pairs(self.pids, self.camids, self.seed, epoch, self.positive)
 
     def __len__(self) -> int:
         return len(self.pairs)

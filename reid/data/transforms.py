@@ -1,8 +1,14 @@
 """Image preprocessing: resize, mean-image subtraction, flip and random erasing.
 
 The mean image (and a per-channel std, so ImageNet-pretrained filters see inputs of the scale they
-were trained on) is computed once from the training split by the verify stage and stored; every
-run loads it instead of recomputing. Random draws come from a generator seeded per (seed, epoch,
+were trained on) is computed once from the training split by the verify stage and stored, at
+MEAN_SIZE; every run loads it instead of recomputing. Two readings of the paper's "the mean image
+computed from all training was subtracted from all the images" (section 5.1) are config keys
+(docs/model.md, "Readings"): ``train.input_norm`` (``mean_std``: subtract the mean image and
+divide by the per-channel std, the default; ``mean``: subtract only) and ``train.mean_image_size``
+(``stored``: the stored MEAN_SIZE mean resized to the input size, the default; ``input``: the mean
+of the training images each resized to the input size, recomputed by the training stage and kept in
+model.pt so that extraction subtracts the same image). Random draws come from a generator seeded per (seed, epoch,
 sample), so augmentation does not depend on worker scheduling and a resumed run repeats it exactly.
 """
 
@@ -17,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 MEAN_SIZE = (256, 128)  # (height, width) at which the mean image is stored; resized to the input size
+INPUT_NORMS = ("mean_std", "mean")  # config train.input_norm
+MEAN_IMAGE_SIZES = ("stored", "input")  # config train.mean_image_size
 
 
 def upright(image: Image.Image) -> Image.Image:
@@ -41,14 +49,15 @@ def resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
                          align_corners=False, antialias=True).squeeze(0)
 
 
-def compute_mean_image(paths: Sequence[str | Path]) -> dict:
-    """Mean image (3, *MEAN_SIZE) and per-channel std over the training images."""
+def compute_mean_image(paths: Sequence[str | Path], size: tuple[int, int] = MEAN_SIZE) -> dict:
+    """Mean image (3, *size) and per-channel std over the training images, each resized to ``size``
+    (height, width) first; float32, pixel values in [0, 1]. ValueError when ``paths`` is empty."""
     if not paths:
         raise ValueError("compute_mean_image: no training images")
-    total = torch.zeros(3, *MEAN_SIZE, dtype=torch.float64)
+    total = torch.zeros(3, *size, dtype=torch.float64)
     sq = torch.zeros(3, dtype=torch.float64)
     for p in paths:
-        x = resize(load_image(p), *MEAN_SIZE).double()
+        x = resize(load_image(p), *size).double()
         total += x
         sq += (x * x).mean(dim=(1, 2))
     mean = total / len(paths)
@@ -64,15 +73,46 @@ def save_mean_image(stats: dict, path: str | Path) -> None:
 
 
 class Normalizer:
-    """Resize, subtract the mean image, divide by the per-channel std."""
+    """Resize, subtract the mean image, and with ``input_norm`` "mean_std" (the default) divide by the
+    per-channel std; "mean" subtracts only (section 5.1's words). ValueError on another value."""
 
-    def __init__(self, stats: dict, height: int, width: int):
+    def __init__(self, stats: dict, height: int, width: int, input_norm: str = "mean_std"):
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"train.input_norm {input_norm!r} is unknown; choose one of {', '.join(INPUT_NORMS)}")
         self.height, self.width = height, width
         self.mean = resize(stats["mean"], height, width)
-        self.std = stats["std"].view(3, 1, 1)
+        self.std = stats["std"].view(3, 1, 1) if input_norm == "mean_std" else None
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return (resize(img, self.height, self.width) - self.mean) / self.std
+        centred = resize(img, self.height, self.width) - self.mean
+        return centred / self.std if self.std is not None else centred
+
+
+def training_normalisation(train_paths: Sequence[str | Path], cfg: dict) -> dict:
+    """How a model's inputs are normalised, from config ``train`` (input_norm, mean_image_size, height,
+    width): {"input_norm", "mean_image_size"}, plus "mean" (float32 (3, height, width)) with
+    mean_image_size "input", the mean of ``train_paths`` each resized to the input size. Kept in
+    model.pt's meta (``input_normalisation``); ``normalisation_stats`` turns it back into stats."""
+    size = cfg["mean_image_size"]
+    if size not in MEAN_IMAGE_SIZES:
+        raise ValueError(f"train.mean_image_size {size!r} is unknown; choose one of {', '.join(MEAN_IMAGE_SIZES)}")
+    if cfg["input_norm"] not in INPUT_NORMS:
+        raise ValueError(f"train.input_norm {cfg['input_norm']!r} is unknown; choose one of {', '.join(INPUT_NORMS)}")
+    out = {"input_norm": cfg["input_norm"], "mean_image_size": size}
+    if size == "input":
+        out["mean"] = compute_mean_image(train_paths, (cfg["height"], cfg["width"]))["mean"]
+    return out
+
+
+def normalisation_stats(mean_image: str | Path, normalisation: dict | None) -> tuple[dict, str]:
+    """(stats for Normalizer, input_norm) of a model: mean_image.pt's mean and std, the mean replaced
+    by the model's own when it has one. ``normalisation`` is model.pt's meta ``input_normalisation``;
+    None (a model trained before the key existed) is the default reading, mean_std with the stored mean."""
+    stats = load_mean_image(mean_image)
+    normalisation = normalisation or {"input_norm": "mean_std", "mean_image_size": "stored"}
+    if "mean" in normalisation:
+        stats = {**stats, "mean": normalisation["mean"]}
+    return stats, normalisation["input_norm"]
 
 
 def load_mean_image(path: str | Path) -> dict:
@@ -82,9 +122,14 @@ def load_mean_image(path: str | Path) -> dict:
     return load(path)
 
 
-def load_eval_transform(mean_image_path: str | Path, height: int, width: int) -> Callable:
-    """PIL image or path -> normalised tensor (3, height, width), as used at test time."""
-    norm = Normalizer(load_mean_image(mean_image_path), height, width)
+def load_eval_transform(mean_image_path: str | Path, height: int, width: int,
+                        normalisation: dict | None = None) -> Callable:
+    """PIL image or path -> normalised tensor (3, height, width), as used at test time.
+
+    ``normalisation``: the model's meta ``input_normalisation`` (training_normalisation); None is
+    the default reading (subtract the stored mean image, divide by the per-channel std)."""
+    stats, input_norm = normalisation_stats(mean_image_path, normalisation)
+    norm = Normalizer(stats, height, width, input_norm)
 
     def transform(image) -> torch.Tensor:
         if isinstance(image, Image.Image):
@@ -118,10 +163,11 @@ def random_erase(img: torch.Tensor, gen: torch.Generator, probability: float,
 
 
 class TrainAugment:
-    """Normalise, then flip and erase with draws from the given generator."""
+    """Normalise (``input_norm``: see Normalizer), then flip and erase with draws from the given generator."""
 
-    def __init__(self, stats: dict, height: int, width: int, flip: float, erasing: float):
-        self.norm = Normalizer(stats, height, width)
+    def __init__(self, stats: dict, height: int, width: int, flip: float, erasing: float,
+                 input_norm: str = "mean_std"):
+        self.norm = Normalizer(stats, height, width, input_norm)
         self.flip, self.erasing = flip, erasing
 
     def __call__(self, img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -129,3 +175,14 @@ class TrainAugment:
         if self.flip > 0 and torch.rand((), generator=gen).item() < self.flip:
             x = x.flip(-1)
         return random_erase(x, gen, self.erasing)
+
+
+def training_augment(mean_image: str | Path, train_paths: Sequence[str | Path], cfg: dict) -> tuple[TrainAugment, dict]:
+    """(the training stage's TrainAugment, its normalisation for model.pt's meta ``input_normalisation``)
+    from mean_image.pt, the training images and config ``train`` (height, width, horizontal_flip,
+    random_erasing, input_norm, mean_image_size)."""
+    normalisation = training_normalisation(train_paths, cfg)
+    stats, input_norm = normalisation_stats(mean_image, normalisation)
+    augment = TrainAugment(stats, cfg["height"], cfg["width"], cfg["horizontal_flip"], cfg["random_erasing"],
+                           input_norm)
+    return augment, normalisation

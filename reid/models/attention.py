@@ -104,6 +104,12 @@ def spatial_attention(f: Tensor) -> Tensor:
 
 
 INPUT_NORMS = ("rms", "none")
+# How many channels SA (eq. 4) and MA (eq. 6) have (config model.attention_channels; docs/model.md,
+# "Readings"). The paper gives SPA as "H x W x 1" and CA as "1x1xC", not the size of their product
+# after eq. 4's 1 x 1 convolution.
+#   per_channel - C x H x W: a weight for every channel and position (the default)
+#   shared      - 1 x H x W: eq. 4's and eq. 6's convolutions give one map, which rescales every channel
+ATTENTION_CHANNELS = ("per_channel", "shared")
 # How the last 1x1 conv of self-attention (eq. 4) starts:
 #   kaiming - Kaiming-normal, linear gain, as the paper says for new layers
 #   zero    - zero weights: SA = 0, so every F = f * SA + f (and f * MA + f) starts equal to f
@@ -121,10 +127,10 @@ class SelfAttention(nn.Module):
     """Eqs. 1-4: SA = conv1x1(SPA * CA) with SPA the channel mean and CA = conv1x1(avgpool(f)).
 
     ``input_norm="rms"`` evaluates them on f / RMS(f) (see the module docstring), ``"none"`` on f.
-    ``init`` is one of ATTENTION_INITS.
+    ``init`` is one of ATTENTION_INITS, ``maps`` one of ATTENTION_CHANNELS (SA of C channels or of 1).
     """
 
-    def __init__(self, channels: int, input_norm: str = "rms", init: str = "kaiming"):
+    def __init__(self, channels: int, input_norm: str = "rms", init: str = "kaiming", maps: str = "per_channel"):
         super().__init__()
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"model.attention_norm {input_norm!r} is unknown; choose one of {', '.join(INPUT_NORMS)}")
@@ -133,7 +139,7 @@ class SelfAttention(nn.Module):
         self.input_norm = input_norm
         self.init = init
         self.channel_conv = nn.Conv2d(channels, channels, kernel_size=1)  # eq. 3
-        self.fuse_conv = nn.Conv2d(channels, channels, kernel_size=1)  # eq. 4
+        self.fuse_conv = nn.Conv2d(channels, _map_channels(channels, maps), kernel_size=1)  # eq. 4
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -167,12 +173,14 @@ class MutualAttention(nn.Module):
     """Eqs. 5-6: MA = conv1x1(SA_1 * SA_2). Symmetric in its two inputs because * commutes.
 
     ``zero`` starts the conv's weights at 0 (MA = 0: the pair path starts as the plain backbone).
+    ``maps`` (ATTENTION_CHANNELS) must be the SelfAttention's: MA has as many channels as SA.
     """
 
-    def __init__(self, channels: int, zero: bool = False):
+    def __init__(self, channels: int, zero: bool = False, maps: str = "per_channel"):
         super().__init__()
         self.zero = zero
-        self.conv = nn.Conv2d(channels, channels, kernel_size=1)
+        width = _map_channels(channels, maps)
+        self.conv = nn.Conv2d(width, width, kernel_size=1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -187,3 +195,10 @@ class MutualAttention(nn.Module):
 
 def _is_channels_last(f: Tensor) -> bool:
     return f.dim() == 4 and not f.is_contiguous() and f.is_contiguous(memory_format=torch.channels_last)
+
+
+def _map_channels(channels: int, maps: str) -> int:
+    """The channels of SA and MA: ``channels`` (per_channel) or 1 (shared); ValueError otherwise."""
+    if maps not in ATTENTION_CHANNELS:
+        raise ValueError(f"model.attention_channels {maps!r} is unknown; choose one of {', '.join(ATTENTION_CHANNELS)}")
+    return channels if maps == "per_channel" else 1

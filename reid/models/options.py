@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from reid.models.attention import ATTENTION_INITS, INPUT_NORMS
+from reid.models.attention import ATTENTION_CHANNELS, ATTENTION_INITS, INPUT_NORMS
 from reid.models.backbone import BACKBONES, STAGES
-from reid.models.heads import VERIFICATION_NORMS
+from reid.models.heads import EMBEDDING_NORMS, VERIFICATION_FEATURES, VERIFICATION_HEADS, VERIFICATION_NORMS
 from reid.readings import IDENTIFICATION_PATHS, TEST_EMBEDDINGS, identification_path_conflict
 
 # keys of config ``model:`` that say where ImageNet weights come from, not what the model is
@@ -31,7 +31,10 @@ class ModelOptions:
     embeds one image; ``attention_norm`` (rms | none) whether eqs. 1-4 see f / RMS(f) or f;
     ``attention_init`` (kaiming | zero) how the last attention conv starts; ``verification_norm``
     (batchnorm | none) before the verification layer; ``identification_path`` (single | pair) which
-    path of the mutual model the identification loss trains.
+    path of the mutual model the identification loss trains; ``embedding_norm`` (batchnorm | none)
+    inside the 512-d sequential layer, ``verification_feature`` (squared | absolute) f_d,
+    ``verification_head`` (linear | sequential) and ``attention_channels`` (per_channel | shared):
+    readings of section 4 and 3.3 (docs/model.md, choice 6).
     """
 
     backbone: str = "resnet50"
@@ -43,6 +46,10 @@ class ModelOptions:
     attention_init: str = "kaiming"
     verification_norm: str = "batchnorm"
     identification_path: str = "single"
+    embedding_norm: str = "batchnorm"
+    verification_feature: str = "squared"
+    verification_head: str = "linear"
+    attention_channels: str = "per_channel"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention_layers", tuple(self.attention_layers))
@@ -83,7 +90,9 @@ class ModelOptions:
             raise ValueError(f"model.attention_layers is empty: {attention} attention needs at least one stage")
         for key, allowed in (("test_embedding", TEST_EMBEDDINGS), ("attention_norm", INPUT_NORMS),
                              ("attention_init", ATTENTION_INITS), ("identification_path", IDENTIFICATION_PATHS),
-                             ("verification_norm", VERIFICATION_NORMS)):
+                             ("verification_norm", VERIFICATION_NORMS), ("embedding_norm", EMBEDDING_NORMS),
+                             ("verification_feature", VERIFICATION_FEATURES),
+                             ("verification_head", VERIFICATION_HEADS), ("attention_channels", ATTENTION_CHANNELS)):
             value = getattr(self, key)
             if value not in allowed:
                 raise ValueError(f"model.{key} {value!r} is unknown; choose one of {', '.join(allowed)}")

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from reid.models.attention import LowRankMap, MutualAttention, SelfAttention
 from reid.models.backbone import STAGES, build_resnet, run_stage, run_stem, stage_channels
-from reid.models.heads import Embedding, linear_head, verification_head
+from reid.models import heads
+from reid.models.heads import Embedding, linear_head
 from reid.models.options import ModelOptions
 from reid.models.outputs import PairOutput
 from reid.models.pretrained import load_pretrained_backbone
@@ -86,11 +87,12 @@ class ReIDModel(nn.Module):
         self.backbone = build_resnet(options.backbone)
         self.self_attention, self.mutual_attention = _attention_blocks(options, self.attention_layers, mutual,
                                                                        self.identification_path)
-        self.embedding = Embedding(stage_channels(options.backbone, 4), options.embedding_dim)
+        self.embedding = Embedding(stage_channels(options.backbone, 4), options.embedding_dim, options.embedding_norm)
         self.dropout = nn.Dropout(options.dropout)
         self.classifier = linear_head(options.embedding_dim, num_classes)
-        self.verifier = verification_head(options.embedding_dim, options.verification_norm) if spec.verifier \
-            else None
+        self.verifier = (heads.verification_head(options.embedding_dim, options.verification_norm,
+                                                 options.verification_head, options.embedding_norm)
+                         if spec.verifier else None)
 
     @property
     def _mutual(self) -> bool:
@@ -112,9 +114,10 @@ class ReIDModel(nn.Module):
         pair = pair_embedding()  # after the classifier: the order of the operations is the training's arithmetic
         verif_logits = None
         if pair is not None:
-            # f_d = (f_1 - f_2)^2, then the embedding's dropout, once per pair: masking the two images
-            # independently would make even identical images differ in ~37% of the units at p = 0.75.
-            verif_logits = self.verifier(self.dropout((pair[:b] - pair[b:]).pow(2)))
+            # f_d = (f_1 - f_2)^2 (or |f_1 - f_2|), then the embedding's dropout, once per pair: masking the
+            # two images independently would make even identical images differ in ~37% of the units at p = 0.75.
+            pair_feature = heads.pair_feature(pair[:b], pair[b:], self.options.verification_feature)
+            verif_logits = self.verifier(self.dropout(pair_feature))
         return PairOutput(logits[:b], logits[b:] if x2 is not None else None, verif_logits)
 
     def pair_features(self, x1: Tensor, x2: Tensor | None = None) -> PairFeatures:
@@ -313,9 +316,11 @@ def _attention_blocks(options: ModelOptions, layers: tuple[int, ...], mutual: bo
     zero_mutual = options.attention_init == "zero" and identification_path == "pair"
     sa_init = "kaiming" if zero_mutual else options.attention_init
     channels = {k: stage_channels(options.backbone, k) for k in layers}
-    self_attention = nn.ModuleDict({str(k): SelfAttention(channels[k], options.attention_norm, sa_init)
+    self_attention = nn.ModuleDict({str(k): SelfAttention(channels[k], options.attention_norm, sa_init,
+                                                                  options.attention_channels)
                                     for k in layers})
-    mutual_attention = nn.ModuleDict({str(k): MutualAttention(channels[k], zero=zero_mutual) for k in layers}
+    mutual_attention = nn.ModuleDict({str(k): MutualAttention(channels[k], zero=zero_mutual,
+                                                                     maps=options.attention_channels) for k in layers}
                                      if mutual else {})
     return self_attention, mutual_attention
 

@@ -371,21 +371,28 @@ def compute_activation_maps(model, transform: Callable, images: Sequence, partne
     return np.concatenate(maps)
 
 
-def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
-    """Upsample a map to the image (bilinear), scale it to [0, 1] per image, blend its jet colours in."""
+def _heat(amap: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The bare activation map: upsampled to height x width (bilinear), scaled to [0, 1] per image, in
+    jet colours; float (height, width, 3) in [0, 1]."""
     from PIL import Image
 
-    h, w = image.shape[:2]
-    up = np.asarray(Image.fromarray(amap.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+    up = np.asarray(Image.fromarray(amap.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
     lo, hi = float(up.min()), float(up.max())
     up = (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
-    heat = plt.get_cmap("jet")(up)[..., :3]
-    return (0.5 * image / 255.0 + 0.5 * heat).clip(0, 1)
+    return plt.get_cmap("jet")(up)[..., :3]
+
+
+def _overlay(image: np.ndarray, amap: np.ndarray) -> np.ndarray:
+    """The activation map (``_heat``) blended half and half over the image; float (h, w, 3) in [0, 1]."""
+    h, w = image.shape[:2]
+    return (0.5 * image / 255.0 + 0.5 * _heat(amap, h, w)).clip(0, 1)
 
 
 def attention_figure(images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray], out: str | Path,
                      title: str = "", partners: Sequence[np.ndarray] | None = None, note: str = "") -> Path:
-    """Row 0: the inputs; [the partner images;] then one row per label -> (N, h, w) maps, over each input.
+    """Row 0: the inputs; [the partner images;] then two rows per label -> (N, h, w) maps: the bare
+    activation map, and the same map over the input (the paper's Figure 4: "raw input, activation map
+    and activation map superimposed on raw input").
 
     ``note`` goes into the footer (which layer, at which input size)."""
     n = len(images)
@@ -393,20 +400,23 @@ def attention_figure(images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray
         if len(m) != n:
             raise ReportInputError(f"attention maps for {label}: {len(m)} maps for {n} images")
     plain = [("input", images)] + ([("pair partner", partners)] if partners is not None else [])
-    n_rows = len(plain) + len(maps)
+    drawn = [row for label, m in maps.items() for row in
+             ((f"{label}: activation map", [_heat(m[c], *images[c].shape[:2]) for c in range(n)]),
+              (f"{label}: over the input", [_overlay(images[c], m[c]) for c in range(n)]))]
+    rows = plain + drawn
+    n_rows = len(rows)
     fig, axes = plt.subplots(n_rows, n, figsize=(max(1.7 * n + 2.2, 8.5), 2.9 * n_rows + 0.9), squeeze=False)
     for c in range(n):
-        for r, (_, imgs) in enumerate(plain):
+        for r, (_, imgs) in enumerate(rows):
             axes[r, c].imshow(imgs[c])
-        for r, (label, m) in enumerate(maps.items(), start=len(plain)):
-            axes[r, c].imshow(_overlay(images[c], m[c]))
-    for r, label in enumerate([name for name, _ in plain] + list(maps)):
+    for r, label in enumerate([name for name, _ in rows]):
         for c in range(n):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-        axes[r, 0].set_ylabel(label.replace(" (", "\n("), fontsize=11)
+        axes[r, 0].set_ylabel(label.replace(" (", "\n(").replace(": ", ":\n"), fontsize=10)
     fig.suptitle(title or "Activation maps (channel mean of |features|), red = strongest", fontsize=14)
-    footer = "Each map is scaled to its own range and upsampled onto the input."
+    footer = ("Each map is scaled to its own range and upsampled to the input's size: shown bare, then "
+              "blended over the input.")
     footer = textwrap.fill(f"{note} {footer}" if note else footer, width=int(fig.get_size_inches()[0] * 11))
     lines = footer.count("\n") + 1
     fig.text(0.5, 0.01, footer, ha="center", va="bottom", fontsize=10)
@@ -459,9 +469,10 @@ def attention_figure_from_files(models: Mapping[str, str | Path], features_path:
         loaded[label] = (model, meta)
     layers = [k for model, _ in loaded.values() for k in getattr(model, "attention_layers", ())]
     res = figure_resolution(size[0], size[1], layers)
-    tf = load_eval_transform(mean_image, res.height, res.width)
     maps, paired, without = {}, False, []
     for label, (model, meta) in loaded.items():
+        # each model's own input normalisation (train.input_norm, train.mean_image_size)
+        tf = load_eval_transform(mean_image, res.height, res.width, meta.get("input_normalisation"))
         variant = REGISTRY.get(str(meta.get("variant")))
         if not callable(getattr(model, "activation_maps", None)):  # a custom model need not have them
             without.append(label)

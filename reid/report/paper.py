@@ -28,9 +28,17 @@ def paper_label(kind: str) -> str:
 
 
 def sic_note(table: str, dataset: str, protocol: str, metric: str) -> str | None:
+    """Why a printed cell of the paper is flagged (paper_numbers.yaml ``sic``), or None."""
+    flagged = cell_flag(table, dataset, protocol, metric)
+    return flagged[1] if flagged else None
+
+
+def cell_flag(table: str, dataset: str, protocol: str, metric: str) -> tuple[str, str] | None:
+    """(mark, reason) of a flagged printed cell: mark "sic" (it cannot be right) or "?" (it looks copied
+    or unlikely); None when the cell is not flagged."""
     for entry in paper_numbers().get("sic", []):
         if (entry["table"], entry["dataset"], entry["protocol"], entry["metric"]) == (table, dataset, protocol, metric):
-            return entry["note"]
+            return entry.get("mark", "sic"), entry["note"]
     return None
 
 

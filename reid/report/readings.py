@@ -1,8 +1,8 @@
-"""The readings ablation table (results/tables/readings.md): every reading of reid/readings.py against the baseline.
+"""The readings ablation table (results/tables/readings.md): every reading of reid/readings.py against its reference.
 
 Rows: each reading, and for the mutual readings each test embedding evaluated from the same weights.
 Columns: single-query Rank-1 and mAP with their 95% intervals, the paired difference from the
-baseline (interval and p-value), FLOPs of one training step and measured training time per image,
+reading's reference (``Reading.reference``: the baseline, or mutual; interval and p-value), FLOPs of one training step and measured training time per image,
 both relative to the baseline. Inputs are the files reid.readings names under
 ``results/{dataset}/readings/``: metrics.json and per_query.csv of every (reading, embedding, seed),
 model.pt and history.csv of every (reading, seed).
@@ -88,7 +88,8 @@ def seconds_per_image(history: Path) -> float:
 
 
 def _diff_cells(row: Row, base: Row, bootstrap: dict) -> tuple[str, str, str]:
-    """(ΔRank-1, ΔmAP, p-values) of row minus baseline, paired over the same resamples, in percentage points."""
+    """(ΔRank-1, ΔmAP, p-values) of row minus its reference ``base``, paired over the same resamples, in
+    percentage points."""
     if row is base:
         return "(reference)", "(reference)", "–"
     res = U.paired_difference(base.per_query, row.per_query, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
@@ -114,19 +115,21 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
     """The readings table of ``dataset`` from the files under ``results`` (see the module docstring)."""
     bootstrap = {"resamples": U.DEFAULT_RESAMPLES, "seed": 0, **(bootstrap or {})}
     rows = load_rows(results, dataset, seeds)
-    base = next(r for r in rows if r.reading.name == R.BASELINE)
+    # each row's reference: its reading's ``reference``, evaluated with the embedding it was trained for
+    refs = {r.reading.name: r for r in rows if r.embedding == r.reading.trained_embedding}
     intervals_of = []
     for row in rows:  # first, so that a stale file stops the table before the FLOPs are counted
         intervals = U.model_intervals(row.per_query, resamples=bootstrap["resamples"], seed=bootstrap["seed"])
         _check_estimates(row, intervals)
         intervals_of.append(intervals)
     flops, sec = {}, {}
-    for reading in R.READINGS:
-        folders = [results / Path(R.run_dir(dataset, reading.name, s)).relative_to("results") for s in seeds]
+    for reading in R.READINGS:  # a reading that reuses another's model shares its training
+        folders = [results / Path(R.model_dir(dataset, reading.name, s)).relative_to("results") for s in seeds]
         sec[reading.name] = statistics.fmean(seconds_per_image(f / "history.csv") for f in folders)
         flops[reading.name] = step_flops(folders[0] / "model.pt")
     table = []
     for row, intervals in zip(rows, intervals_of):
+        base = refs[row.reading.reference]
         d_r1, d_map, p = _diff_cells(row, base, bootstrap)
         name = row.reading.name
         trained = row.embedding == row.reading.trained_embedding
@@ -138,8 +141,9 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
             "Test embedding": embedding,
             "Rank-1 (%)": cell["rank1"],
             "mAP (%)": cell["mAP"],
-            "Δ Rank-1 vs baseline (pp)": d_r1,
-            "Δ mAP vs baseline (pp)": d_map,
+            "Reference": f"`{base.reading.name}`",
+            "Δ Rank-1 vs reference (pp)": d_r1,
+            "Δ mAP vs reference (pp)": d_map,
             "p (Rank-1 / mAP)": p,
             "FLOPs / step (× baseline)": f"{flops[name] / flops[R.BASELINE]:.3f}",
             "time / image (× baseline)": f"{sec[name] / sec[R.BASELINE]:.2f}",
@@ -147,13 +151,15 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
     seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
     caption = (f"**Readings of the paper** (the project's Table 4). Single-query Rank-1 and mAP (%) on {info.label}, "
                f"each reading trained once per seed ({seeds_text}) with the configured settings and the reading's "
-               f"model keys (reid/readings.py); the mutual readings are also evaluated with every test embedding "
-               f"from the same weights (no retraining), the one they were trained for marked *(trained)*. "
-               f"Δ is the reading minus the baseline, in percentage points.")
+               f"model and training keys (reid/readings.py); the mutual readings are also evaluated with every "
+               f"test embedding from the same weights (no retraining), the one they were trained for marked "
+               f"*(trained)*; `baseline_raw_features` evaluates the baseline's model with test features that are "
+               f"not L2-normalised. Δ is the reading minus its reference (the baseline, or the reading one key "
+               f"away from it), in percentage points.")
     over = "query identities" if len(seeds) == 1 else "seeds, then query identities"
     notes = [f"Brackets: 95% percentile bootstrap intervals over {over}, all queries of a person resampled together "
              f"({bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}). Δ intervals and two-sided p-values "
-             f"come from the same resamples for the reading and the baseline (paired); *n.s.*: the interval contains "
+             f"come from the same resamples for the reading and its reference (paired); *n.s.*: the interval contains "
              f"0, {NO_DIFFERENCE}."]
     if len(seeds) == 1:
         notes.append("With one training run per reading the intervals cover the choice of test identities only, "

@@ -19,7 +19,7 @@ from reid import io
 from reid import variants
 from reid.metrics import keys
 from reid.variants import get_variant
-from reid.report.paper import (DatasetInfo, comparability_note, paper_label, paper_numbers, sic_note)
+from reid.report.paper import (DatasetInfo, cell_flag, comparability_note, paper_label, paper_numbers)
 from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
                               group_runs, summarise)
 
@@ -306,18 +306,25 @@ def table2(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
     cell = Cells(by_model, comparison)
     ours_label = f"reproduced here ({info.name})"
     rows = []
+    row_notes = []
     for p in paper["rows"]:
-        rows.append({"Method": p["method"], "Rows": paper_rows_label, "Rank-1 (%)": fmt_pct(p["rank1"]),
+        method = p["method"]
+        if p.get("note"):  # e.g. the paper's own duplicate row
+            row_notes.append(f"(*) {method}: {p['note']}.")
+            method += " (*)"
+        rows.append({"Method": method, "Rows": paper_rows_label, "Rank-1 (%)": fmt_pct(p["rank1"]),
                      "mAP (%)": fmt_pct(p["mAP"]), "mAP, trapezoid (%)": "–"})
     for model, model_runs in by_model.items():
         rows.append({"Method": model_label(model, backbone), "Rows": ours_label,
                      "Rank-1 (%)": cell(model, "rank1"), "mAP (%)": cell(model, "mAP"),
                      "mAP, trapezoid (%)": cell(model, "mAP_trapezoid")})
     caption = (f"**Table 2.** Single-query Rank-1 and mAP (%). The first {len(paper['rows'])} rows are "
-               f"{PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 2) on {paper_label(paper_kind)}; the last "
+               f"{PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 2) on {paper_label(paper_kind)}, every row as "
+               f"printed, in its order, with its reference numbers"
+               + (f" (rows marked (*) are explained below the table)" if row_notes else "") + f"; the last "
                f"{len(by_model)} were reproduced by this pipeline. " + _join(cell.caption(), comparability_note(info, paper_kind)))
     notes = [AP_NOTE, seeds_note(by_model, cell.used_intervals), flip_note([r for rs in by_model.values() for r in rs]),
-             "A dash marks a value the paper does not give."]
+             "A dash marks a value the paper does not give.", *row_notes]
     sections = paired_section(paired_rows(comparison, [("single", "single query")]), [comparison] if comparison else [])
     return TableDoc("Table 2", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}), sections)
 
@@ -370,12 +377,14 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
 
 # ---------------------------------------------------------------- Table 1
 
-# (protocol key in paper_numbers.yaml or None, protocol of reid.metrics.keys); labels from the registry
+# (protocol key in paper_numbers.yaml or None, protocol of reid.metrics.keys); labels from the registry.
+# The paper's three blocks first, in its order (single-shoot, multi-shoot, re-ranking), then the
+# project's extra rows, which the paper does not report.
 TABLE1_PROTOCOLS = (
     ("single_query", "single"),
     ("multi_query", "multi_query_mean"),
-    (None, "multi_query_max"),
     ("rerank", "rerank"),
+    (None, "multi_query_max"),
     (None, "multi_query_mean/rerank"),
 )
 
@@ -401,6 +410,7 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
     cells: list[Cells] = []
     paired: list[dict] = []
     used_comparisons: list[dict] = []
+    flagged_cells: list[str] = []
     metrics = table1_metrics()
     percent_only = all(m.unit == "fraction" for m in metrics)
     for _, protocol in TABLE1_PROTOCOLS:
@@ -432,10 +442,12 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
                 # the paper reports fractions only, in percent
                 p = ref.get(pkey, {}).get(mkey) if pkey and m.unit == "fraction" else None
                 cell = fmt_pct(p)
-                note = sic_note("table1", ref_kind, pkey, mkey) if pkey else None
-                if p is not None and note:
-                    footnotes.append(f"(sic) {paper_label(ref_kind)}, {pkey.replace('_', ' ')}, {mlabel}: {note}.")
-                    cell += " (sic)"
+                flagged = cell_flag("table1", ref_kind, pkey, mkey) if pkey else None
+                if p is not None and flagged:
+                    mark, note = flagged
+                    footnotes.append(f"({mark}) {paper_label(ref_kind)}, {pkey.replace('_', ' ')}, {mlabel}: {note}.")
+                    cell += f" ({mark})"
+                    flagged_cells.append(f"{paper_label(ref_kind)} {pkey.replace('_', ' ')} {mlabel} ({mark})")
                 repro.append(ours("mutual", keys.key(protocol, mkey)))
                 reported.append(cell)
                 if comparable:
@@ -453,7 +465,12 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
     described = "; ".join(info.label for info in infos)
     parts = [f"**Table 1.** The mutual-attention model, CMC ranks and mAP (%), on {described}. Beside each "
              f"reproduced value: the value {PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 1) and the "
-             f"difference reproduced − paper, in percentage points."]
+             f"difference reproduced − paper, in percentage points. The paper's rows come first, in its order "
+             f"(single-shoot, multi-shoot, re-ranking), then the project's rows it does not report (max-pooled "
+             f"multi-query, re-ranked multi-query)."]
+    if flagged_cells:
+        parts.append("Printed values flagged, as printed, for the reasons under the table: "
+                     + "; ".join(dict.fromkeys(flagged_cells)) + ".")
     parts += list(dict.fromkeys(c.caption() for c in cells if c.caption()))
     for info in infos:
         if info.kind is None:

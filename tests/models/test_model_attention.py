@@ -113,3 +113,22 @@ def test_unknown_input_norm_is_named():
 def test_low_rank_map_rejects_mismatched_factors():
     with pytest.raises(ValueError, match="LowRankMap"):
         LowRankMap(torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 2))
+
+
+def test_shared_maps_are_one_channel_that_rescales_every_channel(f):
+    """attention_channels "shared": eq. 4 and eq. 6 give one H x W map; F = f * MA + f broadcasts it."""
+    sa_module = _randomised(SelfAttention(C, input_norm="none", maps="shared"))
+    ma_module = _randomised(MutualAttention(C, maps="shared"))
+    assert sa_module.fuse_conv.out_channels == 1 and ma_module.conv.weight.shape == (1, 1, 1, 1)
+    f2 = torch.randn_like(f)
+    dense1, dense2 = literal_self_attention(sa_module, f), literal_self_attention(sa_module, f2)
+    assert dense1.shape == (N, 1, H, W)
+    torch.testing.assert_close(sa_module(f).dense(), dense1)
+    expected_ma = F.conv2d(dense1 * dense2, ma_module.conv.weight, ma_module.conv.bias)
+    ma = ma_module(sa_module(f), sa_module(f2))
+    torch.testing.assert_close(ma.dense(), expected_ma)
+    expected = f * expected_ma.expand(N, C, H, W) + f  # eqs. 7-8, the same weight for every channel
+    torch.testing.assert_close(ma.modulate(f), expected)
+    torch.testing.assert_close(ma.modulate(f.contiguous(memory_format=torch.channels_last)), expected)
+    with pytest.raises(ValueError, match="model.attention_channels 'one' is unknown"):
+        SelfAttention(C, maps="one")

@@ -165,6 +165,10 @@ def test_compute_activation_maps_and_overlay(tmp_path):
     assert maps.shape == (5, 8, 4)
     ov = figures._overlay(np.asarray(images[0]), maps[0])
     assert ov.shape == (32, 16, 3) and 0 <= ov.min() and ov.max() <= 1
+    # the bare map (the paper's "activation map" column) is what the overlay blends in, half and half
+    heat = figures._heat(maps[0], 32, 16)
+    assert np.allclose(ov, (0.5 * np.asarray(images[0]) / 255 + 0.5 * heat).clip(0, 1))
+    assert heat.shape == (32, 16, 3) and heat.max() <= 1 and not np.allclose(heat, ov)
     out = figures.attention_figure([np.asarray(im) for im in images], {"baseline": maps, "mutual": maps[::-1]},
                                    tmp_path / "att.png")
     assert png_size(out)[0] >= 1000
@@ -185,7 +189,7 @@ def test_attention_figure_from_files_with_stand_in_loaders(tmp_path, monkeypatch
     def fake_load(p):
         seen.append(p)
         return Recording(), {"height": 32, "width": 16, "variant": "mutual" if p == "m.pt" else "baseline"}
-    def fake_tf(mean_image, height, width):
+    def fake_tf(mean_image, height, width, normalisation=None):
         assert (height, width) == (128, 64)  # layer3 with >= 8 rows: 4x the training size of 32 x 16
         return lambda im: torch.from_numpy(np.asarray(im.resize((width, height)), dtype=np.float32) / 255).permute(2, 0, 1)
     monkeypatch.setattr(runtime, "load_trained_model", fake_load)
@@ -232,7 +236,7 @@ def test_attention_figure_leaves_out_a_model_without_activation_maps(tmp_path, m
         return (StandIn() if p == "b.pt" else NoMaps()), {"height": 32, "width": 16,
                                                           "variant": "baseline" if p == "b.pt" else "mine"}
     monkeypatch.setattr(runtime, "load_trained_model", fake_load)
-    monkeypatch.setattr(transforms, "load_eval_transform", lambda mean, h, w: lambda im: torch.from_numpy(
+    monkeypatch.setattr(transforms, "load_eval_transform", lambda mean, h, w, norm=None: lambda im: torch.from_numpy(
         np.asarray(im.resize((w, h)), dtype=np.float32) / 255).permute(2, 0, 1))
     drawn = {}
     monkeypatch.setattr(figures, "attention_figure", lambda images, maps, out, title, partners=None, note="":

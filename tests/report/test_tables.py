@@ -84,14 +84,18 @@ def test_table2_paper_rows_come_from_the_data_file_and_precede_ours(tmp_path):
     paths = [write_metrics(tmp_path, "synthetic", m, 0, vals(0.5, 0.3)) for m in ("mutual", "baseline")]
     md = tables.table2(load_runs(paths), SYNTH, "resnet18").to_markdown()
     data_rows = paper_numbers()["table2"]["rows"]
-    assert len(data_rows) == 14
+    assert len(data_rows) == 15  # as printed, the paper's duplicate GAN(R) row included
+    assert [p["method"] for p in data_rows][6] == "GAN(R) [22]"
+    assert "the paper's own duplicate" in data_rows[6]["note"]
     for p in data_rows:
-        cells = row_of(md, p["method"])
+        cells = row_of(md, p["method"] + (" (*)" if p.get("note") else ""))
         assert cells[1] == "reported by the paper (DukeMTMC-reID)"
         assert cells[2] == f"{p['rank1']:.2f}"
         assert cells[3] == ("–" if p["mAP"] is None else f"{p['mAP']:.2f}")
     assert row_of(md, "Ours (mutual attention)")[2:4] == ["80.83", "64.52"]
-    assert row_of(md, "GOG")[3] == "–"
+    assert row_of(md, "GOG [52]")[3] == "–"
+    assert row_of(md, "GAN(R) [22] (*)")[2:4] == row_of(md, "GAN(R) [50]")[2:4] == ["67.68", "47.13"]
+    assert "(*) GAN(R) [22]: the paper's own duplicate" in md and "first 15 rows" in md
     order = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")]
     assert order.index("Ours (mutual attention)") < order.index("ResNet-18 baseline (Siamese, no attention)")
     # baseline before mutual even though the inputs listed mutual first
@@ -148,6 +152,14 @@ def test_table1_differences_only_where_comparable(tmp_path):
     assert rr_map["market: difference (pp)"] == f"{80.0 - 87.30:+.2f}".replace("-", "−")
     r5 = df[(df.Protocol == "single query") & (df.Metric == "Rank-5")].iloc[0]
     assert r5["market: paper, Market-1501 (%)"] == "90.36 (sic)"
+    # re-ranked Rank-10 and Rank-20 below the single-query ones: flagged, in the cell and the caption
+    rr = df[df.Protocol == "single query + re-ranking"].set_index("Metric")["market: paper, Market-1501 (%)"]
+    assert (rr["Rank-10"], rr["Rank-20"], rr["Rank-1"]) == ("96.70 (?)", "98.07 (?)", "91.77")
+    assert "Market-1501 rerank Rank-10 (?)" in doc.caption
+    # the paper's rows first, in its order, then the project's extra rows
+    order = list(dict.fromkeys(df.Protocol))
+    assert order[:3] == ["single query", "multi-query (mean pooling)", "single query + re-ranking"], order
+    assert set(order[3:]) == {"multi-query (max pooling)", "multi-query (mean) + re-ranking"}, order
     assert sq_r1["synthetic: paper, Market-1501 (reference only) (%)"] == "90.74"
     md = doc.to_markdown()
     assert "'synthetic' is not one of the paper's datasets" in md and "id-synthetic-mutual-0" in md
@@ -220,3 +232,13 @@ def test_tables_say_whether_test_features_used_a_flip_test(tmp_path, flips, expe
     runs = load_runs(paths)
     for doc in (tables.table2(runs, SYNTH, "resnet18"), tables.table3(runs, SYNTH, "resnet18")):
         assert expected in doc.to_markdown()
+
+
+def test_table1_flags_dukes_rank10_printed_twice(tmp_path):
+    paths = [write_metrics(tmp_path, "duke", "mutual", 0, vals(0.8, 0.6), multi_query=False)]
+    doc = tables.table1(load_runs(paths), [DUKE])
+    df = doc.table.set_index(["Protocol", "Metric"])["duke: paper, DukeMTMC-reID (%)"]
+    assert df[("single query", "Rank-10")] == df[("single query + re-ranking", "Rank-10")] == "93.49 (?)"
+    assert df[("single query", "Rank-20")] == "94.74"  # only the flagged cells carry a mark
+    md = doc.to_markdown()
+    assert "possibly copied" in md and "DukeMTMC-reID single query Rank-10 (?)" in md

@@ -38,6 +38,13 @@ def section(*keys):
     return json.dumps(result_keys(value, ".".join(keys)), sort_keys=True, separators=(",", ":"))
 
 
+def extract_options(flip, feature_norm):
+    """`reid extract`'s result options as one rule param: "--flip" for the flip test, and
+    "--feature-norm none" only when not the default l2, so that the param of every existing job is
+    what it was before evaluate.feature_norm existed (no rerun)."""
+    return " ".join((["--flip"] if flip else []) + ([f"--feature-norm {feature_norm}"] if feature_norm != "l2" else []))
+
+
 def synthetic_section(name):
     """The synthetic settings of dataset `name` as compact JSON: the top-level `synthetic:` section with
     the dataset's own `synthetic:` keys merged over it (reid.config.effective_synthetic). As a rule's

@@ -29,7 +29,8 @@ rule extract:
     params:
         data=dataset_folder,  # the images embedded: the folder of the `data` manifest
         test_embedding="",  # a reading's test embedding (readings.smk); the model's own otherwise
-        flip="--flip" if lookup(dpath="evaluate/flip", within=config) else "",
+        # the extraction's result options: flip test, and evaluate.feature_norm when not the default
+        flip=extract_options(CFG.evaluate.flip, CFG.evaluate.feature_norm),
     shell:
         "python -m reid extract --model-file {input.model} --data {params.data} "
         "--mean-image {input.mean_image}{params.test_embedding} "

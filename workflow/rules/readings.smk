@@ -17,9 +17,21 @@ READING_DIR = READINGS_DEF.READING_DIR
 READING_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(READINGS_DEF.READINGS) * len(SEEDS))))
 
 
+def reading_model(name):
+    """model.pt or run.json of the model a reading evaluates (its own, or its model_of's)."""
+    return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
+
+
+def reading_feature_norm(wc):
+    return READINGS_DEF.reading(wc.reading).extract_config(CFG.evaluate.as_dict())["feature_norm"]
+
+
 # The stage rules (train.smk, evaluate.smk) with the readings' files: a reading is trained with
-# `--reading` (reid.readings holds its model keys) and extracted once per test embedding.
+# `--reading` (reid.readings holds its model keys) and extracted once per test embedding; a reading
+# that changes only extraction or evaluation evaluates another reading's model (READINGS_DEF.model_dir).
 use rule train as train_reading with:
+    wildcard_constraints:
+        reading=alternatives([r.name for r in READINGS_DEF.READINGS if r.trains]),
     output:
         model=f"{READING_DIR}/model.pt",
         history=f"{READING_DIR}/history.csv",
@@ -38,7 +50,7 @@ use rule train as train_reading with:
 
 use rule extract as extract_reading with:
     input:
-        model=f"{READING_DIR}/model.pt",
+        model=reading_model("model.pt"),
         data=DATASET,
         mean_image="results/{dataset}/mean_image.pt",
     output:
@@ -50,12 +62,14 @@ use rule extract as extract_reading with:
     threads: READING_THREADS
     params:
         test_embedding=" --test-embedding {embedding}",
+        # the extraction's result options: flip test, and the reading's evaluate.feature_norm
+        flip=lambda wc: extract_options(CFG.evaluate.flip, reading_feature_norm(wc)),
 
 
 use rule evaluate as evaluate_reading with:
     input:
         features=f"{READING_DIR}/{{embedding}}/features.pt",
-        run_info=f"{READING_DIR}/run.json",
+        run_info=reading_model("run.json"),
     output:
         metrics=f"{READING_DIR}/{{embedding}}/metrics.json",
         per_query=f"{READING_DIR}/{{embedding}}/per_query.csv",
