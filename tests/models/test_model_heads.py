@@ -58,12 +58,13 @@ def test_the_model_feeds_the_chosen_pair_feature_to_the_verifier():
         model = build(verification_feature=kind)
         with torch.no_grad():
             out = model(x1, x2)
-            expected = model.verifier(pair_feature(out["pair_emb1"], out["pair_emb2"], kind))
-        torch.testing.assert_close(out["verif_logits"], expected)
+            pair = model.pair_features(x1, x2).pair
+            expected = model.verifier(pair_feature(pair[:2], pair[2:], kind))
+        torch.testing.assert_close(out.verif_logits, expected)
     squared, absolute = build(), build(verification_feature="absolute")
     assert torch.equal(squared.verifier[1].weight, absolute.verifier[1].weight)  # same draws, other feature
     with torch.no_grad():
-        assert not torch.allclose(squared(x1, x2)["verif_logits"], absolute(x1, x2)["verif_logits"])
-    assert build(verification_head="sequential").build_kwargs["verification_head"] == "sequential"
+        assert not torch.allclose(squared(x1, x2).verif_logits, absolute(x1, x2).verif_logits)
+    assert build(verification_head="sequential").options.verification_head == "sequential"
     with pytest.raises(ValueError, match="verification_feature 'cosine' is unknown"):
         build(verification_feature="cosine")
