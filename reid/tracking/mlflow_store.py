@@ -109,7 +109,8 @@ class MlflowStore:
 
     def continue_run(self, run, params: Mapping[str, object], tags: Mapping[str, object], entry_point: str) -> None:
         """Take up ``run`` (an MLflow Run) again for another attempt: RUNNING, tag ``attempt`` counted on,
-        ``tags`` and the source and environment tags set to this attempt's, parameters it lacks added.
+        ``tags`` and the source and environment tags set to this attempt's (``resumed_from_*`` tags this
+        attempt does not set are removed), parameters it lacks added.
         A parameter whose value changed (a runtime key such as ``train.device``) keeps its first value
         (MLflow refuses a second one); the change is logged and kept in tag ``params_changed``."""
         run_id = run.info.run_id
@@ -121,6 +122,8 @@ class MlflowStore:
         from mlflow.entities import RunTag
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+        for stale in [k for k in run.data.tags if k.startswith("resumed_from_") and k not in all_tags]:
+            self.client.delete_tag(run_id, stale)  # said of an earlier attempt, not of this one
         flat = {k: str(v) for k, v in _flatten(params).items()}
         old = run.data.params
         changed = {k: (old[k], v) for k, v in flat.items() if k in old and old[k] != v and "[cut:" not in old[k]}

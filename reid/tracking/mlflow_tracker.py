@@ -35,7 +35,8 @@ class MlflowTrainingRun(TrainingRun):
             store.continue_run(run, params, tags, entry_point)
             log.info("MLflow: continuing run %s (%s) of this training", run.info.run_id, run.info.run_name)
             return cls(store, run.info.run_id, experiment, store.metric_steps(run.info.run_id, EPOCH_METRIC))
-        run_id = store.start_run(experiment, run_name, params, {**tags, "training_identity": identity},
+        # attempt: the jobs that worked on this run (the name's try<n> counts other trainings of the model)
+        run_id = store.start_run(experiment, run_name, params, {**tags, "training_identity": identity, "attempt": 1},
                                  key_tags=key_tags, entry_point=entry_point)
         return cls(store, run_id, experiment, set())
 
