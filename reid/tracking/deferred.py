@@ -65,6 +65,7 @@ class DeferredTrainingRun(TrainingRun):
         self._send("the history and the trained model", lambda run: run.on_trained(history_file, exported_model))
 
     def provenance(self) -> dict:
+        self.flush()  # one more try before run.json says what is missing
         out = {} if self._run is None else dict(self._run.provenance())
         missing = self.missing()
         return {**out, "tracking_missing": missing} if missing else out
@@ -85,10 +86,11 @@ class DeferredTrainingRun(TrainingRun):
                             self._run.run_id, status, _short(e))
         missing = self.missing()
         if missing:
-            log.warning("%s did not record all of this training (the training itself is complete and saved): "
-                        "missing %s. Run the same training again (it resumes from its checkpoint with 0 epochs "
-                        "to train) once the store answers: it continues the same run and records what is "
-                        "missing, once.", self.store, "; ".join(missing))
+            done = ("the training itself is complete and saved" if status == "FINISHED"
+                    else f"the training ended {status}; its checkpoints are kept")
+            log.warning("%s did not record all of this training (%s): missing %s. Run the same training again "
+                        "(it resumes from its checkpoint) once the store answers: it continues the same run and "
+                        "records what is missing, once.", self.store, done, "; ".join(missing))
 
     def _send(self, what: str, call: Callable[[TrainingRun], None]) -> None:
         self._queue.append((what, call))
