@@ -321,3 +321,67 @@ def test_mlflow_tracker_links_an_evaluation_to_the_training_run_of_run_json(mlfl
     assert "trained without MLflow" in caplog.text
     with pytest.raises(tracking.TrackingError, match="mutual seed 1: its run.json has no mlflow_run_id"):
         tracker.log_report([{"dataset": "tiny", "model": "mutual", "seed": 1}], [tmp_path / "t.md"])
+
+
+def test_a_deferred_run_keeps_what_the_store_refused_and_sends_it_once_in_order():
+    """While the store is down only the cheap probe runs (no wait through the client's retries); once it
+    answers, the run opens and every kept call is sent, in order, once. A fault of the caller is not kept."""
+    from pathlib import Path
+
+    from reid.tracking.deferred import DeferredTrainingRun
+
+    sent, state = [], {"down": True, "opens": 0, "probes": 0}
+
+    class Run(tracking.TrainingRun):
+        run_id = "r1"
+
+        def _go(self, what):
+            if state["down"]:
+                raise tracking.TrackingError("store down")
+            sent.append(what)
+
+        def log_input_dataset(self, name, digest, source):
+            self._go(("input", name))
+
+        def on_epoch_end(self, row):
+            if row["epoch"] < 0:
+                raise ValueError("a bad row")
+            self._go(("epoch", row["epoch"]))
+
+        def on_trained(self, history_file, exported_model):
+            self._go(("model", exported_model()))
+
+        def provenance(self):
+            return {"mlflow_run_id": self.run_id}
+
+        def finish(self, status):
+            self._go(("finish", status))
+
+    def open_run():
+        state["opens"] += 1
+        if state["down"]:
+            raise tracking.TrackingError("cannot be reached")
+        return Run()
+
+    def probe():
+        state["probes"] += 1
+        if state["down"]:
+            raise tracking.TrackingError("cannot be reached")
+
+    run = DeferredTrainingRun(open_run, probe, "store X")
+    run.flush()
+    run.log_input_dataset("d/train", "abc", "/data")
+    run.on_epoch_end({"epoch": 1})
+    assert (state["opens"], state["probes"]) == (1, 2) and sent == []
+    assert run.run_id is None and run.missing() == ["the run itself", "the training input d/train", "epoch 1"]
+    assert run.provenance() == {"tracking_missing": ["the run itself", "the training input d/train", "epoch 1"]}
+    state["down"] = False
+    run.on_epoch_end({"epoch": 2})
+    assert sent == [("input", "d/train"), ("epoch", 1), ("epoch", 2)] and run.run_id == "r1"
+    with pytest.raises(ValueError, match="a bad row"):
+        run.on_epoch_end({"epoch": -1})
+    assert run.missing() == []
+    run.on_trained(Path("history.csv"), lambda: "net")
+    assert run.provenance() == {"mlflow_run_id": "r1"}
+    run.finish("FINISHED")
+    assert sent[-2:] == [("model", "net"), ("finish", "FINISHED")] and len(sent) == 5

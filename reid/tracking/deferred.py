@@ -110,7 +110,12 @@ class DeferredTrainingRun(TrainingRun):
                 self._run = self._open()
             while self._queue:
                 what, call = self._queue[0]
-                call(self._run)
+                try:
+                    call(self._run)
+                except Exception as e:
+                    if not is_store_failure(e):
+                        self._queue.pop(0)  # the caller's fault, not the store's: raised, not kept
+                    raise
                 self._queue.pop(0)
         except Exception as e:
             if not is_store_failure(e):
