@@ -9,7 +9,8 @@
 # (check_run.py): every heavy job went through sbatch, GPU jobs got CUDA_VISIBLE_DEVICES, the retry
 # completed the workflow and continued the failed attempt's MLflow run to FINISHED, and the password
 # is in no run's parameters or tags. The cluster and the server are always torn down. The last
-# line is `N passed, M failed`; the exit status is 0 only when nothing failed. Without root or apt-get it prints why it is skipped and exits 0.
+# line is `N passed, M failed`; the exit status is 0 only when nothing failed. Without root or
+# apt-get it prints why it is skipped and exits 0.
 #
 #   REID_VENV            the project's venv (default <repo>/.venv); needs snakemake-executor-plugin-slurm
 #   REID_SLURM_STATE     cluster state and the test's work folder (default /tmp/reid-slurm)
