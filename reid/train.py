@@ -133,6 +133,8 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
               **({"reading": reading} if reading else {})},
         key_tags=("dataset", "model", "seed", "rule", "reading"),
         entry_point="python -m reid train",
+        # every attempt of this training (retry, resume, rerun) continues the same tracked run
+        identity=tracking.training_identity(chash, checkpoints.key, reading),
     )
     old_handler = signal.signal(signal.SIGTERM, _sigterm_to_exit)
     status = "FAILED"
@@ -142,7 +144,7 @@ def train(*, data_root: Path, mean_image: Path, dataset: str, variant: str, seed
             run.on_epoch_end(row)
         saver = _CheckpointSaver(checkpoints, model, optimizer, history, cuda, chash, run.run_id)
         fit(model, optimizer, data, train_cfg, device, history, start_epoch=resume.epochs_done,
-            callbacks=[run, saver], check=check)
+            callbacks=[saver, run], check=check)  # the checkpoint first: a tracker failure costs no epoch
         meta = {**described, "height": train_cfg["height"], "width": train_cfg["width"],
                 "dataset": dataset, "variant": variant, "seed": seed, "config_hash": chash,
                 "precision": train_cfg["precision"], "input_normalisation": normalisation,
@@ -189,8 +191,8 @@ def fit(model, optimizer, data: PairDataset, cfg: dict, device, history: list[di
         callbacks=(), check=None) -> list[dict]:
     """The fit loop: epochs ``start_epoch`` to ``cfg["epochs"] - 1`` (0-based). After each one its row
     (HISTORY_COLUMNS; ``epoch`` 1-based) is appended to ``history`` and every callback's
-    ``on_epoch_end(row)`` is called, in order (train() passes the tracker's run, then the
-    checkpoint). ``check(out, batch)``, when given, judges every step's ``forward`` result (a custom
+    ``on_epoch_end(row)`` is called, in order (train() passes the checkpoint, then the tracker's
+    run). ``check(out, batch)``, when given, judges every step's ``forward`` result (a custom
     model's, reid.models.custom). Returns ``history``."""
     from reid.models import pair_loss
 

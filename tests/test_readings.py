@@ -240,19 +240,20 @@ def test_reading_runs_are_not_retries_of_the_main_runs_or_of_each_other(mlflow_s
     from reid import tracking
 
     client = MlflowClient(mlflow_store)
+    store = tracking.MlflowStore(mlflow_store)
     base = {"dataset": "tiny", "model": "mutual", "seed": 0}
     keys = ("dataset", "model", "seed", "rule", "reading")  # as reid.train.train passes them to the tracker
-    main = tracking.start_run("reid-tiny", "mutual-seed0-train", {}, {**base, "rule": "train"}, key_tags=keys)
-    single = tracking.start_run("reid-tiny", "mutual-seed0-train", {},
+    main = store.start_run("reid-tiny", "mutual-seed0-train", {}, {**base, "rule": "train"}, key_tags=keys)
+    single = store.start_run("reid-tiny", "mutual-seed0-train", {},
                                 {**base, "rule": "train_reading", "reading": "mutual"}, key_tags=keys)
-    pair = tracking.start_run("reid-tiny", "mutual_pair-seed0-train", {},
+    pair = store.start_run("reid-tiny", "mutual_pair-seed0-train", {},
                               {**base, "rule": "train_reading", "reading": "mutual_pair"}, key_tags=keys)
     test = {"name": "tiny/test", "digest": "0123abcd", "source": str(tmp_path)}
     settings = {"flip": False, "max_rank": 50, "test_embedding": "single"}
     evals = {}
     for run_id in (main, single, pair):
-        tracking.finish_run(run_id)
-        evals[run_id] = tracking.log_evaluation(run_id, {"rank1": 0.5, "mAP": 0.4}, settings, test_data=test)
+        store.finish_run(run_id)
+        evals[run_id] = store.log_evaluation(run_id, {"rank1": 0.5, "mAP": 0.4}, settings, test_data=test)
     for run_id in (main, single, pair, *evals.values()):
         run = client.get_run(run_id)
         assert run.info.run_name.endswith("-try1") and "retry_of" not in run.data.tags, run.info.run_name

@@ -73,13 +73,14 @@ def store_with_models(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.init_store(uri, ["reid-synthetic"])
+    store = tracking.MlflowStore(uri)
     for model, r1 in (("baseline", 0.25), ("mutual", 0.5)):
-        run = tracking.start_run("reid-synthetic", f"{model}-seed0-train", {},
+        run = store.start_run("reid-synthetic", f"{model}-seed0-train", {},
                                  {"dataset": "synthetic", "model": model, "seed": 0, "rule": "train"})
         net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 2, 3))
-        tracking.log_trained_model(run, net, torch.randn(2, 3, 4, 2), name=f"{model}-seed0", params={}, tags={})
-        tracking.finish_run(run)
-        tracking.log_evaluation(run, {"rank1": r1, "mAP": r1 / 2}, {"flip": True},
+        store.log_trained_model(run, net, torch.randn(2, 3, 4, 2), name=f"{model}-seed0", params={}, tags={})
+        store.finish_run(run)
+        store.log_evaluation(run, {"rank1": r1, "mAP": r1 / 2}, {"flip": True},
                                 test_data={"name": "synthetic/test", "digest": "d1", "source": str(tmp_path)})
     return tmp_path
 

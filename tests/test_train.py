@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,12 @@ def assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+def get_run(run_id):
+    return tracking.MlflowStore().get_run(run_id)  # the store MLFLOW_TRACKING_URI names now
+
+
 def run_tags(outputs):
-    return tracking.get_run(run_id(outputs)).data.tags
+    return get_run(run_id(outputs)).data.tags
 
 
 def test_lr_schedule_steps_at_lr_step():
@@ -103,7 +108,7 @@ def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, ml
     assert meta["variant"] == "mutual" and (meta["height"], meta["width"]) == (32, 16)
     emb = model.embed(torch.zeros(2, 3, 32, 16))
     assert emb.shape == (2, 32)
-    run_ = tracking.get_run(run_id(outputs))
+    run_ = get_run(run_id(outputs))
     assert run_.info.status == "FINISHED"
     assert run_.data.tags["model"] == "mutual" and run_.data.params["train.epochs"] == "2"
     # training metrics under train/, none of the evaluation's names
@@ -173,18 +178,20 @@ def test_resume_is_bitwise_identical(tmp_path, tiny_dataset, mlflow_store, kill_
     assert [r["epoch"] for r in hist] == [1, 2]
     assert_same_weights(full, resumed)
     assert run_tags(resumed)["checkpoint"] == "resumed from last.pt after epoch 1"
-    # the resumed run replays the first epoch, so it is complete on its own
+    # the resumed job continues the killed job's run: one run, each epoch logged once
     from mlflow.tracking import MlflowClient
 
     rid = run_id(resumed)
+    assert rid == partial_id
     client = MlflowClient(mlflow_store)
     steps = [m.step for m in client.get_metric_history(rid, "train/loss_total")]
     assert steps == [1, 2]
-    # the second attempt of (mutual, seed 3) in this store: it says it resumed, from which run, and which it retries
-    tags = client.get_run(rid).data.tags
-    assert tags["mlflow.runName"] == "mutual-seed3-train-try2" and tags["attempt"] == "2"
+    run_ = client.get_run(rid)
+    tags = run_.data.tags
+    assert run_.info.status == "FINISHED" and len(client.search_runs([run_.info.experiment_id])) == 1
+    assert tags["mlflow.runName"] == "mutual-seed3-train-try1" and tags["attempt"] == "2"
+    assert tags["previous_attempt_status"] == "KILLED"
     assert tags["resumed_from_epoch"] == "1" and tags["resumed_from_run"] == partial_id
-    assert tags["retry_of"] == partial_id
 
 
 def test_raising_epochs_continues_the_run_bit_identically(tmp_path, tiny_dataset, mlflow_store, caplog, straight):
@@ -271,13 +278,12 @@ def test_a_failed_job_marks_the_run_failed_and_a_retry_completes(tmp_path, tiny_
     assert statuses == ["FAILED"]
     monkeypatch.setattr(Checkpointer, "save", original)
     outputs, _ = run(tmp_path, tiny_dataset, "f", variant="baseline", train_cfg=cfg)
-    statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
-    assert statuses == ["FAILED", "FINISHED"]
-    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")[0]
-    retry = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")[0]
-    assert (failed.info.run_name, retry.info.run_name) == ("baseline-seed3-train-try1", "baseline-seed3-train-try2")
-    assert retry.data.tags["retry_of"] == failed.info.run_id
-    assert outputs.model.exists()
+    # the retry continues the failed attempt's run, which ends as one complete run
+    (retry,) = client.search_runs([exp.experiment_id])
+    assert retry.info.status == "FINISHED" and retry.info.run_name == "baseline-seed3-train-try1"
+    assert (retry.data.tags["attempt"], retry.data.tags["previous_attempt_status"]) == ("2", "FAILED")
+    assert [m.step for m in client.get_metric_history(retry.info.run_id, "train/loss_total")] == [1]
+    assert run_id(outputs) == retry.info.run_id and outputs.model.exists()
 
 
 def test_bf16_autocast_on_cpu_is_refused_before_training(tmp_path, tiny_dataset, mlflow_store):
@@ -294,3 +300,81 @@ def test_unknown_precision_is_refused_before_training(tmp_path, tiny_dataset, ml
     # refused when the typed section is built, naming the section and the key
     with pytest.raises(ValueError, match=r"config 'train': invalid\s+precision: 'fp16' is not one of"):
         run(tmp_path, tiny_dataset, "bad", train_cfg={**TRAIN, "precision": "fp16"})
+
+
+def test_a_store_failing_for_an_epoch_costs_no_training_and_is_replayed_once(tmp_path, tiny_dataset, mlflow_store,
+                                                                            monkeypatch, caplog, straight):
+    """The store refuses epoch 1's metrics (past its client's retries): the epoch's checkpoint is already
+    written, training goes on, epoch 1 is sent again with epoch 2, and every epoch is in the run once."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from reid.tracking.mlflow_store import MlflowStore
+
+    real = MlflowStore.log_metrics
+    attempts = []
+
+    def flaky(self, run_id, metrics, step=None):
+        attempts.append(step)
+        if len(attempts) == 1:
+            assert (tmp_path / "flaky" / "ckpt" / "last.pt").exists()  # the checkpoint came first
+            raise MlflowException("API request to http://mlflow:5000 failed with exception Max retries exceeded")
+        return real(self, run_id, metrics, step)
+
+    monkeypatch.setattr(MlflowStore, "log_metrics", flaky)
+    caplog.set_level("WARNING", logger="reid.tracking")
+    outputs, history = run(tmp_path, tiny_dataset, "flaky")
+    assert [r["epoch"] for r in history] == [1, 2] and attempts == [1, 1, 2]
+    assert_same_weights(straight[0], outputs)  # the failure changed no number
+    client = MlflowClient(mlflow_store)
+    rid = run_id(outputs)
+    for key in ("train/loss_total", "train/lr", "train/acc_id"):
+        assert [m.step for m in client.get_metric_history(rid, key)] == [1, 2], key
+    assert client.get_run(rid).info.status == "FINISHED"
+    info = json.loads(outputs.run_info.read_text())
+    assert "tracking_missing" not in info and info["logged_model_id"]
+    assert "keeps epoch 1 to record when the store answers again" in caplog.text
+    assert "answers again: what was kept is recorded now" in caplog.text
+
+
+def test_a_store_down_throughout_training_ends_green_and_the_next_run_records_everything_once(
+        tmp_path, tiny_dataset, mlflow_store, monkeypatch, caplog, straight):
+    """An MLflow server that never answers: the training completes with the same weights and says what the
+    store lacks; run again once the store answers (model.pt deleted: 0 epochs to train), the same training
+    records its run, every epoch once and one LoggedModel."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    caplog.set_level("INFO")
+    outputs, history = run(tmp_path, tiny_dataset, "down")
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert_same_weights(straight[0], outputs)
+    info = json.loads(outputs.run_info.read_text())
+    assert "mlflow_run_id" not in info and info["tracking"] == "mlflow"
+    assert info["tracking_missing"] == ["the run itself", "the training input tiny/train", "epoch 1", "epoch 2",
+                                        "the history and the trained model"]
+    assert f"MLflow store {down} did not record all of this training" in caplog.text
+    assert "missing the run itself; the training input tiny/train; epoch 1; epoch 2" in caplog.text
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    caplog.clear()
+    outputs.model.unlink()
+    again, _ = run(tmp_path, tiny_dataset, "down")
+    assert "0 of 2 epochs to train" in caplog.text
+    assert_same_weights(straight[0], again)
+    client = MlflowClient(mlflow_store)
+    (run_,) = client.search_runs([client.get_experiment_by_name("reid-tiny").experiment_id])
+    assert run_.info.run_id == run_id(again) and run_.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_.info.run_id, "train/loss_total")] == [1, 2]
+    models = mlflow.search_logged_models(experiment_ids=[run_.info.experiment_id], output_format="list")
+    assert [m.model_id for m in models] == [json.loads(again.run_info.read_text())["logged_model_id"]]
+    # and once more: nothing is recorded twice
+    again.model.unlink()
+    run(tmp_path, tiny_dataset, "down")
+    assert len(client.search_runs([run_.info.experiment_id])) == 1
+    assert [m.step for m in client.get_metric_history(run_.info.run_id, "train/loss_total")] == [1, 2]
+    assert len(mlflow.search_logged_models(experiment_ids=[run_.info.experiment_id], output_format="list")) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections import Counter, defaultdict
@@ -222,10 +223,20 @@ def check_mlflow(args, report: Report) -> None:
     for path, run_id in zip(run_info_files, finished):
         report.check(status.get(run_id) == "FINISHED", f"MLflow run of {path.parent.relative_to(args.workdir)} is FINISHED",
                      f"run {run_id}: {status.get(run_id, 'not on the server')}")
-    failed = [rid for rid, s in status.items() if s == "FAILED"]
-    report.check(len(failed) >= 1 and not set(failed) & set(finished),
-                 "the failed training attempt left a FAILED MLflow run beside the finished ones",
-                 f"statuses on the server: {dict(Counter(status.values()))}")
+    # the retry of the failed training continued its run (reid.tracking: one run per training identity)
+    tags = {r.info.run_id: r.data.tags for r in runs}
+    continued = [rid for rid in finished if tags.get(rid, {}).get("previous_attempt_status") == "FAILED"]
+    report.check(len(continued) >= 1 and "FAILED" not in status.values(),
+                 "the failed training attempt's run was continued by its retry and ended FINISHED (one run per training)",
+                 f"statuses on the server: {dict(Counter(status.values()))}; "
+                 f"attempts: {[tags[rid].get('attempt') for rid in finished if rid in tags]}")
+    train = [r for r in runs if r.data.tags.get("rule") == "train"]
+    report.check(len(train) == args.trained_models, f"{args.trained_models} training runs on the server, no duplicate",
+                 f"found {len(train)}")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if password:
+        leaked = [r.info.run_name for r in runs if password in json.dumps([r.data.params, r.data.tags])]
+        report.check(not leaked, "the MLflow password is in no run's parameters or tags", f"found in {leaked}")
 
 
 def main(argv=None) -> int:

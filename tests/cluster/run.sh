@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The workflow on a real one-node SLURM cluster with a fake GPU:  bash tests/cluster/run.sh  (as root)
 #
-# Brings the cluster up (setup.sh), starts an MLflow server on 127.0.0.1, checks that the workflow
-# stops at once when that server cannot be reached, then runs the workflow on the tiny synthetic
-# config (tests/cluster/config.yaml) through profiles/slurm - with only the partition set and the
-# training GPU model pinned - while one training job fails once (REID_FAIL_ONCE), and checks the
-# outcome (check_run.py): every heavy job went through sbatch, GPU jobs got CUDA_VISIBLE_DEVICES,
-# the retry completed the workflow and the failed MLflow run is FAILED. The cluster and the server
-# are always torn down. The last line is `N passed, M failed`; the exit status is 0 only when
-# nothing failed. Without root or apt-get it prints why it is skipped and exits 0.
+# Brings the cluster up (setup.sh), starts MLflow's basic-auth server on 127.0.0.1 (the jobs log in
+# as a user of their own; a client without credentials gets 401), checks that the workflow stops at
+# once when that server cannot be reached, then runs the workflow on the tiny synthetic config
+# (tests/cluster/config.yaml) through profiles/slurm - with only the partition set and the training
+# GPU model pinned - while one training job fails once (REID_FAIL_ONCE), and checks the outcome
+# (check_run.py): every heavy job went through sbatch, GPU jobs got CUDA_VISIBLE_DEVICES, the retry
+# completed the workflow and continued the failed attempt's MLflow run to FINISHED, and the password
+# is in no run's parameters or tags. The cluster and the server are always torn down. The last
+# line is `N passed, M failed`; the exit status is 0 only when nothing failed. Without root or
+# apt-get it prints why it is skipped and exits 0.
 #
 #   REID_VENV            the project's venv (default <repo>/.venv); needs snakemake-executor-plugin-slurm
 #   REID_SLURM_STATE     cluster state and the test's work folder (default /tmp/reid-slurm)
@@ -123,22 +125,48 @@ check "the test profile differs from profiles/slurm in 2 lines (partition, train
 # ------------------------------------------------------------------------ MLflow
 PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URI=http://127.0.0.1:$PORT
+# MLflow's basic-auth server, as docs/cluster.md runs it: the admin is made on first start from
+# MLFLOW_AUTH_ADMIN_PASSWORD; the jobs run as a user of their own (MLFLOW_TRACKING_USERNAME/_PASSWORD)
+secret() { "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(16))'; }
+ADMIN_PASSWORD=$(secret)
+printf '%s\n' "[mlflow]" "default_permission = READ" "database_uri = sqlite:///$WORK/mlflow/basic_auth.db" \
+  "admin_username = reid-admin" "authorization_function = mlflow.server.auth:authenticate_request_basic_auth" \
+  >"$WORK/mlflow/basic_auth.ini"
 # --workers 1 and no job execution: 2 processes and ~5 s to answer, instead of 15 and ~20 s
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$VENV/bin/mlflow" server --host 127.0.0.1 \
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_AUTH_CONFIG_PATH="$WORK/mlflow/basic_auth.ini" \
+  MLFLOW_AUTH_ADMIN_PASSWORD=$ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY=$(secret) \
+  setsid "$VENV/bin/mlflow" server --app-name basic-auth --host 127.0.0.1 \
   --port "$PORT" --workers 1 --backend-store-uri "sqlite:///$WORK/mlflow/mlflow.db" \
   --artifacts-destination "$WORK/mlflow/artifacts" >"$WORK/mlflow/server.log" 2>&1 </dev/null &
 MLFLOW_PID=$!
 up=0
-for _ in $(seq 120); do
+for _ in $(seq 240); do
   "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$URI/health', timeout=2)" 2>/dev/null && { up=1; break; }
   kill -0 "$MLFLOW_PID" 2>/dev/null || break
   sleep 0.5
 done
-if [ "$up" = 1 ]; then ok "MLflow server answers at $URI"; else
+if [ "$up" = 1 ]; then ok "MLflow basic-auth server answers at $URI"; else
   bad "MLflow server did not come up"
   tail -n 20 "$WORK/mlflow/server.log"
   exit 1
 fi
+export MLFLOW_TRACKING_USERNAME=reid-jobs
+MLFLOW_TRACKING_PASSWORD=$(secret)
+export MLFLOW_TRACKING_PASSWORD
+MAKE_USER='import sys; from mlflow.server import get_app_client
+get_app_client("basic-auth", tracking_uri=sys.argv[1]).create_user(sys.argv[2], sys.argv[3])'
+check "the admin made the jobs' user $MLFLOW_TRACKING_USERNAME" \
+  'MLFLOW_TRACKING_USERNAME=reid-admin MLFLOW_TRACKING_PASSWORD=$ADMIN_PASSWORD "$VENV/bin/python" -c "$MAKE_USER" \
+     "$URI" "$MLFLOW_TRACKING_USERNAME" "$MLFLOW_TRACKING_PASSWORD" >/dev/null 2>"$WORK/mlflow/user.log"'
+UNAUTHENTICATED='import sys, urllib.request as u, urllib.error as e
+try:
+    u.urlopen(sys.argv[1] + "/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    print(200)
+except e.HTTPError as x:
+    print(x.code)'
+check "a client without credentials is refused (HTTP 401)" \
+  '[ "$(env -u MLFLOW_TRACKING_USERNAME -u MLFLOW_TRACKING_PASSWORD "$VENV/bin/python" -c "$UNAUTHENTICATED" "$URI")" = 401 ]'
+[ "$fail" = 0 ] || exit 1
 
 cd "$WORK/repo" || exit 1
 export PATH="$VENV/bin:$PATH" # the jobs run `python -m reid` with the project's venv (sbatch --export=ALL)

@@ -58,19 +58,20 @@ def populate(store: Path, report_file: Path, monkeypatch) -> tuple[str, dict[str
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # reid.tracking honours it
     tracking.init_store(uri, ["reid-synthetic"])  # a model-training experiment, artifacts beside the store
     client = MlflowClient(tracking_uri=uri)
+    backend = tracking.MlflowStore(uri)
     exp_id = client.get_experiment_by_name("reid-synthetic").experiment_id
     runs, evals = {}, {}
     for model, r1 in R1.items():
         tags = {"dataset": "synthetic", "model": model, "seed": 0, "rule": "train"}
-        run_id = tracking.start_run("reid-synthetic", f"{model}-seed0-train", {"variant": model}, tags)
+        run_id = backend.start_run("reid-synthetic", f"{model}-seed0-train", {"variant": model}, tags)
         for step, loss in enumerate((2.0, 1.2, 0.9), start=1):
-            tracking.log_metrics(run_id, {"train/loss_id": loss}, step=step)
+            backend.log_metrics(run_id, {"train/loss_id": loss}, step=step)
         net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 4, 4))
-        tracking.log_trained_model(run_id, net, torch.randn(2, 3, 8, 4), name=f"{model}-seed0",
+        backend.log_trained_model(run_id, net, torch.randn(2, 3, 8, 4), name=f"{model}-seed0",
                                    params={"variant": model}, tags={"model": model})
-        tracking.finish_run(run_id)
+        backend.finish_run(run_id)
         runs[model] = run_id
-        evals[model] = tracking.log_evaluation(
+        evals[model] = backend.log_evaluation(
             run_id, {"rank1": r1, "mAP": MAP[model], "rerank/rank1": r1 + 0.05}, EVAL_SETTINGS,
             test_data={"name": "synthetic/test", "digest": "feedc0de1234", "source": str(store.parent / "data")})
 
