@@ -83,6 +83,8 @@ class Variant:
     ``builtin``: defined in this package, so that its name fixes its builder (the config hash leaves
     the entry out) and its ``forward`` output is trusted (not checked at every step). Every model
     file, built-in or not, records the builder and its arguments (reid.models.builder).
+    ``recipe``: the training recipe that trains it (a name of reid.recipes; the paper's Siamese
+    pairs unless the variant says otherwise).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Variant:
     builder: str
     builder_args: Mapping[str, Any] = field(default_factory=dict)
     builtin: bool = False
+    recipe: str = "siamese"
 
     def __post_init__(self):
         if not re.fullmatch(NAME_PATTERN, self.name):

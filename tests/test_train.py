@@ -11,7 +11,8 @@ import torch
 from reid import tracking
 from reid.checkpoint import Checkpointer
 from reid.models.runtime import load_trained_model
-from reid.train import TrainOutputs, lr_at, train
+from reid.recipes.siamese import lr_at
+from reid.train import TrainOutputs, train
 from reid.typed_config import ModelConfig, TrainConfig
 
 MODEL = dict(backbone="resnet18", pretrained=None, pretrained_sha256=None, pretrained_url=None, embedding_dim=32,
@@ -88,7 +89,8 @@ def run_tags(outputs):
 
 
 def test_lr_schedule_steps_at_lr_step():
-    assert [lr_at(e, {**TRAIN, "lr_step": 2}) for e in range(4)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    cfg = TrainConfig.from_dict({**TRAIN, "lr_step": 2})
+    assert [lr_at(e, cfg) for e in range(4)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
 def test_training_writes_outputs_and_one_complete_run(tmp_path, tiny_dataset, mlflow_store):
