@@ -10,6 +10,10 @@ Recipes in the package (one module each):
 * ``siamese`` (reid.recipes.siamese): the paper's. Pairs, half positive (reid.data.pairs), the
   identification + verification losses, SGD with a step decay; its keys are config ``train:``'s.
 
+* ``bot`` (reid.recipes.bot): the strong baseline of Luo et al. (CVPR workshops 2019): P x K
+  batches, ID loss with label smoothing + batch-hard triplet (+ center) loss on a BNNeck, Adam with
+  warm-up and steps; its keys are config ``bot:``'s.
+
 Adding a recipe (docs/extending.md): a module whose ``plan(model, setting)`` returns a Plan, and one
 ``RecipeEntry`` line below (or ``register`` from a module listed in config ``plugins:``). A recipe
 with its own keys names its config section; the section is a typed class of reid.typed_config.
@@ -38,6 +42,9 @@ class RecipeEntry:
 BUILTIN = (
     RecipeEntry("siamese", "reid.recipes.siamese:plan", None,
                 "the paper's Siamese pairs: identification + verification losses, SGD with a step decay"),
+    RecipeEntry("bot", "reid.recipes.bot:plan", "bot",
+                "the strong baseline (Luo et al. 2019): P x K batches, label-smoothed ID + batch-hard triplet "
+                "(+ center) loss on a BNNeck, Adam with warm-up and steps"),
 )
 REGISTRY: dict[str, RecipeEntry] = {r.name: r for r in BUILTIN}
 
