@@ -11,9 +11,9 @@ reid-strong-baseline's ``configs/softmax_triplet_with_center.yml``), each a key 
   erasing (``random_erasing`` 0.5);
 * losses on the BNNeck model (reid.models.bot): the identity cross-entropy with label smoothing
   (``label_smoothing`` 0.1) on the classifier after the BNNeck, the batch-hard triplet loss
-  (``triplet_margin`` 0.3, Euclidean distances) on the feature before it, and optionally the center
-  loss (``center_loss_weight``; 0.0005 in the row reporting 94.5 / 85.9) on the same feature, its
-  centers updated by SGD at ``center_lr`` 0.5 with the gradient divided by the weight, as released;
+  (``triplet_margin`` 0.3, Euclidean distances) on the feature before it, and the center loss
+  (``center_loss_weight`` 0.0005, the row reporting 94.5 / 85.9; 0 turns it off) on the same feature,
+  its centers updated by SGD at ``center_lr`` 0.5 with the gradient divided by the weight, as released;
 * Adam (``lr`` 3.5e-4, ``weight_decay`` 5e-4), a linear warm-up over ``warmup_epochs`` 10 from
   ``warmup_factor`` 0.01 x lr, x ``lr_gamma`` 0.1 at ``lr_milestones`` [40, 70], ``epochs`` 120
   (``lr_at``).

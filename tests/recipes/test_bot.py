@@ -138,3 +138,62 @@ def test_last_stride_one_doubles_the_feature_map():
     for stride, size in ((1, (4, 2)), (2, (2, 1))):
         model = BotModel(3, backbone="resnet18", last_stride=stride)
         assert model.activation_maps(x).shape[-2:] == size
+
+
+# ---------------------------------------------------------------- through the training stage
+
+TINY_BOT = {"height": 32, "width": 16, "padding": 2, "epochs": 3, "identities_per_batch": 3,
+            "images_per_identity": 2, "warmup_epochs": 2, "lr_milestones": [2]}  # center loss on: the default
+
+
+def _train_bot(tmp_path, tiny_dataset, name, bot=TINY_BOT, kill_after=None, monkeypatch=None):
+    from reid import tracking
+    from reid.checkpoint import Checkpointer
+    from reid.train import TrainOutputs, train
+    from reid.typed_config import ModelConfig, TrainConfig
+
+    root, mean = tiny_dataset
+    out = tmp_path / name
+    outputs = TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json")
+    if kill_after is not None:
+        original, saved = Checkpointer.save, []
+
+        def save(self, state):
+            path = original(self, state)
+            saved.append(state["epoch"])
+            if len(saved) == kill_after:
+                raise SystemExit("killed")
+            return path
+
+        monkeypatch.setattr(Checkpointer, "save", save)
+    kwargs = dict(data_root=root, mean_image=mean, dataset="tiny", variant="bot", seed=3,
+                  model_cfg=ModelConfig.from_dict({"backbone": "resnet18"}),
+                  train_cfg=TrainConfig.from_dict({"device": "cpu"}), recipe_cfg=BotConfig.from_dict(bot),
+                  tracker=tracking.NullTracker(), outputs=outputs, checkpoint_dir=out / "ckpt")
+    try:
+        train(**kwargs)
+    except SystemExit:
+        monkeypatch.undo()
+        train(**kwargs)  # the retry resumes from the checkpoint
+    return outputs
+
+
+def test_bot_training_resumes_bit_identically_and_the_model_file_rebuilds(tmp_path, tiny_dataset, monkeypatch):
+    from reid.models.runtime import load_trained_model
+
+    straight = _train_bot(tmp_path, tiny_dataset, "straight")
+    resumed = _train_bot(tmp_path, tiny_dataset, "resumed", kill_after=2, monkeypatch=monkeypatch)
+    a = torch.load(straight.model, weights_only=False)
+    b = torch.load(resumed.model, weights_only=False)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    drop_time = lambda path: [line.rsplit(",", 2)[0] for line in path.read_text().splitlines()]  # noqa: E731
+    assert drop_time(straight.history) == drop_time(resumed.history)
+    header = straight.history.read_text().splitlines()[0].split(",")
+    assert header == ["epoch", "lr", "loss_total", "loss_id", "loss_triplet", "loss_center", "acc_id",
+                      "images_per_s", "seconds"]
+    # extraction's path: the model file rebuilds through the variant's builder, test features after the BNNeck
+    model, meta = load_trained_model(straight.model)
+    assert meta["variant"] == "bot" and meta["builder"]["entry"] == "reid.models.bot:build"
+    assert (meta["height"], meta["width"]) == (32, 16)
+    assert model.embed(torch.zeros(2, 3, 32, 16)).shape == (2, 512)

@@ -24,7 +24,7 @@ TINY = {
     "model": {"embedding_dim": 32},
     "train": {"height": 32, "width": 16, "epochs": 2, "batch_pairs": 8, "lr_step": 1},
     "bot": {"height": 32, "width": 16, "padding": 2, "epochs": 2, "identities_per_batch": 4,
-            "images_per_identity": 2, "warmup_epochs": 1, "lr_milestones": [2], "center_loss_weight": 0.0005},
+            "images_per_identity": 2, "warmup_epochs": 1, "lr_milestones": [2]},
     "evaluate": {"batch_size": 64, "bootstrap": {"resamples": 200}},
     "report": {"table1_datasets": None, "table3_dataset": None},
 }
