@@ -182,7 +182,7 @@ def register(variant: Variant) -> Variant:
         if known == variant or (variant.colour is None and known == _with_colour(variant, known.colour)):
             return known
         raise ValueError(f"model variant {variant.name!r} is already registered"
-                         + (" (a built-in variant)" if known.builtin else f" (builder {known.builder})"))
+                         + (" (a built-in variant)" if known in BUILTIN else f" (builder {known.builder})"))
     if variant.colour is None:
         extra = sum(1 for v in REGISTRY.values() if v not in BUILTIN)
         variant = _with_colour(variant, EXTRA_COLOURS[extra % len(EXTRA_COLOURS)])
