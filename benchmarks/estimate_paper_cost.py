@@ -68,22 +68,16 @@ def measure_bot_step(cfg: dict, num_classes: int, images: int) -> tuple[float, i
     x = torch.randn(images, 3, b.height, b.width).contiguous(memory_format=torch.channels_last)
     labels = torch.arange(images) // max(1, images // 2)  # two identities: the triplet loss has both kinds
     center = CenterLoss(num_classes, model.feature_dim)
-    saved: dict[int, int] = {}
 
-    def pack(tensor):
-        if not isinstance(tensor, torch.nn.Parameter):
-            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
         loss = (torch.nn.functional.cross_entropy(out["logits"].float(), labels, label_smoothing=b.label_smoothing)
-                 + batch_hard_triplet_loss(out["feature"].float(), labels, b.triplet_margin)
-                 + b.center_loss_weight * center(out["feature"].float(), labels))
+                + batch_hard_triplet_loss(out["feature"].float(), labels, b.triplet_margin)
+                + b.center_loss_weight * center(out["feature"].float(), labels))
         loss.backward()
-    return float(counter.get_total_flops()), sum(saved.values()), sum(p.numel() for p in model.parameters())
+
+    return count_step(step, model)
 
 
 def measure_step(variant: str, cfg: dict, num_classes: int, pairs: int) -> tuple[float, int, int]:
@@ -101,6 +95,18 @@ def measure_step(variant: str, cfg: dict, num_classes: int, pairs: int) -> tuple
     la = torch.randint(0, num_classes, (pairs,))
     same = torch.arange(pairs) % 2 == 0
     lb = torch.where(same, la, (la + 1) % num_classes)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs on CUDA (reid.train)
+            out = model(*x)
+            losses = pair_loss(out, la, lb, same, verification_weight=t["verification_weight"])
+        losses["total"].backward()
+
+    return count_step(step, model)
+
+
+def count_step(step, model: torch.nn.Module) -> tuple[float, int, int]:
+    """(FLOPs, bytes saved for backward, parameter count) of ``step()``, one forward and backward."""
     saved: dict[int, int] = {}
 
     def pack(tensor):
@@ -111,10 +117,7 @@ def measure_step(variant: str, cfg: dict, num_classes: int, pairs: int) -> tuple
 
     counter = FlopCounterMode(display=False)
     with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs on CUDA (reid.train)
-            out = model(*x)
-            losses = pair_loss(out, la, lb, same, verification_weight=t["verification_weight"])
-        losses["total"].backward()
+        step()
     return float(counter.get_total_flops()), sum(saved.values()), sum(p.numel() for p in model.parameters())
 
 

@@ -17,17 +17,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-TINY = {
-    "synthetic": {"train_ids": 8, "test_ids": 8, "cameras": 3, "cameras_per_id": [2, 3],
-                  "images_per_camera": [2, 2], "distractors": 6, "junk": 4, "multi_query_images": [2, 2],
-                  "height": 32, "width": 16},
-    "model": {"embedding_dim": 32},
-    "train": {"height": 32, "width": 16, "epochs": 2, "batch_pairs": 8, "lr_step": 1},
-    "bot": {"height": 32, "width": 16, "padding": 2, "epochs": 2, "identities_per_batch": 4,
-            "images_per_identity": 2, "warmup_epochs": 1, "lr_milestones": [2]},
-    "evaluate": {"batch_size": 64, "bootstrap": {"resamples": 200}},
-    "report": {"table1_datasets": None, "table3_dataset": None},
-}
+from test_pipeline import TINY as PIPELINE_TINY  # noqa: E402  (tests/ is on sys.path: conftest.py)
+
+# the pipeline test's tiny config, the strong baseline at the same scale, one table
+TINY = {**PIPELINE_TINY,
+        "bot": {"height": 32, "width": 16, "padding": 2, "epochs": 2, "identities_per_batch": 4,
+                "images_per_identity": 2, "warmup_epochs": 1, "lr_milestones": [2]},
+        "evaluate": {**PIPELINE_TINY["evaluate"], "bootstrap": {"resamples": 200}},
+        "report": {"table1_datasets": None, "table3_dataset": None}}
 
 
 @pytest.fixture(scope="module")
