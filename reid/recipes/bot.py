@@ -85,8 +85,9 @@ class BotAugment:
     """Resize, flip, pad and randomly crop, normalise (the training mean image), erase; draws from ``gen``.
 
     The padding is zeros (black) on the [0, 1] image, as torchvision's Pad before the released code's
-    normalisation; erased pixels are set to 0 after normalisation, i.e. to the mean image (the
-    released RandomErasing fills with the ImageNet mean).
+    normalisation. Erasing is the project's ``random_erase`` (to the mean image, 0 after normalisation);
+    the released RandomErasing writes the ImageNet mean's raw values into the normalised image and
+    draws the aspect ratio linearly (docs/model.md, "The strong baseline": a departure in detail).
     """
 
     def __init__(self, stats: Mapping, height: int, width: int, flip: float, padding: int, erasing: float):
