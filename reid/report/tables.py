@@ -358,14 +358,14 @@ def strong_baseline_note(rows: list[dict], by_model: dict[str, list[Run]], info:
         if model not in by_model:
             continue
         r1, ap = summarise(by_model[model], "rank1"), summarise(by_model[model], "mAP")
-        published = f"{row['rank1']:.1f} / {row['mAP']:.1f} ({row['method']}, {row['source']})"
+        published = f"{row['rank1']:.1f} / {row['mAP']:.1f} ({row['method']}; {row['source']})"
         if info.comparable_to(paper_kind) and r1 is not None and ap is not None:
             parts.append(f"'{model}' reproduced here: Rank-1 / mAP {r1.mean:.2f} / {ap.mean:.2f}, published "
                          f"{published}: difference {r1.mean - row['rank1']:+.2f} / {ap.mean - row['mAP']:+.2f} points.")
         else:
-            parts.append(f"The strong baseline's published rows ({published} on {paper_label(paper_kind)}) are its "
-                         f"authors' numbers, not the paper's; the '{model}' row reproduced on {info.label} is NOT "
-                         f"comparable to them.")
+            parts.append(f"The strong baseline's published rows are its authors' numbers on "
+                         f"{paper_label(paper_kind)}, not the paper's (for the '{model}' configuration: {published}); "
+                         f"the '{model}' row reproduced on {info.label} is NOT comparable to them.")
     return " ".join(parts)
 
 
