@@ -197,3 +197,13 @@ def test_bot_training_resumes_bit_identically_and_the_model_file_rebuilds(tmp_pa
     assert meta["variant"] == "bot" and meta["builder"]["entry"] == "reid.models.bot:build"
     assert (meta["height"], meta["width"]) == (32, 16)
     assert model.embed(torch.zeros(2, 3, 32, 16)).shape == (2, 512)
+
+
+def test_bot_exports_to_onnx_with_the_pipelines_features():
+    from reid import export_onnx
+
+    torch.manual_seed(0)
+    model = BotModel(5, backbone="resnet18").eval()
+    images = torch.randn(4, 3, 32, 16, generator=torch.Generator().manual_seed(1))
+    graph, worst = export_onnx.export_model(model, images, {"variant": "bot"}, "variant bot")
+    assert 0 <= worst <= 1e-4  # the largest difference export_model measured against PyTorch
