@@ -31,11 +31,11 @@ def plugin(monkeypatch):
 
 def test_the_plugin_recipe_is_registered_and_a_config_may_use_it(plugin):
     from reid import recipes, variants
-    from reid.config import ConfigError, validate
+    from reid.config import ConfigError
+    from reid.config_checks import load, validate
 
     assert recipes.get("pk_softmax").entry == "reid_recipe_example:plan"
     assert variants.get_variant("tiny_pk").recipe == "pk_softmax"
-    from reid.config import load
 
     config = load(Path(__file__).resolve().parents[2] / "config.yaml")
     validate({**config, "plugins": ["reid_recipe_example"], "models": ["tiny_pk"]})
