@@ -11,8 +11,8 @@ folder) and hold only tensors and plain Python types (the RNG state is a tensor,
 dicts of floats), so they load with ``torch.load(..., weights_only=True)``. A file that still cannot
 be read (empty or cut short by a dead node or a full disk, written by an older version, ...) is moved
 aside to ``damaged-<name>-<n>.pt`` and never deleted; the other one is tried next, and with none left
-training starts afresh. A checkpoint made with other result-changing settings (its ``key`` differs, see
-:func:`reid.config.checkpoint_keys`) or past the configured number of epochs is moved aside to
+training starts afresh. A checkpoint made with other result-changing settings (its ``key`` differs:
+:class:`RunIdentity` derives it from the run's settings, see :func:`reid.config.checkpoint_keys`) or past the configured number of epochs is moved aside to
 ``stale-<key>-<name>`` the same way. :class:`Resume` says which of these happened, for the log and the
 MLflow run.
 """
@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reid import io
+from reid.config import checkpoint_keys, config_hash, result_keys
 
 log = logging.getLogger("reid.checkpoint")
 
@@ -60,6 +63,41 @@ class Resume:
         return head + (f" ({'; '.join(self.notes)})" if self.notes else "")
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """What one training run is: the settings its numbers depend on, hashed two ways.
+
+    ``sections`` are the config sections the run reads, by name and in a fixed order (``model``,
+    ``train``, then the recipe's own section if it has one, reid.recipes), as the schema spells them
+    (``Section.as_dict()``); ``builder`` is the ``package.module:function`` of a model that is not one
+    of the paper's variants (another builder under the same name is another model).
+    """
+
+    dataset: str
+    variant: str
+    seed: int
+    sections: Mapping[str, Mapping[str, Any]]
+    builder: str | None = None
+
+    @property
+    def config_hash(self) -> str:
+        """The run's result hash (MLflow tag ``config_hash``, run.json, model.pt's meta): its result keys
+        (reid.config.result_keys), runtime keys left out."""
+        return config_hash(self.dataset, self.variant, self.seed,
+                           *(result_keys(dict(v), k) for k, v in self.sections.items()), *self._builder)
+
+    def checkpoint_key(self, data_digest: str) -> str:
+        """The key a checkpoint of this run must carry: its checkpoint keys (reid.config.checkpoint_keys:
+        ``*.epochs`` may grow) and the digest of the training split's files."""
+        return config_hash(self.dataset, self.variant, self.seed,
+                           *(checkpoint_keys(dict(v), k) for k, v in self.sections.items()), data_digest,
+                           *self._builder)
+
+    @property
+    def _builder(self) -> tuple[str, ...]:
+        return () if self.builder is None else (self.builder,)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load one checkpoint with ``weights_only=True`` (reid.files' torch loader); raises CheckpointError
     naming the file when it is empty, cut short, not a torch file of plain types, or lacks one of REQUIRED."""
@@ -86,6 +124,12 @@ class Checkpointer:
     def __init__(self, folder: str | Path, key: str, epochs: int):
         self.folder, self.key, self.epochs = Path(folder), key, epochs
         self.folder.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_run(cls, folder: str | Path, identity: RunIdentity, data_digest: str, epochs: int) -> Checkpointer:
+        """The checkpoints of the run ``identity`` on the training split whose files hash to
+        ``data_digest`` (reid.train.training_data_digest), ``epochs`` epochs long."""
+        return cls(folder, identity.checkpoint_key(data_digest), epochs)
 
     @property
     def last(self) -> Path:

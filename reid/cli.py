@@ -112,7 +112,8 @@ def cmd_train(args) -> None:
         register_custom(variant, args.custom_model, "--custom-model")
     from reid.variants import get_variant
 
-    get_variant(variant)  # an unknown name stops here, naming the known ones
+    spec = get_variant(variant)  # an unknown name stops here, naming the known ones
+    recipe_cfg = _recipe_section(spec.recipe, args.recipe_params)
     # workers and device change how training runs, not its numbers: the workflow passes them apart
     # from the JSON section (which the schema completed with their defaults), so that changing them
     # reruns nothing (reid.config.RUNTIME_KEYS)
@@ -120,11 +121,25 @@ def cmd_train(args) -> None:
                                                                              ("device", args.device)) if v is not None})
     history = train(data_root=Path(args.data), mean_image=Path(args.mean_image), dataset=args.dataset,
                     variant=variant, seed=args.seed, model_cfg=model_cfg, train_cfg=train_cfg,
-                    custom_model=args.custom_model, tracker=_tracker(args),
+                    custom_model=args.custom_model, recipe_cfg=recipe_cfg, tracker=_tracker(args),
                     outputs=TrainOutputs(out / "model.pt", out / "history.csv", out / "run.json"),
                     checkpoint_dir=Path(args.checkpoint_dir), threads=args.threads, reading=args.reading)
     last = history[-1] if history else {}
     print(f"trained {args.reading or variant} seed {args.seed}: " + json.dumps(last))
+
+
+def _recipe_section(recipe: str, given: dict | None):
+    """The typed config section of training recipe ``recipe`` (reid.recipes) from ``--recipe-params``
+    (the schema fills what it leaves out); None for a recipe without one."""
+    from reid import recipes
+    from reid.typed_config import Config
+
+    section = recipes.get(recipe).section
+    if section is None:
+        if given is not None:
+            raise ConfigError(f"--recipe-params: training recipe {recipe!r} has no config section of its own")
+        return None
+    return Config.SECTIONS[section].from_dict(given or {}, f"--recipe-params (config '{section}')")
 
 
 def cmd_extract(args) -> None:
@@ -275,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mean-image", required=True)
     s.add_argument("--model-params", type=_typed(ModelConfig, "--model-params (config 'model')"), required=True)
     s.add_argument("--train-params", type=_typed(TrainConfig, "--train-params (config 'train')"), required=True)
+    s.add_argument("--recipe-params", type=_json("--recipe-params (the training recipe's config section)"),
+                   default=None, help="JSON: the config section of the model's training recipe (reid.recipes), "
+                                      "e.g. config 'bot'; left out: the schema's defaults")
     s.add_argument("--mlflow-params", type=_json("--mlflow-params (config 'mlflow')", "mlflow"), default=None,
                    help="default: experiment prefix from REID_EXPERIMENT_PREFIX, tracking URI from MLFLOW_TRACKING_URI")
     s.add_argument("--tracking", choices=TRACKERS, default=None,

@@ -72,6 +72,19 @@ def schema_default(path: str) -> Any:
     return _resolve(node, schema)["default"]
 
 
+def departures(section: str, values: dict) -> list[str]:
+    """The keys of config section ``section`` whose value in ``values`` differs from the schema's default,
+    as ``"key value (default d)"``, in the schema's order. For a section whose defaults are a published
+    configuration (``bot:``), this is what a run changed of it: the tables state it in their captions.
+    Raises KeyError for a section the schema does not have."""
+    node, _ = section_schema(section)
+    out = []
+    for key, sub in node.get("properties", {}).items():
+        if key in values and "default" in sub and values[key] != sub["default"]:
+            out.append(f"{key} {values[key]} (published {sub['default']})")
+    return out
+
+
 def _resolve(node: dict, root: dict) -> dict:
     ref = node.get("$ref")
     if ref and ref.startswith("#/"):

@@ -128,7 +128,7 @@ def _check_models(config: dict, source: str) -> None:
     registered kind (reid.data.kinds), once ``plugins:`` are imported and ``custom_models:``
     registered (reid.plugins.load, idempotent). The schema checks only the names' form, so that
     registered names pass it."""
-    from reid import plugins, variants
+    from reid import plugins, recipes, variants
 
     try:
         plugins.load(config.get("plugins") or [], config.get("custom_models") or {}, source)
@@ -149,3 +149,7 @@ def _check_models(config: dict, source: str) -> None:
                               f"{', '.join(variants.names())}. Define it under custom_models: "
                               f"(custom_models.{name}.entry: package.module:function) or register it from a "
                               f"module listed in plugins: (docs/extending.md)")
+        recipe = variants.REGISTRY[name].recipe
+        if recipe not in recipes.REGISTRY:
+            raise ConfigError(f"{source}: models[{i}]: model variant {name!r} is trained by recipe {recipe!r}, which "
+                              f"is not registered; known: {', '.join(recipes.REGISTRY)} (reid.recipes)")

@@ -21,7 +21,7 @@ import torch
 
 from reid.config import ConfigError
 
-LOSS_KEYS = ("loss_total", "loss_id", "loss_verif")
+LOSS_KEYS = ("loss_total", "loss_id", "loss_verif", "loss_triplet", "loss_center")  # every recipe's (reid.recipes)
 
 
 class ContractError(ValueError):

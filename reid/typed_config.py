@@ -158,6 +158,35 @@ class TrainConfig(Section):
 
 
 @dataclass(frozen=True)
+class BotConfig(Section):
+    """Config ``bot:``, the strong baseline's training recipe (reid.recipes.bot; its defaults are the
+    published configuration of Luo et al. 2019)."""
+
+    SECTION: ClassVar[str] = "bot"
+    height: int
+    width: int
+    epochs: int
+    identities_per_batch: int
+    images_per_identity: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    warmup_factor: float
+    lr_milestones: tuple[int, ...]
+    lr_gamma: float
+    label_smoothing: float
+    triplet_margin: float
+    center_loss_weight: float
+    center_lr: float
+    last_stride: int
+    neck: str
+    neck_feat: str
+    horizontal_flip: float
+    padding: int
+    random_erasing: float
+
+
+@dataclass(frozen=True)
 class RerankConfig(Section):
     """Config ``evaluate.rerank:``, k-reciprocal re-ranking (Zhong et al., CVPR 2017)."""
 
@@ -279,13 +308,15 @@ class Config:
     cross_domain: tuple[Mapping[str, str], ...]  # ({"train": A, "test": B}, ...)
     model: ModelConfig
     train: TrainConfig
+    bot: BotConfig
     evaluate: EvaluateConfig
     report: ReportConfig
     mlflow: MlflowConfig
 
     # the top-level keys that are sections, and their classes
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
-        "synthetic": SyntheticConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
+        "synthetic": SyntheticConfig, "model": ModelConfig, "train": TrainConfig, "bot": BotConfig,
+        "evaluate": EvaluateConfig,
         "report": ReportConfig, "mlflow": MlflowConfig}
 
 

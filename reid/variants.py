@@ -32,9 +32,9 @@ from typing import Any, Callable, Mapping
 from reid.readings import TEST_EMBEDDINGS
 
 ATTENTIONS = ("none", "self", "mutual")
-# colours of the variants registered after the built-ins, in registration order (matplotlib's
-# tab10 without the built-ins' four)
-EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#ff7f0e")
+# colours of the variants registered after the package's, in registration order (matplotlib's
+# tab10 without the package's five)
+EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 NAME_PATTERN = r"[A-Za-z0-9_]+"  # a name is a path component of results/{dataset}/{model}/
 
 
@@ -83,6 +83,8 @@ class Variant:
     ``builtin``: defined in this package, so that its name fixes its builder (the config hash leaves
     the entry out) and its ``forward`` output is trusted (not checked at every step). Every model
     file, built-in or not, records the builder and its arguments (reid.models.builder).
+    ``recipe``: the training recipe that trains it (a name of reid.recipes; the paper's Siamese
+    pairs unless the variant says otherwise).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Variant:
     builder: str
     builder_args: Mapping[str, Any] = field(default_factory=dict)
     builtin: bool = False
+    recipe: str = "siamese"
 
     def __post_init__(self):
         if not re.fullmatch(NAME_PATTERN, self.name):
@@ -144,7 +147,7 @@ def backbone_label(backbone: str | None) -> str:
 # ReIDModel's (and does not read model.test_embedding / identification_path unless its builder does).
 PAPER_BUILDER = "reid.models.siamese:build_from_config"
 
-# The paper's variants (docs/model.md), in the order tables list them.
+# The package's variants (docs/model.md), in the order tables list them: the paper's, then the strong baseline.
 BUILTIN = (
     Variant("ide", "{bb} IDE (identification loss only)", "IDE", "#7f7f7f", "none", False, ("single",),
             PAPER_BUILDER, {"variant": "ide"}, builtin=True),
@@ -154,6 +157,9 @@ BUILTIN = (
             PAPER_BUILDER, {"variant": "self_attention"}, builtin=True),
     Variant("mutual", "{bb} + mutual attention", "mutual attention", "#d62728", "mutual", True, TEST_EMBEDDINGS,
             PAPER_BUILDER, {"variant": "mutual"}, builtin=True),
+    # not the paper's: the field's strong baseline (Luo et al. 2019), trained by its own recipe (reid.recipes.bot)
+    Variant("bot", "{bb} strong baseline (BoT)", "BoT", "#ff7f0e", "none", False, ("single",),
+            "reid.models.bot:build", recipe="bot"),
 )
 
 # The paper's comparison: its baseline and its proposed model (Table 1 reports the proposed model
@@ -176,9 +182,9 @@ def register(variant: Variant) -> Variant:
         if known == variant or (variant.colour is None and known == _with_colour(variant, known.colour)):
             return known
         raise ValueError(f"model variant {variant.name!r} is already registered"
-                         + (" (a built-in variant)" if known.builtin else f" (builder {known.builder})"))
+                         + (" (a built-in variant)" if known in BUILTIN else f" (builder {known.builder})"))
     if variant.colour is None:
-        extra = sum(1 for v in REGISTRY.values() if not v.builtin)
+        extra = sum(1 for v in REGISTRY.values() if v not in BUILTIN)
         variant = _with_colour(variant, EXTRA_COLOURS[extra % len(EXTRA_COLOURS)])
     REGISTRY[variant.name] = variant
     return variant

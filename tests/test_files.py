@@ -71,7 +71,7 @@ WRITERS = {
                                                           "mAP": 0.25, "cmc": [0.5, 0.75]}), files.load_metrics),
     "dataset_report": ("dataset.json", lambda p: io.write_json(p, {"ok": True, "problems": [], "splits": {
         "train": {"images": 8}}}), files.load_dataset_report),
-    "history": ("history.csv", lambda p: write_history([HISTORY_ROW, {**HISTORY_ROW, "epoch": 2}], p),
+    "history": ("history.csv", lambda p: write_history([HISTORY_ROW, {**HISTORY_ROW, "epoch": 2}], p, list(HISTORY_ROW)),
                 files.load_history),
     "per_query": ("per_query.csv", write_per_query, files.load_per_query),
     "comparisons": ("comparisons.json", lambda p: io.write_json(p, {"dataset": "d", "models": {}, "pairs": [],

@@ -12,7 +12,8 @@ import torch
 from reid import tracking
 from reid.checkpoint import Checkpointer
 from reid.models.runtime import load_trained_model
-from reid.train import TrainOutputs, lr_at, train
+from reid.recipes.siamese import lr_at
+from reid.train import TrainOutputs, train
 from reid.typed_config import ModelConfig, TrainConfig
 
 MODEL = dict(backbone="resnet18", pretrained=None, pretrained_sha256=None, pretrained_url=None, embedding_dim=32,
@@ -93,7 +94,7 @@ def run_tags(outputs):
 
 
 def test_lr_schedule_steps_at_lr_step():
-    cfg = TrainConfig.from_dict({**TRAIN, "lr_step": 2}).as_dict()  # lr_decay: step, the default
+    cfg = TrainConfig.from_dict({**TRAIN, "lr_step": 2})
     assert [lr_at(e, cfg) for e in range(4)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 

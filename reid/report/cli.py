@@ -57,7 +57,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
         doc = tables.table1(runs, [_info(specs, n) for n in args.datasets], comparisons)
     else:
         build = tables.table2 if args.report_table == "table2" else tables.table3
-        doc = build(runs, _info(specs, args.dataset), args.backbone, comparisons)
+        notes = json.loads(args.recipe_notes) if args.recipe_notes else None
+        doc = build(runs, _info(specs, args.dataset), args.backbone, comparisons, notes)
     for path in tables.write(doc, args.out, args.html_out):
         print(f"wrote {path}")
     return 0
@@ -212,6 +213,8 @@ def add_report_commands(subparsers) -> None:
         else:
             p.add_argument("--dataset", required=True, help="the dataset of the reproduced rows")
             p.add_argument("--backbone", required=True, help="model.backbone of the reproduced rows (row labels)")
+            p.add_argument("--recipe-notes", default=None,
+                           help="JSON: model -> how its recipe's settings depart from the published ones (caption)")
         p.add_argument("--out", required=True, help="the markdown table")
         p.add_argument("--html-out", default=None, help="also write the table as a self-contained HTML page")
         p.set_defaults(func=_cmd_table, report_table=verb)

@@ -47,7 +47,10 @@ def _save(fig, out: str | Path) -> Path:
 
 # ---------------------------------------------------------------- losses (Figure 6)
 
-LOSS_COLUMNS = ("epoch", "loss_id", "loss_verif")
+LOSS_COLUMNS = ("epoch", "loss_id")
+# the second panel: the paper's recipe's verification loss, or the strong baseline's triplet loss
+# (reid.recipes); a history has one of them
+SECOND_LOSSES = ("loss_verif", "loss_triplet")
 
 
 def read_history(path: str | Path) -> dict[str, np.ndarray]:
@@ -57,6 +60,8 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     try:
         rows = load_history(path, columns=LOSS_COLUMNS)
+        if not any(c in rows[0] for c in SECOND_LOSSES):
+            raise DamagedFileError(path, "history", f"missing column(s) {' or '.join(SECOND_LOSSES)}")
     except FileNotFoundError:
         raise ReportInputError(f"{path}: history file not found") from None
     except DamagedFileError as e:
@@ -66,13 +71,18 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
 
 def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: str = "",
                   colours: Mapping[str, str] | None = None) -> Path:
-    """Identification and verification loss per epoch, one line per model (label -> history.csv);
-    ``colours``: label -> colour (a variant's, reid.variants), matplotlib's cycle otherwise."""
+    """Identification and verification loss per epoch, one line per model (label -> history.csv); a model
+    trained by the strong baseline's recipe shows its triplet loss in the second panel. ``colours``:
+    label -> colour (a variant's, reid.variants), matplotlib's cycle otherwise."""
     data = {label: read_history(p) for label, p in histories.items()}
+    second = [c for c in SECOND_LOSSES if any(c in h for h in data.values())]
+    name2 = " / ".join({"loss_verif": "Verification loss", "loss_triplet": "triplet loss"}[c] for c in second)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
-    for ax, col, name in ((axes[0], "loss_id", "Identification loss"), (axes[1], "loss_verif", "Verification loss")):
+    for ax, col, name in ((axes[0], "loss_id", "Identification loss"), (axes[1], None, name2[:1].upper() + name2[1:])):
         for i, (label, h) in enumerate(data.items()):
-            ax.plot(h["epoch"], h[col], marker="o", markersize=4, linewidth=2, label=label,
+            column = col or next(c for c in SECOND_LOSSES if c in h)
+            ax.plot(h["epoch"], h[column], marker="o", markersize=4, linewidth=2,
+                    label=label if col or len(second) == 1 else f"{label} ({column.removeprefix('loss_')})",
                     color=(colours or {}).get(label, f"C{i}"))
         ax.set_title(name)
         ax.set_xlabel("epoch")

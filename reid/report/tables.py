@@ -295,11 +295,21 @@ def _comparison_inputs(runs: list[Run], info: DatasetInfo, table: str):
     return paper, paper_kind, by_model, f"{PAPER_SOURCE} ({paper_label(paper_kind)})"
 
 
-def table2(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None) -> TableDoc:
+def recipe_caption(recipe_notes: dict[str, str] | None, by_model: dict[str, list[Run]]) -> str:
+    """A caption sentence per reproduced model trained by a recipe with its own published settings (``bot``):
+    ``recipe_notes`` maps a model to what its run changed of them (reid.config.departures)."""
+    return " ".join(f"The '{m}' row was trained with the strong baseline's recipe, changed in: {note}."
+                    if note else f"The '{m}' row was trained with the strong baseline's published settings."
+                    for m, note in (recipe_notes or {}).items() if m in by_model)
+
+
+def table2(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None,
+           recipe_notes: dict[str, str] | None = None) -> TableDoc:
     """DukeMTMC-reID comparison in the paper: Rank-1 and mAP, the paper's rows then ours.
 
     comparisons: comparisons.json records by dataset (`load_comparisons`): interval cells over the
     seeds and the paired-comparison section; without it a single run's cells use its metrics.json ci95.
+    recipe_notes: model -> how its recipe's settings depart from the published ones (``recipe_caption``).
     """
     paper, paper_kind, by_model, paper_rows_label = _comparison_inputs(runs, info, "table2")
     comparison = _single_comparison(comparisons, info.name)
@@ -314,6 +324,10 @@ def table2(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
             method += " (*)"
         rows.append({"Method": method, "Rows": paper_rows_label, "Rank-1 (%)": fmt_pct(p["rank1"]),
                      "mAP (%)": fmt_pct(p["mAP"]), "mAP, trapezoid (%)": "–"})
+    strong = strong_baseline_rows(paper_kind, by_model)
+    for p in strong:
+        rows.append({"Method": p["method"], "Rows": f"published for the strong baseline ({p['source']})",
+                     "Rank-1 (%)": fmt_pct(p["rank1"]), "mAP (%)": fmt_pct(p["mAP"]), "mAP, trapezoid (%)": "–"})
     for model, model_runs in by_model.items():
         rows.append({"Method": model_label(model, backbone), "Rows": ours_label,
                      "Rank-1 (%)": cell(model, "rank1"), "mAP (%)": cell(model, "mAP"),
@@ -322,11 +336,44 @@ def table2(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
                f"{PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 2) on {paper_label(paper_kind)}, every row as "
                f"printed, in its order, with its reference numbers"
                + (f" (rows marked (*) are explained below the table)" if row_notes else "") + f"; the last "
-               f"{len(by_model)} were reproduced by this pipeline. " + _join(cell.caption(), comparability_note(info, paper_kind)))
+               f"{len(by_model)} were reproduced by this pipeline. "
+               + _join(cell.caption(), comparability_note(info, paper_kind), recipe_caption(recipe_notes, by_model)))
     notes = [AP_NOTE, seeds_note(by_model, cell.used_intervals), flip_note([r for rs in by_model.values() for r in rs]),
              "A dash marks a value the paper does not give.", *row_notes]
+    if strong:
+        notes.append(strong_baseline_note(strong, by_model, info, paper_kind))
     sections = paired_section(paired_rows(comparison, [("single", "single query")]), [comparison] if comparison else [])
     return TableDoc("Table 2", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}), sections)
+
+
+def strong_baseline_rows(paper_kind: str, by_model: dict[str, list[Run]]) -> list[dict]:
+    """The strong baseline's published rows (paper_numbers.yaml ``strong_baseline``) of ``paper_kind``, when a
+    model they reproduce (``bot``) is among ``by_model``; [] otherwise, so that the other tables are unchanged."""
+    rows = paper_numbers().get("strong_baseline", {}).get(paper_kind, [])
+    if not any(r.get("reproduces") in by_model for r in rows):
+        return []
+    return rows
+
+
+def strong_baseline_note(rows: list[dict], by_model: dict[str, list[Run]], info: DatasetInfo,
+                         paper_kind: str) -> str:
+    """What the reproduced strong-baseline row is against its published one: the differences (reproduced
+    minus published, percentage points) on the published dataset, else why they are not comparable."""
+    parts = []
+    for row in rows:
+        model = row.get("reproduces")
+        if model not in by_model:
+            continue
+        r1, ap = summarise(by_model[model], "rank1"), summarise(by_model[model], "mAP")
+        published = f"{row['rank1']:.1f} / {row['mAP']:.1f} ({row['method']}; {row['source']})"
+        if info.comparable_to(paper_kind) and r1 is not None and ap is not None:
+            parts.append(f"'{model}' reproduced here: Rank-1 / mAP {r1.mean:.2f} / {ap.mean:.2f}, published "
+                         f"{published}: difference {r1.mean - row['rank1']:+.2f} / {ap.mean - row['mAP']:+.2f} points.")
+        else:
+            parts.append(f"The strong baseline's published rows are its authors' numbers on "
+                         f"{paper_label(paper_kind)}, not the paper's (for the '{model}' configuration: {published}); "
+                         f"the '{model}' row reproduced on {info.label} is NOT comparable to them.")
+    return " ".join(parts)
 
 
 def _join(*parts: str) -> str:
@@ -341,8 +388,10 @@ def _mq(metric: str) -> str:
 
 
 
-def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None) -> TableDoc:
-    """Market-1501 comparison in the paper: single- and multi-query Rank-1 and mAP (``comparisons`` as table2)."""
+def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[str, dict] | None = None,
+           recipe_notes: dict[str, str] | None = None) -> TableDoc:
+    """Market-1501 comparison in the paper: single- and multi-query Rank-1 and mAP (``comparisons`` and
+    ``recipe_notes`` as table2)."""
     paper, paper_kind, by_model, paper_rows_label = _comparison_inputs(runs, info, "table3")
     comparison = _single_comparison(comparisons, info.name)
     cell = Cells(by_model, comparison)
@@ -352,6 +401,11 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
                      "SQ Rank-1 (%)": fmt_pct(p["rank1"]), "SQ mAP (%)": fmt_pct(p["mAP"]),
                      "MQ Rank-1 (%)": fmt_pct(p.get("mq_rank1")), "MQ mAP (%)": fmt_pct(p.get("mq_mAP")),
                      "SQ mAP, trapezoid (%)": "–", "MQ mAP, trapezoid (%)": "–"})
+    strong = strong_baseline_rows(paper_kind, by_model)
+    for p in strong:
+        rows.append({"Method": p["method"], "Rows": f"published for the strong baseline ({p['source']})",
+                     "SQ Rank-1 (%)": fmt_pct(p["rank1"]), "SQ mAP (%)": fmt_pct(p["mAP"]), "MQ Rank-1 (%)": "–",
+                     "MQ mAP (%)": "–", "SQ mAP, trapezoid (%)": "–", "MQ mAP, trapezoid (%)": "–"})
     any_mq = False
     for model, model_runs in by_model.items():
         mq_r1 = summarise(model_runs, _mq("rank1"))
@@ -364,12 +418,14 @@ def table3(runs: list[Run], info: DatasetInfo, backbone: str, comparisons: dict[
     caption = (f"**Table 3.** Rank-1 and mAP (%), single query (SQ) and multi-query (MQ). The first "
                f"{len(paper['rows'])} rows are {PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 3) on "
                f"{paper_label(paper_kind)}; the last {len(by_model)} were reproduced by this pipeline. "
-               + _join(cell.caption(), comparability_note(info, paper_kind)))
+               + _join(cell.caption(), comparability_note(info, paper_kind), recipe_caption(recipe_notes, by_model)))
     mq_note = ("Reproduced multi-query cells pool the query identity's gt_bbox features by their mean "
                "(metrics.json multi_query_mean/); max pooling is under multi_query_max/." if any_mq else
                f"Multi-query cells of reproduced rows are empty: '{info.name}' has no gt_bbox images.")
     notes = [AP_NOTE, mq_note, seeds_note(by_model, cell.used_intervals),
              flip_note([r for rs in by_model.values() for r in rs]), "A dash marks a value the paper does not give."]
+    if strong:
+        notes.append(strong_baseline_note(strong, by_model, info, paper_kind))
     rows_cmp = paired_rows(comparison, [("single", "single query (SQ)"), ("multi_query_mean", "multi-query (MQ, mean)")])
     sections = paired_section(rows_cmp, [comparison] if comparison else [])
     return TableDoc("Table 3", caption, pd.DataFrame(rows), notes, run_ids_frame({info.name: by_model}), sections)

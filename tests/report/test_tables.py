@@ -242,3 +242,30 @@ def test_table1_flags_dukes_rank10_printed_twice(tmp_path):
     assert df[("single query", "Rank-20")] == "94.74"  # only the flagged cells carry a mark
     md = doc.to_markdown()
     assert "possibly copied" in md and "DukeMTMC-reID single query Rank-10 (?)" in md
+
+
+def test_the_strong_baselines_published_rows_appear_with_bot_and_its_difference_on_the_published_dataset(tmp_path):
+    duke = [write_metrics(tmp_path, "duke", m, 0, vals(r1, ap)) for m, r1, ap in (("baseline", 0.76, 0.57),
+                                                                                     ("bot", 0.85, 0.75))]
+    md = tables.table2(load_runs(duke), DUKE, "resnet50", recipe_notes={"bot": "epochs 60 (published 120)"}).to_markdown()
+    published = row_of(md, "BoT: ResNet-50, all tricks + center loss")
+    assert published[1:4] == ["published for the strong baseline (Luo et al. 2019)", "86.40", "76.40"]
+    assert row_of(md, "fast-reid BoT(R50)")[2:4] == ["87.20", "77.00"]
+    assert row_of(md, "ResNet-50 strong baseline (BoT)")[1] == "reproduced here (duke)"
+    # reproduced minus published, in points: 85.00 - 86.4 and 75.00 - 76.4
+    assert "Rank-1 / mAP 85.00 / 75.00, published 86.4 / 76.4" in md and "difference -1.40 / -1.40 points" in md
+    assert "The 'bot' row was trained with the strong baseline's recipe, changed in: epochs 60 (published 120)." in md
+    market = [write_metrics(tmp_path, "market", "bot", 0, vals(0.9, 0.8))]
+    md3 = tables.table3(load_runs(market), MARKET, "resnet50").to_markdown()
+    assert row_of(md3, "BoT: ResNet-50, all tricks + center loss")[2:4] == ["94.50", "85.90"]
+    assert row_of(md3, "BoT: standard baseline (no tricks)")[2:4] == ["87.70", "74.00"]
+    # without bot the paper's tables are as they were
+    md_paper = tables.table2(load_runs(duke[:1]), DUKE, "resnet50").to_markdown()
+    assert "BoT" not in md_paper and "strong baseline" not in md_paper
+
+
+def test_departures_name_each_key_a_run_changed_of_the_published_settings():
+    from reid.config import departures
+
+    assert departures("bot", {"epochs": 30, "lr_milestones": [20, 26], "lr": 0.00035}) == [
+        "epochs 30 (published 120)", "lr_milestones [20, 26] (published [40, 70])"]

@@ -65,6 +65,36 @@ def custom_model_option(model):
     return f" --custom-model {shlex.quote(entry)}"
 
 
+def recipe_option(model):
+    """` --recipe-params JSON` for a model whose training recipe has a config section of its own (the
+    strong baseline's `bot:`, reid.recipes): its result keys, so that changing one retrains the models
+    of that recipe only; nothing for the others (the paper's recipe reads `train:`)."""
+    from reid import recipes, variants
+
+    name = recipes.get(variants.get_variant(model).recipe).section
+    if name is None:
+        return ""
+    value = json.dumps(result_keys(getattr(CFG, name).as_dict(), name), sort_keys=True, separators=(",", ":"))
+    return f" --recipe-params {shlex.quote(value)}"
+
+
+def recipe_notes_option():
+    """` --recipe-notes JSON` for Tables 2 and 3: each configured model whose recipe has its own section
+    (bot:), with what that section changes of the published settings (reid.config.departures); "" when
+    there is none, so that the paper's tables keep their command."""
+    from reid import recipes, variants
+    from reid.config import departures
+
+    notes = {}
+    for model in config["models"]:
+        name = recipes.get(variants.get_variant(model).recipe).section
+        if name is not None:
+            notes[model] = ", ".join(departures(name, getattr(CFG, name).as_dict()))
+    if not notes:
+        return ""
+    return " --recipe-notes " + shlex.quote(json.dumps(notes, separators=(",", ":")))
+
+
 # What each dataset-making step declares as its output, see data.smk; the folder data/{dataset}/
 # itself is installed by the package and never declared, so Snakemake cannot delete it.
 DATASET = "data/{dataset}.manifest.json"

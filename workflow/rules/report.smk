@@ -68,10 +68,11 @@ rule table2:
         specs=_dataset_specs(_table_datasets(2)),
         labels=_custom_labels(),  # not on the command line: a new label reruns the table
         backbone=lookup(dpath="model/backbone", within=config),
+        recipe_notes=recipe_notes_option(),  # "" unless a model has its own recipe settings (bot)
     shell:
         "python -m reid table2 --metrics {input.metrics} --comparisons {input.comparisons} "
         "--dataset {params.dataset} "
-        "--dataset-specs {params.specs:q} --backbone {params.backbone} "
+        "--dataset-specs {params.specs:q} --backbone {params.backbone}{params.recipe_notes} "
         "--out {output.md} --html-out {output.html} > {log} 2>&1"
 
 
@@ -93,10 +94,11 @@ rule table3:
         specs=_dataset_specs(_table_datasets(3)),
         labels=_custom_labels(),  # not on the command line: a new label reruns the table
         backbone=lookup(dpath="model/backbone", within=config),
+        recipe_notes=recipe_notes_option(),  # "" unless a model has its own recipe settings (bot)
     shell:
         "python -m reid table3 --metrics {input.metrics} --comparisons {input.comparisons} "
         "--dataset {params.dataset} "
-        "--dataset-specs {params.specs:q} --backbone {params.backbone} "
+        "--dataset-specs {params.specs:q} --backbone {params.backbone}{params.recipe_notes} "
         "--out {output.md} --html-out {output.html} > {log} 2>&1"
 
 

@@ -38,7 +38,8 @@ rule train:
         train=section("train"),
         # what is trained: a model variant (and its custom_models: entry), or a reading (readings.smk)
         trains="--model {model}",
-        custom_model=lambda w: custom_model_option(w.model),
+        # the custom model's entry and the recipe's own section (bot:), if any: "" for the paper's variants
+        custom_model=lambda w: custom_model_option(w.model) + recipe_option(w.model),
         out_dir=RUN_DIR,
         checkpoints="results/checkpoints/{dataset}/{model}/seed{seed}",
     shell:
