@@ -454,70 +454,103 @@ REFERENCE_KIND = "market1501"
 
 
 def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dict] | None = None) -> TableDoc:
-    """The mutual-attention model on each dataset, beside the paper's Table 1 values (``comparisons`` as table2)."""
+    """The paper's proposed model (``variants.PAPER_PROPOSED``) on each dataset, beside the paper's Table 1
+    values (``comparisons`` as table2)."""
+    proposed = variants.PAPER_PROPOSED
     names = [i.name for i in infos]
-    mutual = [r for r in runs if r.model == "mutual"]
+    chosen = [r for r in runs if r.model == proposed]
     _check_datasets(runs, set(names), "table1")
     paper = paper_numbers()["table1"]
     by_dataset: dict[str, dict[str, list[Run]]] = {}
     columns: dict[str, list[str]] = {}
     footnotes: list[str] = []
-    protocol_labels, metric_labels = [], []
     cells: list[Cells] = []
     paired: list[dict] = []
     used_comparisons: list[dict] = []
     flagged_cells: list[str] = []
     metrics = table1_metrics()
     percent_only = all(m.unit == "fraction" for m in metrics)
-    for _, protocol in TABLE1_PROTOCOLS:
-        for m in metrics:
-            protocol_labels.append(keys.PROTOCOL_LABELS[protocol])
-            # the columns say (%) when every row is a percentage; otherwise each row names its unit
-            metric_labels.append(m.label if percent_only else f"{m.label} ({m.units.symbol})")
+    protocol_labels, metric_labels = _table1_row_labels(metrics, percent_only)
     for info in infos:
-        ds_runs = group_runs(mutual, info.name).get("mutual", [])
+        ds_runs = group_runs(chosen, info.name).get(proposed, [])
         if not ds_runs:
-            raise ReportInputError(f"table1: no metrics.json of the mutual model for dataset '{info.name}' "
+            raise ReportInputError(f"table1: no metrics.json of the {proposed} model for dataset '{info.name}' "
                                    f"among the inputs")
-        by_dataset[info.name] = {"mutual": ds_runs}
+        by_dataset[info.name] = {proposed: ds_runs}
         comparison = _single_comparison(comparisons, info.name)
-        ours = Cells({"mutual": ds_runs}, comparison)
+        ours = Cells({proposed: ds_runs}, comparison)
         cells.append(ours)
         if comparison is not None:
             used_comparisons.append(comparison)
             paired += paired_rows(comparison, [(protocol, keys.PROTOCOL_LABELS[protocol])
                                                for _, protocol in TABLE1_PROTOCOLS], dataset=info.name)
-        comparable = info.kind is not None
-        ref_kind = info.kind if comparable else REFERENCE_KIND
-        ref = paper.get(ref_kind, {})
-        repro, reported, diff = [], [], []
-        for pkey, protocol in TABLE1_PROTOCOLS:
-            for m in metrics:
-                mkey, mlabel = m.name, m.label
-                s: Summary | None = summarise(ds_runs, keys.key(protocol, mkey))
-                # the paper reports fractions only, in percent
-                p = ref.get(pkey, {}).get(mkey) if pkey and m.unit == "fraction" else None
-                cell = fmt_pct(p)
-                flagged = cell_flag("table1", ref_kind, pkey, mkey) if pkey else None
-                if p is not None and flagged:
-                    mark, note = flagged
-                    footnotes.append(f"({mark}) {paper_label(ref_kind)}, {pkey.replace('_', ' ')}, {mlabel}: {note}.")
-                    cell += f" ({mark})"
-                    flagged_cells.append(f"{paper_label(ref_kind)} {pkey.replace('_', ' ')} {mlabel} ({mark})")
-                repro.append(ours("mutual", keys.key(protocol, mkey)))
-                reported.append(cell)
-                if comparable:
-                    diff.append(fmt_diff(s.mean - p) if (s is not None and p is not None) else "–")
-                else:
-                    diff.append("n/c")
-        ref_label = paper_label(ref_kind)
-        pct, pp = (" (%)", " (pp)") if percent_only else ("", "")
-        columns[f"{info.name}: reproduced{pct}"] = repro
-        # every column names its dataset: two datasets with the same paper reference must not collide
-        columns[f"{info.name}: paper, {ref_label}" + ("" if comparable else " (reference only)") + pct] = reported
-        columns[f"{info.name}: difference{pp}"] = diff
+        columns.update(_table1_dataset_columns(info, ds_runs, ours, paper, metrics, percent_only,
+                                               footnotes, flagged_cells))
     df = pd.DataFrame({"Protocol": protocol_labels, "Metric": metric_labels, **columns})
+    caption = _table1_caption(infos, cells, flagged_cells)
+    notes = [AP_NOTE,
+             "Multi-query rows exist only where the dataset has gt_bbox images; the paper reports multi-query "
+             "for Market-1501 only. The paper gives no max-pooling or re-ranked multi-query values.",
+             seeds_note({f"{n}/{proposed}": by_dataset[n][proposed] for n in names},
+                        any(c.used_intervals for c in cells)),
+             flip_note([r for n in names for r in by_dataset[n][proposed]]),
+             "A dash marks a value that is not available.", *dict.fromkeys(footnotes)]
+    return TableDoc("Table 1", caption, df, notes, run_ids_frame(by_dataset),
+                    paired_section(paired, used_comparisons))
 
+
+def _table1_row_labels(metrics: list[keys.Metric], percent_only: bool) -> tuple[list[str], list[str]]:
+    """Table 1's row labels: (protocol labels, metric labels), one per (protocol, metric) row."""
+    protocol_labels, metric_labels = [], []
+    for _, protocol in TABLE1_PROTOCOLS:
+        for m in metrics:
+            protocol_labels.append(keys.PROTOCOL_LABELS[protocol])
+            # the columns say (%) when every row is a percentage; otherwise each row names its unit
+            metric_labels.append(m.label if percent_only else f"{m.label} ({m.units.symbol})")
+    return protocol_labels, metric_labels
+
+
+def _table1_dataset_columns(info: DatasetInfo, ds_runs: list[Run], ours: Cells, paper: dict,
+                            metrics: list[keys.Metric], percent_only: bool,
+                            footnotes: list[str], flagged_cells: list[str]) -> dict[str, list[str]]:
+    """One dataset's three Table 1 columns (reproduced, paper, difference), keyed by their header.
+
+    Appends the footnotes and labels of the paper's flagged cells to ``footnotes`` and ``flagged_cells``.
+    """
+    proposed = variants.PAPER_PROPOSED
+    comparable = info.kind is not None
+    ref_kind = info.kind if comparable else REFERENCE_KIND
+    ref = paper.get(ref_kind, {})
+    repro, reported, diff = [], [], []
+    for pkey, protocol in TABLE1_PROTOCOLS:
+        for m in metrics:
+            mkey, mlabel = m.name, m.label
+            s: Summary | None = summarise(ds_runs, keys.key(protocol, mkey))
+            # the paper reports fractions only, in percent
+            p = ref.get(pkey, {}).get(mkey) if pkey and m.unit == "fraction" else None
+            cell = fmt_pct(p)
+            flagged = cell_flag("table1", ref_kind, pkey, mkey) if pkey else None
+            if p is not None and flagged:
+                mark, note = flagged
+                footnotes.append(f"({mark}) {paper_label(ref_kind)}, {pkey.replace('_', ' ')}, {mlabel}: {note}.")
+                cell += f" ({mark})"
+                flagged_cells.append(f"{paper_label(ref_kind)} {pkey.replace('_', ' ')} {mlabel} ({mark})")
+            repro.append(ours(proposed, keys.key(protocol, mkey)))
+            reported.append(cell)
+            if comparable:
+                diff.append(fmt_diff(s.mean - p) if (s is not None and p is not None) else "–")
+            else:
+                diff.append("n/c")
+    ref_label = paper_label(ref_kind)
+    pct, pp = (" (%)", " (pp)") if percent_only else ("", "")
+    # every column names its dataset: two datasets with the same paper reference must not collide
+    return {f"{info.name}: reproduced{pct}": repro,
+            f"{info.name}: paper, {ref_label}" + ("" if comparable else " (reference only)") + pct: reported,
+            f"{info.name}: difference{pp}": diff}
+
+
+def _table1_caption(infos: list[DatasetInfo], cells: list[Cells], flagged_cells: list[str]) -> str:
+    """Table 1's caption: what it shows, the flagged printed values, the cells' captions, the non-paper datasets."""
     described = "; ".join(info.label for info in infos)
     parts = [f"**Table 1.** The mutual-attention model, CMC ranks and mAP (%), on {described}. Beside each "
              f"reproduced value: the value {PAPER_SOURCE} (Jamal et al., Symmetry 2020, Table 1) and the "
@@ -533,14 +566,7 @@ def table1(runs: list[Run], infos: list[DatasetInfo], comparisons: dict[str, dic
             parts.append(f"**'{info.name}' is not one of the paper's datasets: its values are NOT "
                          f"comparable to the paper's. The paper's {paper_label(REFERENCE_KIND)} values stand beside "
                          f"them for orientation only, and the difference is not computed (n/c).**")
-    notes = [AP_NOTE,
-             "Multi-query rows exist only where the dataset has gt_bbox images; the paper reports multi-query "
-             "for Market-1501 only. The paper gives no max-pooling or re-ranked multi-query values.",
-             seeds_note({f"{n}/mutual": by_dataset[n]["mutual"] for n in names}, any(c.used_intervals for c in cells)),
-             flip_note([r for n in names for r in by_dataset[n]["mutual"]]),
-             "A dash marks a value that is not available.", *dict.fromkeys(footnotes)]
-    return TableDoc("Table 1", " ".join(parts), df, notes, run_ids_frame(by_dataset),
-                    paired_section(paired, used_comparisons))
+    return " ".join(parts)
 
 
 # ---------------------------------------------------------------- cross-domain
