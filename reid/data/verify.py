@@ -218,28 +218,7 @@ def verify_dataset(
         known = None  # a kind without published counts (custom): structure only
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder missing")
-    problems: list[str] = []
-    splits: dict[str, dict | None] = {}
-    records_by_split: dict[str, list] = {}
-    malformed: list[dict] = []
-    unexpected: list[dict] = []
-    ignored: list[str] = []
-    for split, sub in market.SPLIT_DIRS.items():
-        folder = root / sub
-        if not folder.is_dir():
-            if split in market.REQUIRED_SPLITS:
-                problems.append(f"missing split folder {sub}/ under {root}")
-                splits[split] = None
-            continue
-        recs, bad, odd, clutter = _scan_folder(root, folder)
-        records_by_split[split] = recs
-        malformed += bad
-        unexpected += odd
-        ignored += clutter
-        splits[split] = _split_summary(sub, recs)
-        splits[split]["ignored_files"] = len(clutter)
-        if split in market.REQUIRED_SPLITS and not recs and not bad:
-            problems.append(f"split folder {sub}/ holds no images")
+    problems, splits, records_by_split, malformed, unexpected, ignored = _scan_splits(root)
     problems += [f"malformed image name: {m['error']}" for m in malformed]
     problems += [f"unexpected entry: {u['error']}" for u in unexpected]
 
@@ -292,15 +271,51 @@ def verify_dataset(
         else {"kind": known.name, "name": known.display_name, "checked": not custom, "comparison": comparison},
     }
     if problems:
-        listed = "\n  ".join(problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more (see the report)" if len(problems) > 50 else ""
-        hint = (
-            "\nIf this is a deliberately modified dataset, set `custom: true` for it in config.yaml."
-            if known is not None and not custom and any(r["ok"] is False for r in comparison)
-            else ""
-        )
-        raise DatasetVerificationError(f"{root}: dataset verification failed:\n  {listed}{more}{hint}", report)
+        _raise_failed(root, report, problems, known is not None and not custom
+                      and any(r["ok"] is False for r in comparison))
     return report
+
+
+def _scan_splits(root: Path) -> tuple[list[str], dict[str, dict | None], dict[str, list],
+                                      list[dict], list[dict], list[str]]:
+    """Scan each split folder under ``root`` (Market-1501 layout).
+
+    Returns (problems, split summaries, records by split, malformed names, unexpected entries, ignored
+    files); a missing optional split is left out, a missing required one is a problem with summary None.
+    """
+    problems: list[str] = []
+    splits: dict[str, dict | None] = {}
+    records_by_split: dict[str, list] = {}
+    malformed: list[dict] = []
+    unexpected: list[dict] = []
+    ignored: list[str] = []
+    for split, sub in market.SPLIT_DIRS.items():
+        folder = root / sub
+        if not folder.is_dir():
+            if split in market.REQUIRED_SPLITS:
+                problems.append(f"missing split folder {sub}/ under {root}")
+                splits[split] = None
+            continue
+        recs, bad, odd, clutter = _scan_folder(root, folder)
+        records_by_split[split] = recs
+        malformed += bad
+        unexpected += odd
+        ignored += clutter
+        splits[split] = _split_summary(sub, recs)
+        splits[split]["ignored_files"] = len(clutter)
+        if split in market.REQUIRED_SPLITS and not recs and not bad:
+            problems.append(f"split folder {sub}/ holds no images")
+    return problems, splits, records_by_split, malformed, unexpected, ignored
+
+
+def _raise_failed(root: Path, report: dict, problems: list[str], counts_differ: bool) -> None:
+    """Raise DatasetVerificationError listing the first 50 ``problems``; ``counts_differ`` (a known
+    dataset's counts checked and not matched) adds the hint to set ``custom: true``."""
+    listed = "\n  ".join(problems[:50])
+    more = f"\n  ... and {len(problems) - 50} more (see the report)" if len(problems) > 50 else ""
+    hint = ("\nIf this is a deliberately modified dataset, set `custom: true` for it in config.yaml."
+            if counts_differ else "")
+    raise DatasetVerificationError(f"{root}: dataset verification failed:\n  {listed}{more}{hint}", report)
 
 
 # ---------------------------------------------------------------------------------------------- the verify step
