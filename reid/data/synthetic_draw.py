@@ -337,12 +337,43 @@ def _lerp(a, b, t):
     return a + (b - a) * t
 
 
+@dataclass(frozen=True)
+class _Body:
+    """A person's drawing geometry in image pixels (see ``draw_person``): the unit ``u`` (height),
+    ``wu`` (widths), the head, shoulder, hip and foot lines and the torso's half-widths."""
+    a: Attributes
+    c: dict
+    view: str
+    cx: float
+    top: float
+    u: float
+    wu: float
+    side: bool
+    f: float  # facing direction in side views
+    left_dir: float  # image x-direction of the person's own left side (front view: mirrored)
+    bag_hidden: bool  # a shoulder bag or handbag on the far side of a side view
+    hh: float
+    hw: float
+    head_cy: float
+    sy: float  # shoulder line
+    hip: float
+    foot: float
+    sw: float  # shoulder half-width
+    ww: float  # waist half-width
+
+    def torso_x(self, y):  # left/right edge of the torso at height y
+        cx, sw, ww, sy, hip, u = self.cx, self.sw, self.ww, self.sy, self.hip, self.u
+        t = (y - sy) / max(hip + 0.02 * u - sy, 1e-6)
+        return cx - _lerp(sw, ww, t), cx + _lerp(sw, ww, t)
+
+
 def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top: float, u: float,
                 stride: float, aspect: float = 1.0) -> None:
     """Draw a walking person whose head top is at ``top`` and soles at ``top + u``.
 
     ``view`` is one of VIEWS; ``stride`` in [-1, 1] is the walking phase; ``aspect`` stretches
     widths. A backpack shows whole from behind, as straps from the front, as a bump from the side.
+    Drawn back to front: what is behind the body, the legs, the arms and torso, the bags, the head.
     """
     a, c = p.attrs, p.colours
     u = u * p.height
@@ -361,20 +392,24 @@ def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top:
     foot = top + 0.975 * u
     sw = (0.078 if side else 0.125) * wu  # shoulder half-width
     ww = (0.072 if side else 0.100) * wu  # waist half-width
-    upper, lower, skin = c["upper"], c["lower"], c["skin"]
-    sleeve_colour = upper
-
-    def torso_x(y):  # left/right edge of the torso at height y
-        t = (y - sy) / max(hip + 0.02 * u - sy, 1e-6)
-        return cx - _lerp(sw, ww, t), cx + _lerp(sw, ww, t)
-
-    # ---- things behind the body
     bag_hidden = side and a.bag in ("shoulder", "handbag") and a.bag_side != visible_side
-    if bag_hidden and a.bag == "shoulder":
+    b = _Body(a, c, view, cx, top, u, wu, side, f, left_dir, bag_hidden, hh, hw, head_cy, sy, hip, foot, sw, ww)
+    _draw_behind(draw, b)
+    _draw_legs(draw, b, stride)
+    hand_pts = _draw_arms_and_torso(draw, b, stride)
+    _draw_bags(draw, b, hand_pts)
+    _draw_head(draw, b)
+
+
+def _draw_behind(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """The things behind the body: a far-side shoulder bag, long hair, a backpack seen from the side."""
+    a, c, cx, u, wu, f, side = b.a, b.c, b.cx, b.u, b.wu, b.f, b.side
+    hw, head_cy, sy, hip, sw = b.hw, b.head_cy, b.sy, b.hip, b.sw
+    if b.bag_hidden and a.bag == "shoulder":
         bx = cx - f * 0.05 * wu
         draw.rounded_rectangle([bx - 0.05 * wu, hip - 0.06 * u, bx + 0.05 * wu, hip + 0.06 * u],
                                radius=0.01 * u, fill=_darker(c["bag"]))
-    if a.hair_long and view in ("front",) + (("left", "right") if side else ()):
+    if a.hair_long and b.view in ("front",) + (("left", "right") if side else ()):
         hx = cx - (f * 0.35 * hw if side else 0.0)
         draw.rectangle([hx - hw * 1.05, head_cy, hx + hw * 1.05, sy + 0.06 * u], fill=c["hair"])
     if side and a.bag == "backpack":
@@ -383,7 +418,12 @@ def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top:
         draw.rounded_rectangle([min(bx0, bx1), sy + 0.005 * u, max(bx0, bx1), sy + 0.22 * u],
                                radius=0.015 * u, fill=c["bag"])
 
-    # ---- legs (far leg first in side views)
+
+def _draw_legs(draw: ImageDraw.ImageDraw, b: _Body, stride: float) -> None:
+    """The legs (far leg first in side views), the shoes, and the skirt or the trousers' top."""
+    a, c, cx, u, wu, f, side = b.a, b.c, b.cx, b.u, b.wu, b.f, b.side
+    hip, foot, ww = b.hip, b.foot, b.ww
+    lower, skin = c["lower"], c["skin"]
     leg_len = foot - hip
     if side:
         ang = 0.38 * stride
@@ -422,7 +462,28 @@ def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top:
         draw.polygon([(cx - ww, hip - 0.03 * u), (cx + ww, hip - 0.03 * u),
                       (cx + ww, hip + 0.04 * u), (cx - ww, hip + 0.04 * u)], fill=lower)
 
-    # ---- arms: far arm (side view) before the torso
+
+def _draw_arm(draw: ImageDraw.ImageDraw, b: _Body, sh, hand, s) -> None:
+    """One arm from shoulder ``sh`` to ``hand``, its sleeve and skin shaded by ``s``."""
+    a, c, wu = b.a, b.c, b.wu
+    skin, sleeve_colour = c["skin"], c["upper"]
+    elbow = (_lerp(sh[0], hand[0], 0.45), _lerp(sh[1], hand[1], 0.45))
+    col = _darker(sleeve_colour, s)
+    if a.sleeves == "long":
+        _limb(draw, sh, hand, 0.03 * wu, 0.024 * wu, col)
+    else:
+        _limb(draw, elbow, hand, 0.024 * wu, 0.022 * wu, _darker(skin, s))
+        _limb(draw, sh, elbow, 0.034 * wu, 0.028 * wu, col)
+    r = 0.023 * wu
+    draw.ellipse([hand[0] - r, hand[1] - r, hand[0] + r, hand[1] + r], fill=_darker(skin, s))
+
+
+def _draw_arms_and_torso(draw: ImageDraw.ImageDraw, b: _Body, stride: float) -> list:
+    """The arms and the torso (in a side view the far arm before the torso); returns the hands as
+    (side sign, (x, y)) pairs: -1/+1 left/right of the image in front and back views, 0 in side views."""
+    a, c, cx, u, wu, f, side = b.a, b.c, b.cx, b.u, b.wu, b.f, b.side
+    sy, hip, sw, ww = b.sy, b.hip, b.sw, b.ww
+    upper = c["upper"]
     arm_len = 0.36 * u
     shoulder_pts = []
     if side:
@@ -432,39 +493,32 @@ def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top:
         for sgn in (-1.0, 1.0):
             shoulder_pts.append(((cx + sgn * (sw - 0.025 * wu), sy + 0.025 * u), sgn, 1.0))
     hand_pts = []
-
-    def arm(sh, hand, s):
-        elbow = (_lerp(sh[0], hand[0], 0.45), _lerp(sh[1], hand[1], 0.45))
-        col = _darker(sleeve_colour, s)
-        if a.sleeves == "long":
-            _limb(draw, sh, hand, 0.03 * wu, 0.024 * wu, col)
-        else:
-            _limb(draw, elbow, hand, 0.024 * wu, 0.022 * wu, _darker(skin, s))
-            _limb(draw, sh, elbow, 0.034 * wu, 0.028 * wu, col)
-        r = 0.023 * wu
-        draw.ellipse([hand[0] - r, hand[1] - r, hand[0] + r, hand[1] + r], fill=_darker(skin, s))
-
     if side:
         sh, phi, s = shoulder_pts[0]
         hand = (sh[0] + f * arm_len * math.sin(phi), sh[1] + arm_len * math.cos(phi))
-        arm(sh, hand, s)
+        _draw_arm(draw, b, sh, hand, s)
     # ---- torso
     draw.polygon([(cx - sw, sy), (cx + sw, sy), (cx + ww, hip + 0.02 * u), (cx - ww, hip + 0.02 * u)], fill=upper)
     draw.ellipse([cx - sw, sy - 0.02 * u, cx + sw, sy + 0.05 * u], fill=upper)  # rounded shoulders
-    _draw_pattern(draw, a, c, view, cx, sy, hip, u, torso_x, f)
+    _draw_pattern(draw, a, c, b.view, cx, sy, hip, u, b.torso_x, f)
     if not side:
         for sh, sgn, s in shoulder_pts:
             swing = 0.05 * u * stride * sgn
             hand = (sh[0] + sgn * 0.02 * wu, sh[1] + arm_len - abs(swing))
-            arm(sh, hand, s)
+            _draw_arm(draw, b, sh, hand, s)
             hand_pts.append((sgn, hand))
     else:
         sh, phi, s = shoulder_pts[1]
         hand = (sh[0] + f * arm_len * math.sin(phi), sh[1] + arm_len * math.cos(phi))
-        arm(sh, hand, s)
+        _draw_arm(draw, b, sh, hand, s)
         hand_pts.append((0.0, hand))
+    return hand_pts
 
-    # ---- bags in front of / on the body
+
+def _draw_bags(draw: ImageDraw.ImageDraw, b: _Body, hand_pts: list) -> None:
+    """The bags in front of or on the body; a handbag hangs from the hand on its side (``hand_pts``)."""
+    a, c, cx, u, wu, f, side, view = b.a, b.c, b.cx, b.u, b.wu, b.f, b.side, b.view
+    sy, hip, sw, ww = b.sy, b.hip, b.sw, b.ww
     if a.bag == "backpack" and view == "back":
         draw.rounded_rectangle([cx - 0.085 * wu, sy + 0.015 * u, cx + 0.085 * wu, sy + 0.23 * u],
                                radius=0.02 * u, fill=c["bag"])
@@ -477,11 +531,11 @@ def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top:
     elif a.bag == "backpack" and side:
         wdt = max(1, int(0.018 * wu))
         draw.line([cx - f * 0.01 * u, sy, cx + f * 0.02 * u, sy + 0.16 * u], fill=c["bag"], width=wdt)
-    elif a.bag in ("shoulder", "handbag") and not bag_hidden:
+    elif a.bag in ("shoulder", "handbag") and not b.bag_hidden:
         if side:
             sx = 0.0
         else:
-            sx = left_dir if a.bag_side == "left" else -left_dir
+            sx = b.left_dir if a.bag_side == "left" else -b.left_dir
         if a.bag == "shoulder":
             bx = cx + sx * (ww + 0.035 * wu) + (f * 0.02 * u if side else 0.0)
             by = hip - 0.02 * u
@@ -494,7 +548,12 @@ def draw_person(draw: ImageDraw.ImageDraw, p: Person, view: str, cx: float, top:
             draw.rectangle([hand[0] - 0.04 * wu, hand[1], hand[0] + 0.04 * wu, hand[1] + 0.075 * u],
                            fill=c["bag"])
 
-    # ---- head and hair
+
+def _draw_head(draw: ImageDraw.ImageDraw, b: _Body) -> None:
+    """The neck, the head and the hair as the view shows them."""
+    a, c, cx, u, wu, f, view, top = b.a, b.c, b.cx, b.u, b.wu, b.f, b.view, b.top
+    hh, hw, head_cy, sy = b.hh, b.hw, b.head_cy, b.sy
+    skin = c["skin"]
     nw = 0.022 * wu
     draw.rectangle([cx - nw, head_cy + hh * 0.6, cx + nw, sy + 0.01 * u], fill=_darker(skin, 0.9))
     box = [cx - hw, top, cx + hw, top + 2 * hh]
