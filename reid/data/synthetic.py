@@ -285,21 +285,11 @@ def _assign_bbox_indices(planned: list[_Planned]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def synthesize(root: str | Path, *, seed: int, train_ids: int, test_ids: int, cameras: int,
-               cameras_per_id, images_per_camera, distractors: int, junk: int, multi_query_images,
-               height: int, width: int, difficulty: Difficulty | None = None,
-               overwrite: bool = False) -> dict:
-    """Write the synthetic dataset under ``root`` in Market-1501 layout; return counts.
-
-    ``cameras_per_id``, ``images_per_camera`` and ``multi_query_images`` are [min, max] (inclusive).
-    ``difficulty`` holds the knobs of how hard the data is (see ``Difficulty``).
-    Raises ValueError naming the argument at fault; FileExistsError if a split folder already
-    holds files (unless ``overwrite``, which deletes those four folders first).
-
-    Returns the image counts per split (``train``, ``gallery`` (distractors and junk included),
-    ``query``, ``multi_query``) and the sizes it was given (``train_ids``, ``test_ids``,
-    ``distractors``, ``junk``, ``cameras``, ``height``, ``width``).
-    """
+def _checked_arguments(seed, train_ids, test_ids, cameras, cameras_per_id, images_per_camera, distractors, junk,
+                       multi_query_images, height, width, difficulty):
+    """``synthesize``'s arguments checked, in its order: (seed, cameras, train_ids, test_ids, cameras_per_id,
+    images_per_camera, multi_query_images, distractors, junk, height, width, difficulty), the ranges as
+    (min, max) and ``difficulty`` None as ``Difficulty()``. Raises ValueError naming the argument at fault."""
     seed = _int("seed", seed, 0)
     cameras = _int("cameras", cameras, 2, MAX_CAMERAS)
     train_ids = _int("train_ids", train_ids, 2)
@@ -320,9 +310,13 @@ def synthesize(root: str | Path, *, seed: int, train_ids: int, test_ids: int, ca
     width = _int("width", width, 8)
     difficulty = difficulty or Difficulty()
     _check_difficulty(difficulty)
+    return (seed, cameras, train_ids, test_ids, cameras_per_id, images_per_camera, multi_query_images, distractors,
+            junk, height, width, difficulty)
 
-    root = Path(root)
-    folders = (TRAIN_DIR, GALLERY_DIR, QUERY_DIR, MULTI_QUERY_DIR)
+
+def _prepare_folders(root: Path, folders: tuple, overwrite: bool) -> None:
+    """Create the split ``folders`` under ``root``; one that already holds files raises FileExistsError,
+    unless ``overwrite`` (then it is deleted first)."""
     for sub in folders:
         d = root / sub
         if d.exists() and any(d.iterdir()):
@@ -331,6 +325,30 @@ def synthesize(root: str | Path, *, seed: int, train_ids: int, test_ids: int, ca
             shutil.rmtree(d)
     for sub in folders:
         (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def synthesize(root: str | Path, *, seed: int, train_ids: int, test_ids: int, cameras: int,
+               cameras_per_id, images_per_camera, distractors: int, junk: int, multi_query_images,
+               height: int, width: int, difficulty: Difficulty | None = None,
+               overwrite: bool = False) -> dict:
+    """Write the synthetic dataset under ``root`` in Market-1501 layout; return counts.
+
+    ``cameras_per_id``, ``images_per_camera`` and ``multi_query_images`` are [min, max] (inclusive).
+    ``difficulty`` holds the knobs of how hard the data is (see ``Difficulty``).
+    Raises ValueError naming the argument at fault; FileExistsError if a split folder already
+    holds files (unless ``overwrite``, which deletes those four folders first).
+
+    Returns the image counts per split (``train``, ``gallery`` (distractors and junk included),
+    ``query``, ``multi_query``) and the sizes it was given (``train_ids``, ``test_ids``,
+    ``distractors``, ``junk``, ``cameras``, ``height``, ``width``).
+    """
+    (seed, cameras, train_ids, test_ids, cameras_per_id, images_per_camera, multi_query_images, distractors,
+     junk, height, width, difficulty) = _checked_arguments(
+        seed, train_ids, test_ids, cameras, cameras_per_id, images_per_camera, distractors, junk,
+        multi_query_images, height, width, difficulty)
+    root = Path(root)
+    folders = (TRAIN_DIR, GALLERY_DIR, QUERY_DIR, MULTI_QUERY_DIR)
+    _prepare_folders(root, folders, overwrite)
 
     cams = make_cameras(seed, cameras, difficulty)
     people, used = make_identities(seed, train_ids, test_ids, difficulty)
