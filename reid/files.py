@@ -173,9 +173,9 @@ def load_model_file(path: str | Path) -> dict:
 
     ``meta`` holds at least height and width (int > 0) and builder (dict with entry, num_classes,
     config and args: how reid.models.builder rebuilds the model). A file written before every model
-    was recorded by its builder holds model_kwargs instead (a paper variant); it is returned with
-    ``meta["builder"]`` made from them (reid.models.builder.legacy_builder), so readers see one
-    layout. Raises as load_torch.
+    was recorded by its builder holds model_kwargs (a dict: a paper variant's) instead; it is returned
+    as it is, and reid.models.runtime.load_trained_model reads it through the paper's builder
+    (reid.models.builder.legacy_builder). Raises as load_torch.
     """
     import torch
 
@@ -189,25 +189,14 @@ def load_model_file(path: str | Path) -> dict:
     _require(meta, ("model_kwargs" if "builder" not in meta else "builder", "height", "width"), path, "model")
     if "builder" not in meta:
         _check(isinstance(meta["model_kwargs"], dict), path, "model", "meta.model_kwargs is not a dict")
-        meta["builder"] = _legacy_builder(meta["model_kwargs"], path)
-    builder = meta["builder"]
-    _check(isinstance(builder, dict) and isinstance(builder.get("entry"), str)
-           and isinstance(builder.get("num_classes"), int) and isinstance(builder.get("config"), dict),
-           path, "model", "meta.builder is not a dict with entry (str), num_classes (int) and config (dict)")
+    else:
+        builder = meta["builder"]
+        _check(isinstance(builder, dict) and isinstance(builder.get("entry"), str)
+               and isinstance(builder.get("num_classes"), int) and isinstance(builder.get("config"), dict),
+               path, "model", "meta.builder is not a dict with entry (str), num_classes (int) and config (dict)")
     for key in ("height", "width"):
         _check(isinstance(meta[key], int) and meta[key] > 0, path, "model", f"meta.{key} is not a positive integer")
     return blob
-
-
-def _legacy_builder(model_kwargs: dict, path: Path) -> dict:
-    from reid.models.builder import legacy_builder
-
-    try:
-        return legacy_builder(model_kwargs)
-    except KeyError as e:
-        raise DamagedFileError(path, "model", f"meta.model_kwargs lacks {e}") from None
-    except TypeError as e:
-        raise DamagedFileError(path, "model", f"meta.model_kwargs does not fit this code's model ({e})") from None
 
 
 FEATURE_SPLITS = ("query", "gallery", "mq")  # "mq" (gt_bbox, multi-query) is present where the dataset has it

@@ -8,7 +8,7 @@ figures) and the file's weights are loaded into it.
 
 Files written before this layout describe a paper variant by ``meta["model_kwargs"]`` (ReIDModel's
 keyword arguments with ``variant`` and ``num_classes``); ``legacy_builder`` turns that into the
-builder form, so reid.files.load_model_file gives every reader one layout.
+builder form, so reid.models.runtime.load_trained_model gives every reader one layout.
 """
 
 from __future__ import annotations

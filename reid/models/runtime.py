@@ -46,8 +46,10 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
 
     Every model, the paper's variants included, is rebuilt by calling its builder again
     (``meta["builder"]``, reid.models.builder.rebuild: ImportError naming the entry when this process
-    cannot import it); files that hold ``model_kwargs`` are read through the same builder
-    (reid.files.load_model_file). Raises DamagedFileError when the weights do not fit.
+    cannot import it); files that hold ``model_kwargs`` (written before every model was recorded by
+    its builder) are read through the paper's builder, and the returned meta holds it as
+    ``meta["builder"]`` (reid.models.builder.legacy_builder). Raises DamagedFileError when the
+    model_kwargs or the weights do not fit this code's model.
     """
     from reid.files import DamagedFileError, load_model_file
     from reid.models.builder import rebuild
@@ -55,6 +57,8 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
 
     blob = load_model_file(path)
     meta = blob["meta"]
+    if "builder" not in meta:
+        meta["builder"] = _legacy_builder(meta["model_kwargs"], Path(path))
     try:
         model = rebuild(meta["builder"], str(path))
         model.load_state_dict(blob["state_dict"])
@@ -66,3 +70,17 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu"):
             from None
     model.to(device).eval()
     return model, meta
+
+
+def _legacy_builder(model_kwargs: dict, path: Path) -> dict:
+    """``meta["builder"]`` for a model file that holds ``model_kwargs``; DamagedFileError naming ``path``
+    when they lack a key or do not fit this code's model."""
+    from reid.files import DamagedFileError
+    from reid.models.builder import legacy_builder
+
+    try:
+        return legacy_builder(model_kwargs)
+    except KeyError as e:
+        raise DamagedFileError(path, "model", f"meta.model_kwargs lacks {e}") from None
+    except TypeError as e:
+        raise DamagedFileError(path, "model", f"meta.model_kwargs does not fit this code's model ({e})") from None
