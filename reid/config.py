@@ -212,11 +212,6 @@ def result_keys(value: Any, path: str = "") -> Any:
     return _without(value, path, RUNTIME_KEYS)
 
 
-def is_result_key(path: str) -> bool:
-    """Whether the dotted config key ``path`` (e.g. ``train.lr``) changes results (docs/reruns.md)."""
-    return not _matches(path, RUNTIME_KEYS)
-
-
 def checkpoint_keys(value: Any, path: str = "") -> Any:
     """``value`` without RUNTIME_KEYS and CONTINUABLE_KEYS: what a training checkpoint must match."""
     return _without(value, path, RUNTIME_KEYS | CONTINUABLE_KEYS)

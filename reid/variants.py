@@ -210,12 +210,6 @@ def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def order_key(name: str) -> int:
-    """Sort key putting variants in table order; unknown names last."""
-    order = names()
-    return order.index(name) if name in order else len(order)
-
-
 def wildcard_pattern(extra: tuple[str, ...] | list[str] = ()) -> str:
     """The regex of the Snakefile's ``{model}`` wildcard: every registered variant, and ``extra``."""
     return "|".join(re.escape(n) for n in dict.fromkeys([*names(), *extra]))

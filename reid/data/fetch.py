@@ -69,18 +69,6 @@ def torchvision_sha256_prefix(name: str | Path) -> str | None:
     return m["prefix"] if m else None
 
 
-def torchvision_weights_url(backbone: str) -> str:
-    """The download URL torchvision uses for ``backbone``'s ImageNet weights (IMAGENET1K_V1, the
-    weights the paper's era used). Read from the installed torchvision; nothing is downloaded."""
-    from torchvision.models import get_model_weights  # local import: torchvision is slow to import
-
-    try:
-        weights = get_model_weights(backbone)
-    except ValueError:
-        raise ValueError(f"unknown torchvision backbone {backbone!r}") from None
-    return weights.IMAGENET1K_V1.url
-
-
 def _expected_sums(md5: str | None, sha256: str | None, sha256_prefix: str | None) -> list[tuple[str, str]]:
     out = []
     for algo, value in (("md5", md5), ("sha256", sha256)):

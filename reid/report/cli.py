@@ -307,18 +307,3 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--artifact-path", default="report")
     p.add_argument("--done", required=True, help="marker file written after logging (the rule's output)")
     p.set_defaults(func=_cmd_report_mlflow)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m reid.report.cli table2 ...``) until reid/cli.py wires the verbs."""
-    parser = argparse.ArgumentParser(prog="python -m reid.report.cli")
-    add_report_commands(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ReportInputError as e:
-        parser.exit(2, f"error: {e}\n")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

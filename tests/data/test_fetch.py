@@ -16,7 +16,6 @@ from reid.data.fetch import (
     fetch_file,
     file_digests,
     torchvision_sha256_prefix,
-    torchvision_weights_url,
     verify_checksum,
 )
 from reid.data.kinds import REGISTRY as KNOWN_SPLITS
@@ -168,11 +167,3 @@ def test_torchvision_hash_prefix(tmp_path):
     with pytest.raises(ChecksumError, match=f"sha256 prefix: expected 00000000, got {SHA[:8]}"):
         fetch_file(bad.name, tmp_path, url=None, sha256_prefix=torchvision_sha256_prefix(bad))
     assert (tmp_path / f"{bad.name}.bad-{MD5[:8]}").exists() and not bad.exists()
-
-
-@pytest.mark.slow  # imports torchvision (seconds on a busy 2-core box)
-def test_torchvision_weights_urls_carry_the_hash_prefix():
-    assert torchvision_weights_url("resnet50").endswith("/resnet50-0676ba61.pth")
-    assert torchvision_sha256_prefix(torchvision_weights_url("resnet18")) is not None
-    with pytest.raises(ValueError, match="unknown torchvision backbone 'resnet7'"):
-        torchvision_weights_url("resnet7")
