@@ -66,6 +66,27 @@ def embed_records(model, records: list[Record], transform, batch_size: int, devi
     return torch.cat(feats)
 
 
+def load_embedding_model(model_path: Path, device: torch.device, test_embedding: str | None = None):
+    """The trained model of ``model_path`` ready to embed test images: (model in eval mode, meta).
+
+    ``test_embedding`` (mutual models: single | mutual_self | plain) switches its single-image path
+    (ValueError for a model that embeds one way only). Its test embedding is run once on a test batch
+    in the model's precision (meta ``precision``) before any image is read (reid.models.probe), which
+    also checks a custom model's output. Raises as reid.models.runtime.load_trained_model.
+    """
+    model, meta = load_trained_model(model_path, device)
+    entry = meta["builder"]["entry"]
+    if test_embedding is not None:
+        if not callable(getattr(model, "set_test_embedding", None)):
+            raise ValueError(f"{model_path}: model {meta.get('variant')!r} embeds test images one way only; "
+                             f"--test-embedding {test_embedding!r} does not apply")
+        model.set_test_embedding(test_embedding)
+    model.to(memory_format=torch.channels_last)
+    probe(model, num_classes=1, height=meta["height"], width=meta["width"], device=device, paths=("embed",),
+          precision=meta.get("precision", "fp32"), what=entry or f"model variant {meta.get('variant')!r} ({model_path})")
+    return model, meta
+
+
 def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, batch_size: int,
             device: str = "auto", threads: int = 1, flip: bool = False, test_embedding: str | None = None,
             feature_norm: str = "l2") -> dict:
@@ -76,18 +97,9 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     """
     torch.set_num_threads(max(1, threads))
     dev = select_device(device)
-    model, meta = load_trained_model(model_path, dev)
+    model, meta = load_embedding_model(model_path, dev, test_embedding)
     variant = REGISTRY.get(str(meta.get("variant")))
     entry = meta["builder"]["entry"]
-    if test_embedding is not None:
-        if not callable(getattr(model, "set_test_embedding", None)):
-            raise ValueError(f"{model_path}: model {meta.get('variant')!r} embeds test images one way only; "
-                             f"--test-embedding {test_embedding!r} does not apply")
-        model.set_test_embedding(test_embedding)
-    model.to(memory_format=torch.channels_last)
-    # the test embedding once on a test batch, before any image is read (reid.models.probe)
-    probe(model, num_classes=1, height=meta["height"], width=meta["width"], device=dev, paths=("embed",),
-          precision=meta.get("precision", "fp32"), what=entry or f"model variant {meta.get('variant')!r} ({model_path})")
     transform = load_eval_transform(mean_image, meta["height"], meta["width"], meta.get("input_normalisation"))
     splits = scan_dataset(data_root)
     result: dict = {}
@@ -151,7 +163,8 @@ def rank_gallery_folder(*, model_path: Path, mean_image: Path, query: Path, gall
                         flip: bool = False) -> list[tuple[str, float]]:
     """The ``top`` gallery images nearest to one query image, nearest first: (path, distance).
 
-    Both are embedded by the trained model's test path as in ``extract`` (L2-normalised, optional
+    Both are embedded by the trained model's test path as in ``extract`` (load_embedding_model and
+    embed_records: its precision, the probe and a custom model's output check; L2-normalised, optional
     flip test); distance is Euclidean between the embeddings (in [0, 2]), ties broken by file name
     order. No identity labels are needed, so nothing is left out as the evaluation protocol would
     (same identity and camera, junk): this is the paper's Figure 5 for any image a user brings.
@@ -160,14 +173,14 @@ def rank_gallery_folder(*, model_path: Path, mean_image: Path, query: Path, gall
 
     torch.set_num_threads(max(1, threads))
     dev = select_device(device)
-    model, meta = load_trained_model(model_path, dev)
-    model.to(memory_format=torch.channels_last)
+    model, meta = load_embedding_model(model_path, dev)
     transform = load_eval_transform(mean_image, meta["height"], meta["width"], meta.get("input_normalisation"))
     if not Path(query).is_file():
         raise FileNotFoundError(f"{query}: query image not found")
     paths = gallery_images(gallery)
     records = [Record(path=p, pid=0, camid=0) for p in [str(query), *paths]]
-    feats = embed_records(model, records, transform, batch_size, dev, flip)
+    feats = embed_records(model, records, transform, batch_size, dev, flip, meta.get("precision", "fp32"),
+                          meta["builder"]["entry"])
     dist = euclidean_distance(feats[:1], feats[1:])[0].double().cpu().numpy()
     import numpy as np
 

@@ -91,3 +91,33 @@ def test_rank_errors_name_what_is_missing(run_dir, tmp_path, capsys):
     assert main(["rank", "--model-file", str(moved), "--query", str(tmp_path / "q.jpg"),
                  "--gallery", str(tmp_path / "empty")]) == 1
     assert "give it with --mean-image" in capsys.readouterr().err
+
+
+def test_rank_embeds_in_the_precision_the_model_was_trained_in(run_dir, gallery, tmp_path):
+    """As extract: a model trained under bf16 autocast (meta precision) is ranked under bf16 autocast."""
+    from reid.data.transforms import load_eval_transform
+    from reid.features import rank_gallery_folder
+    from reid.models.runtime import load_trained_model
+
+    folder, names = gallery
+    blob = torch.load(run_dir / "baseline" / "seed0" / "model.pt", weights_only=True)
+    blob["meta"]["precision"] = "bf16"
+    model_file = tmp_path / "bf16" / "model.pt"
+    model_file.parent.mkdir()
+    torch.save(blob, model_file)
+    query = folder / "a.jpg"
+    ranked = dict(rank_gallery_folder(model_path=model_file, mean_image=run_dir / "mean_image.pt", query=query,
+                                      gallery=folder, top=10))
+    model, meta = load_trained_model(model_file)
+    transform = load_eval_transform(run_dir / "mean_image.pt", meta["height"], meta["width"])
+
+    def distances(bf16: bool) -> dict:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            emb = lambda p: torch.nn.functional.normalize(model.embed(transform(p)[None]).float(), dim=1)[0]  # noqa: E731
+            q = emb(query)
+            return {path: float((q - emb(path)).norm()) for path in ranked}
+
+    in_bf16, in_fp32 = distances(True), distances(False)
+    assert max(abs(ranked[p] - in_fp32[p]) for p in ranked) > 1e-4  # the two precisions are told apart
+    for path, distance in ranked.items():
+        assert distance == pytest.approx(in_bf16[path], abs=2e-3)
