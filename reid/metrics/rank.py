@@ -86,6 +86,12 @@ def _check(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
     return num_q, num_g
 
 
+def kept_in_ranking(g_pid, g_camid, q_pid, q_camid):
+    """Which gallery images a query's ranking keeps (element-wise, numpy or torch): not junk (pid -1)
+    and not the query's identity seen by the query's camera (the Market-1501 protocol; module doc)."""
+    return (g_pid != JUNK_PID) & ~((g_pid == q_pid) & (g_camid == q_camid))
+
+
 def match_ranks(dist: torch.Tensor, qp, gp, qc, gc, *, max_entries: int = 1 << 22):
     """(query index, 0-based rank) of every true match, sorted by query then rank (numpy int64).
 
@@ -124,7 +130,8 @@ def match_ranks(dist: torch.Tensor, qp, gp, qc, gc, *, max_entries: int = 1 << 2
         c = flat - r * num_g
         g_pid = gp_t.index_select(0, c)
         same = g_pid == qp_t[a:b].index_select(0, r)
-        keep = (g_pid != JUNK_PID) & ~(same & (gc_t.index_select(0, c) == qc_t[a:b].index_select(0, r)))
+        keep = kept_in_ranking(g_pid, gc_t.index_select(0, c), qp_t[a:b].index_select(0, r),
+                               qc_t[a:b].index_select(0, r))
         kept = torch.nonzero(keep).view(-1)
         r, flat, same = r.index_select(0, kept), flat.index_select(0, kept), same.index_select(0, kept)
         order = _order_within_rows(blk.reshape(-1).index_select(0, flat), r)

@@ -163,28 +163,26 @@ def load_features(path: str | Path) -> dict:
 
 def ranked_gallery(query_feats: np.ndarray, gallery_feats: np.ndarray, query_pids: np.ndarray,
                    query_camids: np.ndarray, gallery_pids: np.ndarray, gallery_camids: np.ndarray,
-                   queries: Sequence[int], top_k: int, junk_pid: int = -1) -> list[np.ndarray]:
-    """For each query index: gallery indices of its top_k matches, nearest first.
+                   queries: Sequence[int], top_k: int) -> list[np.ndarray]:
+    """For each query index: gallery indices of its top_k matches, nearest first (ties: lower index).
 
-    Distances are Euclidean between L2-normalised features. As in the Market-1501 protocol, gallery
-    images of the query's identity taken by the query's camera, and junk images, are left out.
+    Distances are those the evaluation ranks by: Euclidean between L2-normalised features
+    (reid.metrics.l2_normalize, euclidean_distance). As in the Market-1501 protocol, gallery images
+    of the query's identity taken by the query's camera, and junk images, are left out
+    (reid.metrics.rank.kept_in_ranking).
     """
-    q = _l2n(query_feats[list(queries)])
-    g = _l2n(gallery_feats)
-    # |q - g|^2 = 2 - 2 q.g for unit vectors: the order is that of -q.g
-    dist = 2.0 - 2.0 * q @ g.T
+    from reid.metrics import euclidean_distance, l2_normalize
+    from reid.metrics.rank import kept_in_ranking
+
+    q = l2_normalize(np.asarray(query_feats)[list(queries)])
+    g = l2_normalize(np.asarray(gallery_feats))
+    dist = euclidean_distance(q, g)
     out = []
     for row, qi in enumerate(queries):
-        keep = (gallery_pids != junk_pid) & ~((gallery_pids == query_pids[qi]) & (gallery_camids == query_camids[qi]))
-        idx = np.flatnonzero(keep)
+        idx = np.flatnonzero(kept_in_ranking(gallery_pids, gallery_camids, query_pids[qi], query_camids[qi]))
         order = idx[np.argsort(dist[row, idx], kind="stable")]
         out.append(order[:top_k])
     return out
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def pick_queries(query_pids: np.ndarray, query_camids: np.ndarray, gallery_pids: np.ndarray,
