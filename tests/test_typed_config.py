@@ -107,9 +107,9 @@ def test_an_undefined_dataset_is_named():
         from_config(cfg)
 
 
-# The demo config's result hashes, as model.pt / features.pt / MLflow carry them (today's main, and
-# /work/baseline/results of the session that introduced the typed config): a change would silently
-# re-key every result, so it must be deliberate.
+# The demo config's result hashes, as model.pt / features.pt / MLflow carry them (the code before the
+# typed config was introduced gave the same, on the demo's results): a change would silently re-key
+# every result, so it must be deliberate.
 DEMO_HASHES = {"baseline": "332f6639c149", "mutual": "0dbb734b24a6"}
 
 
