@@ -121,3 +121,31 @@ def test_rank_embeds_in_the_precision_the_model_was_trained_in(run_dir, gallery,
     assert max(abs(ranked[p] - in_fp32[p]) for p in ranked) > 1e-4  # the two precisions are told apart
     for path, distance in ranked.items():
         assert distance == pytest.approx(in_bf16[path], abs=2e-3)
+
+
+def test_rank_refuses_a_custom_model_whose_embedding_is_not_b_by_d(gallery, tmp_path, monkeypatch):
+    """As extract: the model's test embedding is probed before any image is read; a builder's model whose
+    embed(x) gives one number per image is named."""
+    from reid.features import rank_gallery_folder
+    from reid.models.custom import CustomModelError
+
+    (tmp_path / "rank_flat_model.py").write_text(
+        "import torch\n"
+        "class Flat(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.w = torch.nn.Parameter(torch.ones(1))\n"
+        "    def embed(self, x):\n"
+        "        return x.mean(dim=(1, 2, 3)) * self.w\n"
+        "def build(num_classes, config):\n"
+        "    return Flat()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model_file = tmp_path / "model.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)},
+                "meta": {"builder": {"entry": "rank_flat_model:build", "args": {}, "num_classes": 3, "config": {}},
+                         "height": 32, "width": 16}}, model_file)
+    torch.save({"mean": torch.full((3, 64, 32), 0.5), "std": torch.full((3,), 0.25)}, tmp_path / "mean_image.pt")
+    folder, _ = gallery
+    with pytest.raises(CustomModelError, match="rank_flat_model:build"):
+        rank_gallery_folder(model_path=model_file, mean_image=tmp_path / "mean_image.pt", query=folder / "a.jpg",
+                            gallery=folder, top=3)
