@@ -181,9 +181,27 @@ def test_every_builtin_variant_exports_with_parity_on_real_and_random_images(var
     assert meta["opset"] == "17" and meta["embedding_dim"] == "16" and meta["parity_images"] == str(len(images))
 
 
-def test_the_worked_example_custom_model_exports(real_images, monkeypatch):
+@pytest.fixture
+def example_plugin(monkeypatch):
+    """The worked example's plug-in module, imported in this process; the variants and dataset kinds
+    its import registers are removed again afterwards, so that no later test sees them."""
+    from reid import variants
+    from reid.data import kinds
+
+    saved = [(registry, dict(registry)) for registry in (variants.REGISTRY, kinds.REGISTRY)]
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "extending"))
-    from reid_example_plugin import build_tiny_net
+    monkeypatch.delitem(sys.modules, "reid_example_plugin", raising=False)
+    import reid_example_plugin
+
+    yield reid_example_plugin
+    for registry, before in saved:
+        registry.clear()
+        registry.update(before)
+    sys.modules.pop("reid_example_plugin", None)
+
+
+def test_the_worked_example_custom_model_exports(real_images, example_plugin):
+    build_tiny_net = example_plugin.build_tiny_net
 
     torch.manual_seed(0)
     model = build_tiny_net(5, {"model": {"embedding_dim": 8}})

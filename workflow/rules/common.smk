@@ -6,6 +6,7 @@ import shlex
 import subprocess
 
 from reid.config import effective_synthetic, result_keys
+from reid import readings as READINGS_DEF
 from reid.typed_config import from_validated
 
 # The typed configuration of the config the Snakefile validated (reid.typed_config), what unset
@@ -39,7 +40,7 @@ def section(*keys):
 
 
 def extract_options(flip, feature_norm):
-    """`reid extract`'s result options as one rule param: "--flip" for the flip test, and
+    """`reid extract`'s result options as one param of the rules: "--flip" for the flip test, and
     "--feature-norm none" only when not the default l2, so that the param of every existing job is
     what it was before evaluate.feature_norm existed (no rerun)."""
     return " ".join((["--flip"] if flip else []) + ([f"--feature-norm {feature_norm}"] if feature_norm != "l2" else []))
@@ -92,7 +93,7 @@ def recipe_notes_option():
             notes[model] = ", ".join(departures(name, getattr(CFG, name).as_dict()))
     if not notes:
         return ""
-    return " --recipe-notes " + shlex.quote(json.dumps(notes, separators=(",", ":")))
+    return f" --recipe-notes {shlex.quote(json.dumps(notes, separators=(',', ':')))}"
 
 
 # What each dataset-making step declares as its output, see data.smk; the folder data/{dataset}/
@@ -180,3 +181,13 @@ def cross_domain_files(name):
     return [f
             for e in CROSS_DOMAIN
             for f in expand(f"{CROSS_DIR}/{name}", train=e["train"], test=e["test"], model=MODELS, seed=SEEDS)]
+
+
+# The readings ablation (readings.smk): which model a reading evaluates and its feature norm.
+def reading_model(name):
+    """model.pt or run.json of the model a reading evaluates (its own, or its model_of's)."""
+    return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
+
+
+def reading_feature_norm(wc):
+    return READINGS_DEF.reading(wc.reading).extract_config(CFG.evaluate.as_dict())["feature_norm"]

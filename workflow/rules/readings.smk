@@ -2,8 +2,6 @@
 # Which readings, their model keys and their test embeddings are defined in reid/readings.py alone;
 # these rules only route files. Not part of `all` or of the quick start.
 
-from reid import readings as READINGS_DEF
-
 READINGS_DATASET = CFG.report.readings_dataset  # unset or null: the first dataset (reid.typed_config)
 
 
@@ -15,15 +13,6 @@ wildcard_constraints:
 READING_DIR = READINGS_DEF.READING_DIR
 # all readings train at once on a laptop: split the machine between them
 READING_THREADS = max(1, min(8, (os.cpu_count() or 1) // max(1, len(READINGS_DEF.READINGS) * len(SEEDS))))
-
-
-def reading_model(name):
-    """model.pt or run.json of the model a reading evaluates (its own, or its model_of's)."""
-    return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
-
-
-def reading_feature_norm(wc):
-    return READINGS_DEF.reading(wc.reading).extract_config(CFG.evaluate.as_dict())["feature_norm"]
 
 
 # The stage rules (train.smk, evaluate.smk) with the readings' files: a reading is trained with
