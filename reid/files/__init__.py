@@ -6,24 +6,28 @@ crash leaves the previous complete file or none. A file can still be damaged aft
 filled up before ``reid.io`` existed, a copy cut short, a file edited or replaced by hand, the wrong
 file passed to a stage run by hand). The loaders here refuse such a file with a ``DamagedFileError``
 that names the file, what is wrong with it, and the Snakemake rule and command that write it, so the
-fix (delete it, rerun that rule) is in the message. Nothing here deletes or rewrites a file.
+fix (delete it, rerun that rule) is in the message. No loader deletes or rewrites a file.
 
-==================  ====================================  =====================  ==============================================
-kind                file                                  written by rule        module (loader)
-==================  ====================================  =====================  ==============================================
-``dataset_report``  ``results/{dataset}/dataset.json``    ``verify_dataset``     dataset_report (load_dataset_report)
-``mean_image``      ``results/{dataset}/mean_image.pt``   ``verify_dataset``     mean_image (load_mean_image)
-``model``           ``.../seed{seed}/model.pt``           ``train``              model_file (load_model_file)
-``history``         ``.../seed{seed}/history.csv``        ``train``              history (load_history)
-``run_info``        ``.../seed{seed}/run.json``           ``train``              run_info (load_run_info)
-``features``        ``.../seed{seed}/features.pt``        ``extract``            features_file (load_features, write_features)
-``metrics``         ``.../seed{seed}/metrics.json``       ``evaluate``           metrics_file (load_metrics, write_evaluation)
-``per_query``       ``.../seed{seed}/per_query.csv``      ``evaluate``           metrics_file (load_per_query, write_evaluation)
-``comparisons``     ``results/{dataset}/comparisons.json`` ``comparisons``       comparisons (load_comparisons)
-==================  ====================================  =====================  ==============================================
+==================  ====================================  =====================  ==============
+kind                file                                  written by rule        module
+==================  ====================================  =====================  ==============
+``dataset_report``  ``results/{dataset}/dataset.json``    ``verify_dataset``     dataset_report
+``mean_image``      ``results/{dataset}/mean_image.pt``   ``verify_dataset``     mean_image
+``model``           ``.../seed{seed}/model.pt``           ``train``              model_file
+``history``         ``.../seed{seed}/history.csv``        ``train``              history
+``run_info``        ``.../seed{seed}/run.json``           ``train``              run_info
+``features``        ``.../seed{seed}/features.pt``        ``extract``            features_file
+``metrics``         ``.../seed{seed}/metrics.json``       ``evaluate``           metrics_file
+``per_query``       ``.../seed{seed}/per_query.csv``      ``evaluate``           metrics_file
+``comparisons``     ``results/{dataset}/comparisons.json`` ``comparisons``       comparisons
+==================  ====================================  =====================  ==============
 
 Torch files load with ``torch.load(..., weights_only=True)``: they hold tensors and plain Python
 types only (dicts, lists, tuples, strings, numbers), never pickled objects.
+
+Each module holds its kind's checking loader (``load_<kind>``, re-exported here) and, where the kind's
+shape is built from a stage's results, its writer: ``features_file.write_features`` (features.pt) and
+``metrics_file.write_evaluation`` (metrics.json and per_query.csv, committed together).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from reid import readings as R
 from reid.metrics import keys
 from reid.metrics import uncertainty as U
 from reid.report.paper import DatasetInfo
-from reid.report.runs import ReportInputError, Run, load_run
+from reid.report.runs import ReportInputError, Run, load_run, pipeline_file
 from reid.report.tables import NO_DIFFERENCE, TableDoc, _fmt_p, flip_note, run_ids_frame
 from reid.variants import get_variant
 
@@ -50,10 +50,8 @@ def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
                 raise ReportInputError(f"{run.path}: holds dataset={run.dataset} model={run.model} seed={run.seed}, "
                                        f"expected {dataset}, {reading.variant}, {seed} (reading {reading.name})")
             runs.append(run)
-            try:
+            with pipeline_file():
                 tables.append(files.load_per_query(folder / PER_QUERY, run.info, run.path))
-            except (ValueError, FileNotFoundError) as e:  # the message names the file
-                raise ReportInputError(str(e)) from None
         rows.append(Row(reading, embedding, runs, tables))
     return rows
 
