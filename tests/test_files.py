@@ -17,7 +17,7 @@ from reid.evaluate import evaluate
 from reid.report.figures import read_history
 from reid.report.runs import ReportInputError, load_run
 from reid.models.runtime import load_trained_model
-from reid.train import write_history
+from reid.files.history import write_history
 from reid.typed_config import BootstrapConfig, RerankConfig
 
 HISTORY_ROW = {"epoch": 1, "lr": 0.1, "loss_total": 2.5, "loss_id": 2.0, "loss_verif": 0.5, "acc_id": 0.25,

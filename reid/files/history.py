@@ -1,12 +1,14 @@
-"""history.csv, written by ``reid train``: its checking loader."""
+"""history.csv, written by ``reid train``: its writer and its checking loader."""
 
 from __future__ import annotations
 
 import csv
 import io as _stdio
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from reid import io
 from reid.files.base import DamagedFileError, check, read_bytes
 
 def load_history(path: str | Path, columns=("epoch", "loss_id", "loss_verif")) -> list[dict[str, float]]:
@@ -34,3 +36,22 @@ def load_history(path: str | Path, columns=("epoch", "loss_id", "loss_verif")) -
                 raise DamagedFileError(path, "history", f"line {i}, column {col}: {cell!r} is not a number") from None
         out.append(parsed)
     return out
+
+
+def history_writer(history: list[dict], columns: Sequence[str]) -> Callable[[Path], None]:
+    """A ``write(tmp)`` of history.csv for reid.io.commit_together: a header of ``columns``, then one row per
+    epoch of ``history`` (each row a dict with at least ``columns``; reid.train's ``Training.columns``)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(columns))
+            w.writeheader()
+            for row in history:
+                w.writerow({k: row[k] for k in columns})
+
+    return write
+
+
+def write_history(history: list[dict], path: str | Path, columns: Sequence[str]) -> Path:
+    """history.csv (``columns``, one row per epoch), written atomically (reid.io.atomic_write)."""
+    return io.atomic_write(path, history_writer(history, columns))

@@ -1,9 +1,10 @@
-"""mean_image.pt, written by ``reid verify``: its checking loader."""
+"""mean_image.pt, written by ``reid verify``: its writer and its checking loader."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from reid import io
 from reid.files.base import check, load_torch, require
 
 def load_mean_image(path: str | Path) -> dict:
@@ -24,3 +25,9 @@ def load_mean_image(path: str | Path) -> dict:
     check(bool(torch.isfinite(mean).all()) and bool(torch.isfinite(std).all()) and bool((std > 0).all()),
            path, "mean_image", "mean or std holds non-finite values, or std is not positive")
     return blob
+
+
+def write_mean_image(stats: dict, path: str | Path) -> Path:
+    """mean_image.pt: ``stats`` as reid.data.transforms.compute_mean_image returns it (``mean`` float
+    (3, H, W), ``std`` float (3,)), atomically (reid.io.torch_save)."""
+    return io.torch_save(path, stats)

@@ -1,9 +1,11 @@
-"""model.pt, written by ``reid train`` (reid.train): its checking loader."""
+"""model.pt, written by ``reid train`` (reid.train): its writer and its checking loader."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from reid import io
 from reid.files.base import check, load_torch, require
 
 def load_model_file(path: str | Path) -> dict:
@@ -35,3 +37,20 @@ def load_model_file(path: str | Path) -> dict:
     for key in ("height", "width"):
         check(isinstance(meta[key], int) and meta[key] > 0, path, "model", f"meta.{key} is not a positive integer")
     return blob
+
+
+def model_meta(described: dict, *, height: int, width: int, dataset: str, variant: str, seed: int, config_hash: str,
+               precision: str, pid_to_label: dict, input_normalisation: str | None) -> dict:
+    """model.pt's ``meta``: ``described`` (how the model is rebuilt: reid.models.builder's ``builder``, ...),
+    the training input size (pixels), the run's identity, the training precision, ``label_to_pid``
+    (classifier row -> person id) and, when not the default, ``input_normalisation``. Key order is the file's."""
+    return {**described, "height": height, "width": width,
+            "dataset": dataset, "variant": variant, "seed": seed, "config_hash": config_hash,
+            "precision": precision, "label_to_pid": {v: k for k, v in pid_to_label.items()},
+            **({"input_normalisation": input_normalisation} if input_normalisation is not None else {})}
+
+
+def model_writer(state_dict: dict, meta: dict, name: str) -> Callable[[Path], None]:
+    """A ``write(tmp)`` of model.pt for reid.io.commit_together: ``{"state_dict": tensors moved to the CPU,
+    "meta": meta}`` (read back by load_model_file). ``name``: the file's name for messages."""
+    return io.torch_writer({"state_dict": {k: v.cpu() for k, v in state_dict.items()}, "meta": meta}, name)

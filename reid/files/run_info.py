@@ -1,10 +1,11 @@
-"""run.json, written by ``reid train``: its checking loader."""
+"""run.json, written by ``reid train``: its writer and its checking loader."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from reid import io
 from reid.files.base import check, load_json, require
 
 # MLflow run ids are uuid4 hex strings (32 lowercase hex digits).
@@ -27,3 +28,12 @@ def load_run_info(path: str | Path) -> dict:
         check(isinstance(run_id, str) and bool(_RUN_ID.match(run_id)), path, "run_info",
                f"mlflow_run_id is {str(run_id)[:40]!r}, which is not an MLflow run id (32 hex digits)")
     return value
+
+
+def write_run_info(path: str | Path, *, dataset: str, model: str, seed: int, config_hash: str, git_commit: str,
+                   tracking: str, reading: str | None, provenance: dict) -> Path:
+    """run.json (RUN_INFO_KEYS, ``git_commit``, ``tracking`` (the tracker's kind), ``reading`` when the model
+    is a reading's, then the tracker's ``provenance``: mlflow_run_id, logged_model_id, ...), atomically."""
+    return io.write_json(path, {"dataset": dataset, "model": model, "seed": seed, "config_hash": config_hash,
+                                "git_commit": git_commit, "tracking": tracking,
+                                **({"reading": reading} if reading else {}), **provenance})
