@@ -7,6 +7,7 @@ from pathlib import Path
 from reid import io
 from reid.files.base import load_json, require
 
+
 COMPARISONS_KEYS = ("dataset", "models", "pairs", "bootstrap")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from reid import io
 from reid.files.base import check, load_torch, require
 
+
 FEATURE_SPLITS = ("query", "gallery", "mq")  # "mq" (gt_bbox, multi-query) is present where the dataset has it
 
 

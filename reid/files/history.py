@@ -11,6 +11,7 @@ from pathlib import Path
 from reid import io
 from reid.files.base import DamagedFileError, check, read_bytes
 
+
 def load_history(path: str | Path, columns=("epoch", "loss_id", "loss_verif")) -> list[dict[str, float]]:
     """history.csv as written by ``reid train``: one row per epoch, every cell a number.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from reid import io
 from reid.files.base import check, load_torch, require
 
+
 def load_mean_image(path: str | Path) -> dict:
     """mean_image.pt as written by ``reid verify``: ``mean`` float (3, H, W), ``std`` float (3,) > 0, finite.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from reid import io
 from reid.files.base import DamagedFileError, check, file_size, load_json, read_bytes, require
 
+
 # the inputs every metrics.json records; mlflow_run_id too when MLflow recorded the training run
 METRICS_KEYS = ("dataset", "model", "seed")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from reid import io
 from reid.files.base import check, load_torch, require
 
+
 def load_model_file(path: str | Path) -> dict:
     """model.pt: ``{"state_dict": {name: tensor}, "meta": {...}}`` as written by ``reid train``.
 
