@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reid import files, io
+from reid import files
 from reid.files import load_features
 from reid.metrics import DEFAULT_MEMORY_GB, evaluate_protocols, flat_metrics
 from reid.metrics import keys, uncertainty
@@ -87,18 +87,14 @@ def evaluate_loaded(feats: dict, *, source: str, out: Path, per_query_out: Path,
     # how the test embeddings were made travels with the numbers (the tables print it)
     flip = feats.get("meta", {}).get("flip", "false")
     flip = {"true": True, "false": False}.get(flip)  # None (JSON null): made by another tool, not known
-    per_query_text = uncertainty.per_query_csv(table)
     # unit-length features (evaluate.feature_norm l2) are the default, recorded only when not used
     norm = feats.get("meta", {}).get("feature_norm", "l2")
     record = {**metrics, **inputs, "features": source, "flip_test": flip,
               **({"feature_norm": norm} if norm != "l2" else {}), "ci95": intervals["ci95"],
               "bootstrap": {"resamples": bootstrap.resamples, "seed": bootstrap.seed,
-                            "over": "query identities", "identities": len(uncertainty.identities(table))},
-              # which per_query.csv these numbers are the means of (reid.files.load_per_query checks it)
-              "per_query_sha256": files.text_sha256(per_query_text)}
-    # both files or neither: a failure (full disk, file-size limit) leaves the previous pair in place
-    io.commit_together({per_query_out: io.text_writer(per_query_text), out: io.json_writer(record)})
-    return record
+                            "over": "query identities", "identities": len(uncertainty.identities(table))}}
+    # both files or neither, metrics.json recording which per_query.csv it is the means of
+    return files.write_evaluation(out, per_query_out, record, table)
 
 
 def scalar_metrics(record: dict) -> dict:

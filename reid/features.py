@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reid import contracts, files, io
+from reid import contracts, files
 from reid.data.market import Record, scan_dataset
 from reid.data.transforms import load_eval_transform
 from reid.models.custom import check_embedding
@@ -118,13 +118,9 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
         n, s = timings[split]
         print(f"{split}: {n} images in {s:.1f} s ({n / max(s, 1e-9):.1f} img/s)", flush=True)
     contracts.check_features(result, {SPLIT_PREFIX[s]: n for s, (n, _) in timings.items()}, out, model_path)
-    result["meta"] = {k: str(meta[k]) for k in ("dataset", "variant", "seed", "config_hash")}
-    result["meta"]["flip"] = "true" if flip else "false"
-    result["meta"]["precision"] = str(meta.get("precision", "fp32"))
-    result["meta"]["feature_norm"] = feature_norm
     chooses = variant is not None and variant.chooses_test_embedding  # only then has the model a choice
-    result["meta"]["test_embedding"] = model.test_embedding if chooses else "single"
-    io.torch_save(out, result)
+    files.write_features(out, result, meta, flip=flip, feature_norm=feature_norm,
+                         test_embedding=model.test_embedding if chooses else "single")
     return {split: n for split, (n, _) in timings.items()}
 
 

@@ -17,7 +17,6 @@ checkpoint, and the learning rate depends on the epoch index only.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -35,6 +34,9 @@ from reid.config import config_hash
 from reid.data.market import TRAIN_DIR, Record
 from reid.data.pairs import training_records
 from reid.data.transforms import load_mean_image
+from reid.files.history import history_writer
+from reid.files.model_file import model_meta, model_writer
+from reid.files.run_info import write_run_info
 from reid.models.probe import probe
 from reid.models.runtime import autocast, load_trained_model, select_device
 from reid.recipes.base import Plan, Setting
@@ -215,10 +217,9 @@ def run_training(training: Training, *, tracker: tracking.Tracker, outputs: Trai
         run.on_trained(outputs.history, lambda: _exported_model(outputs.model, mean_image, t.records))
         # written last: its presence says the model, the history and the tracker's record are complete
         ident = t.identity
-        io.write_json(outputs.run_info, {"dataset": ident.dataset, "model": ident.variant, "seed": ident.seed,
-                                         "config_hash": ident.config_hash, "git_commit": tracking.git_commit(),
-                                         "tracking": tracker.kind, **({"reading": reading} if reading else {}),
-                                         **run.provenance()})
+        write_run_info(outputs.run_info, dataset=ident.dataset, model=ident.variant, seed=ident.seed,
+                       config_hash=ident.config_hash, git_commit=tracking.git_commit(), tracking=tracker.kind,
+                       reading=reading, provenance=run.provenance())
         status = "FINISHED"
         return t.history
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM from Snakemake/SLURM cancelling the job
@@ -253,15 +254,12 @@ def _commit_outputs(t: Training, outputs: TrainOutputs) -> None:
     """model.pt and history.csv as one unit (both replaced, or neither), weights checked finite first;
     run.json comes after the tracker."""
     ident = t.identity
-    meta = {**t.described, "height": t.plan.height, "width": t.plan.width,
-            "dataset": ident.dataset, "variant": ident.variant, "seed": ident.seed, "config_hash": ident.config_hash,
-            "precision": t.precision, "label_to_pid": {v: k for k, v in t.pid_to_label.items()},
-            **({"input_normalisation": t.plan.normalisation} if t.plan.normalisation is not None else {})}
+    meta = model_meta(t.described, height=t.plan.height, width=t.plan.width, dataset=ident.dataset,
+                      variant=ident.variant, seed=ident.seed, config_hash=ident.config_hash, precision=t.precision,
+                      pid_to_label=t.pid_to_label, input_normalisation=t.plan.normalisation)
     contracts.check_finite_weights(t.model.state_dict(), outputs.model)
     io.commit_together({outputs.history: history_writer(t.history, t.columns),
-                        outputs.model: io.torch_writer({"state_dict": {k: v.cpu() for k, v in
-                                                                       t.model.state_dict().items()},
-                                                        "meta": meta}, outputs.model.name)})
+                        outputs.model: model_writer(t.model.state_dict(), meta, outputs.model.name)})
 
 
 class CheckpointSaver:
@@ -359,21 +357,3 @@ def _exported_model(model_file: Path, mean_image: Path, records: list[Record], e
 def _fmt_seconds(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def write_history(history: list[dict], path: Path, columns: Sequence[str]) -> None:
-    """history.csv (``columns``, one row per epoch: ``Training.columns``), written atomically."""
-    io.atomic_write(path, history_writer(history, columns))
-
-
-def history_writer(history: list[dict], columns: Sequence[str]):
-    """A ``write(tmp)`` of history.csv for reid.io.commit_together."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(columns))
-            w.writeheader()
-            for row in history:
-                w.writerow({k: row[k] for k in columns})
-
-    return write

@@ -17,7 +17,10 @@ from reid.evaluate import evaluate
 from reid.report.figures import read_history
 from reid.report.runs import ReportInputError, load_run
 from reid.models.runtime import load_trained_model
-from reid.train import write_history
+from reid.files.comparisons import write_comparisons
+from reid.files.dataset_report import write_dataset_report
+from reid.files.history import write_history
+from reid.files.run_info import write_run_info
 from reid.typed_config import BootstrapConfig, RerankConfig
 
 HISTORY_ROW = {"epoch": 1, "lr": 0.1, "loss_total": 2.5, "loss_id": 2.0, "loss_verif": 0.5, "acc_id": 0.25,
@@ -62,20 +65,20 @@ WRITERS = {
     "features": ("features.pt", lambda p: io.torch_save(p, features_blob()), files.load_features),
     "mean_image": ("mean_image.pt", lambda p: save_mean_image(
         {"mean": torch.rand(3, 16, 8), "std": torch.ones(3), "count": 4}, p), load_mean_image),
-    "run_info": ("run.json", lambda p: io.write_json(p, {"dataset": "d", "model": "mutual", "seed": 0,
-                                                       "config_hash": "c0ffee", "git_commit": "0123abc",
-                                                       "tracking": "mlflow", "mlflow_run_id": uuid.uuid4().hex}),
+    "run_info": ("run.json", lambda p: write_run_info(p, dataset="d", model="mutual", seed=0, config_hash="c0ffee",
+                                                      git_commit="0123abc", tracking="mlflow", reading=None,
+                                                      provenance={"mlflow_run_id": uuid.uuid4().hex}),
                  files.load_run_info),
     "metrics": ("metrics.json", lambda p: io.write_json(p, {"dataset": "d", "model": "mutual", "seed": 0,
                                                           "mlflow_run_id": uuid.uuid4().hex, "rank1": 0.5,
                                                           "mAP": 0.25, "cmc": [0.5, 0.75]}), files.load_metrics),
-    "dataset_report": ("dataset.json", lambda p: io.write_json(p, {"ok": True, "problems": [], "splits": {
+    "dataset_report": ("dataset.json", lambda p: write_dataset_report(p, {"ok": True, "problems": [], "splits": {
         "train": {"images": 8}}}), files.load_dataset_report),
     "history": ("history.csv", lambda p: write_history([HISTORY_ROW, {**HISTORY_ROW, "epoch": 2}], p, list(HISTORY_ROW)),
                 files.load_history),
     "per_query": ("per_query.csv", write_per_query, files.load_per_query),
-    "comparisons": ("comparisons.json", lambda p: io.write_json(p, {"dataset": "d", "models": {}, "pairs": [],
-                                                                  "bootstrap": {"resamples": 10, "seed": 0}}),
+    "comparisons": ("comparisons.json", lambda p: write_comparisons(p, {"dataset": "d", "models": {}, "pairs": [],
+                                                                      "bootstrap": {"resamples": 10, "seed": 0}}),
                     files.load_comparisons),
 }
 RULE = {"model": "train", "features": "extract", "mean_image": "verify_dataset", "run_info": "train",
@@ -202,3 +205,10 @@ def test_cli_stage_names_the_damaged_file_and_its_rule(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and f"{run_info}: empty file (0 bytes)" in err and "rule `train`" in err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_write_comparisons_refuses_a_record_without_its_keys_and_writes_nothing(tmp_path):
+    path = tmp_path / "comparisons.json"
+    with pytest.raises(ValueError, match=r"comparisons.json: not written: the record lacks pairs, bootstrap"):
+        write_comparisons(path, {"dataset": "d", "models": {}})
+    assert not path.exists()

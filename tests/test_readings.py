@@ -280,3 +280,17 @@ def test_reid_train_applies_a_readings_train_keys_and_refuses_one_without_traini
     seen.clear()
     assert main(argv + ["--reading", "baseline_raw_features"]) == 1  # a ConfigError: exit status 1, nothing trained
     assert not seen and "evaluates the model of 'baseline'" in capsys.readouterr().err
+
+
+def test_seconds_per_image_reads_history_through_its_loader(tmp_path):
+    from reid.report.readings import seconds_per_image
+    from reid.report.runs import ReportInputError
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,lr,loss_total,images_per_s,seconds\n1,0.1,2.0,100,2\n2,0.1,1.0,50,4\n")
+    assert seconds_per_image(path) == pytest.approx(6 / (100 * 2 + 50 * 4))
+    path.write_text("epoch,seconds\n1,2\n")
+    with pytest.raises(ReportInputError, match=r"history.csv: missing column\(s\) images_per_s\..*rule `train`"):
+        seconds_per_image(path)
+    with pytest.raises(ReportInputError, match=r"nothing.csv: training history not found .*rule `train`"):
+        seconds_per_image(tmp_path / "nothing.csv")

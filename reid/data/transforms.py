@@ -67,9 +67,10 @@ def compute_mean_image(paths: Sequence[str | Path], size: tuple[int, int] = MEAN
 
 
 def save_mean_image(stats: dict, path: str | Path) -> None:
-    from reid import io
+    """mean_image.pt (reid.files.mean_image.write_mean_image)."""
+    from reid.files.mean_image import write_mean_image
 
-    io.torch_save(path, stats)
+    write_mean_image(stats, path)
 
 
 class Normalizer:

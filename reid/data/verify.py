@@ -331,12 +331,10 @@ def failed_report_path(report: str | Path) -> Path:
 
 def write_failed_report(error: DatasetVerificationError, path: Path) -> None:
     """Write a DatasetVerificationError's report to ``path`` and name it in the error's message."""
-    import json
-
-    from reid import io
+    from reid.files.dataset_report import write_dataset_report
 
     report = {**error.report, "ok": False}
-    io.write_text(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    write_dataset_report(path, report)
     error.args = (f"{error.args[0]}\nThe full report (undecodable images, malformed names, ...) is in {path}",)
 
 
@@ -355,11 +353,9 @@ def verify_into(dataset: str, spec: dict, data: Path, report_path: Path, mean_im
     A failed verification raises DatasetVerificationError after writing its full report to
     :func:`failed_report_path`; a later success removes that stale report.
     """
-    import json
-
-    from reid import io
     from reid.data.market import TRAIN_DIR, scan_split
     from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.files.dataset_report import write_dataset_report
 
     kind = None if spec["source"] == "synthetic" else spec.get("kind")
     failed = failed_report_path(report_path)
@@ -377,7 +373,7 @@ def verify_into(dataset: str, spec: dict, data: Path, report_path: Path, mean_im
     report["dataset"] = dataset
     train = [r.path for r in scan_split(Path(data) / TRAIN_DIR) if r.pid > 0]
     save_mean_image(compute_mean_image(train), mean_image)
-    io.write_text(report_path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    write_dataset_report(report_path, report)
     remove_stale_failed_report(failed)
     return len(train)
 

@@ -90,14 +90,14 @@ def _cmd_table_cross_domain(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from reid import io
+    from reid.files.comparisons import write_comparisons
     from reid.report import comparisons
     from reid.report.runs import load_runs
 
     bootstrap = _bootstrap(args.bootstrap)
     record = comparisons.build(load_runs(args.metrics), args.per_query, args.dataset,
                                resamples=bootstrap["resamples"], seed=bootstrap["seed"])
-    io.write_json(args.out, record)
+    write_comparisons(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from reid import files
 from reid.metrics import uncertainty as U
 from reid import variants
-from reid.report.runs import ReportInputError, Run
+from reid.report.runs import ReportInputError, Run, pipeline_file
 
 METHOD = ("95% percentile bootstrap resampling query identities (all queries of a person together); "
           "with several seeds, the seeds are resampled too and each replicate averages the drawn seeds "
@@ -38,10 +38,8 @@ def _per_query_of(runs: list[Run], per_query_paths: list[str | Path]) -> dict[tu
         path = by_dir.get(r.path.parent)
         if path is None:
             raise ReportInputError(f"{r.path}: no per_query.csv given from its folder {r.path.parent}")
-        try:
+        with pipeline_file():
             tables[(r.model, r.seed)] = files.load_per_query(path, r.info, r.path)
-        except (ValueError, FileNotFoundError) as e:  # DamagedFileError names the file and the rule evaluate
-            raise ReportInputError(str(e)) from None
     return tables
 
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from reid.report.runs import ReportInputError, Run, group_runs  # noqa: E402
+from reid.report.runs import ReportInputError, Run, group_runs, pipeline_file  # noqa: E402
 from reid.variants import REGISTRY, get_variant  # noqa: E402
 
 FIG_DPI = 120
@@ -58,14 +58,10 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
     from reid.files import DamagedFileError, load_history
 
     path = Path(path)
-    try:
+    with pipeline_file():
         rows = load_history(path, columns=LOSS_COLUMNS)
         if not any(c in rows[0] for c in SECOND_LOSSES):
             raise DamagedFileError(path, "history", f"missing column(s) {' or '.join(SECOND_LOSSES)}")
-    except FileNotFoundError:
-        raise ReportInputError(f"{path}: history file not found") from None
-    except DamagedFileError as e:
-        raise ReportInputError(str(e)) from None
     return {col: np.array([r[col] for r in rows]) for col in rows[0]}
 
 
@@ -147,12 +143,8 @@ def load_features(path: str | Path) -> dict:
     from reid import files
 
     path = Path(path)
-    try:
+    with pipeline_file():
         blob = files.load_features(path)
-    except FileNotFoundError:
-        raise ReportInputError(f"{path}: features file not found") from None
-    except files.DamagedFileError as e:
-        raise ReportInputError(str(e)) from None
     need = ("query_feats", "gallery_feats", "query_pids", "query_camids", "gallery_pids", "gallery_camids",
             "query_paths", "gallery_paths")
     missing = [k for k in need if k not in blob]

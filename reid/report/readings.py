@@ -10,7 +10,7 @@ model.pt and history.csv of every (reading, seed).
 
 from __future__ import annotations
 
-import csv
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from reid import readings as R
 from reid.metrics import keys
 from reid.metrics import uncertainty as U
 from reid.report.paper import DatasetInfo
-from reid.report.runs import ReportInputError, Run, load_run
+from reid.report.runs import ReportInputError, Run, load_run, pipeline_file
 from reid.report.tables import NO_DIFFERENCE, TableDoc, _fmt_p, flip_note, run_ids_frame
 from reid.variants import get_variant
 
@@ -50,10 +50,8 @@ def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
                 raise ReportInputError(f"{run.path}: holds dataset={run.dataset} model={run.model} seed={run.seed}, "
                                        f"expected {dataset}, {reading.variant}, {seed} (reading {reading.name})")
             runs.append(run)
-            try:
+            with pipeline_file():
                 tables.append(files.load_per_query(folder / PER_QUERY, run.info, run.path))
-            except (ValueError, FileNotFoundError) as e:  # the message names the file
-                raise ReportInputError(str(e)) from None
         rows.append(Row(reading, embedding, runs, tables))
     return rows
 
@@ -72,17 +70,13 @@ def step_flops(model_file: Path) -> int:
 
 def seconds_per_image(history: Path) -> float:
     """Training wall-clock seconds per image over all epochs of history.csv (columns images_per_s, seconds)."""
-    try:
-        with open(history, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise ReportInputError(f"{history}: history file not found") from None
-    try:
-        seconds = sum(float(r["seconds"]) for r in rows)
-        images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in rows)
-    except (KeyError, ValueError) as e:
-        raise ReportInputError(f"{history}: needs numeric columns 'seconds' and 'images_per_s' ({e})") from None
-    if not rows or images <= 0:
+    with pipeline_file():  # reid.files.load_history: the columns present, every cell a number
+        rows = files.load_history(history, columns=("seconds", "images_per_s"))
+    seconds = sum(r["seconds"] for r in rows)
+    images = sum(r["images_per_s"] * r["seconds"] for r in rows)
+    if not (math.isfinite(seconds) and math.isfinite(images)):
+        raise ReportInputError(f"{history}: an empty 'seconds' or 'images_per_s' cell")
+    if images <= 0:
         raise ReportInputError(f"{history}: no training images recorded")
     return seconds / images
 

@@ -9,8 +9,10 @@ mlflow_run_id when MLflow recorded the training run).
 from __future__ import annotations
 
 import statistics
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from reid import variants
 from reid.metrics import keys
@@ -20,6 +22,19 @@ REQUIRED_KEYS = ("dataset", "model", "seed")  # = reid.files.METRICS_KEYS
 
 class ReportInputError(ValueError):
     """A report input (metrics.json, history.csv, features.pt, option) that cannot be used."""
+
+
+@contextmanager
+def pipeline_file() -> Iterator[None]:
+    """Around a reid.files loader: its FileNotFoundError and DamagedFileError (a ValueError) become a
+    ReportInputError with the same message, which names the file, what is wrong and the Snakemake rule
+    that writes it. The one place where every report verb translates these two errors."""
+    try:
+        yield
+    except ReportInputError:
+        raise
+    except (FileNotFoundError, ValueError) as e:
+        raise ReportInputError(str(e)) from None
 
 
 @dataclass
@@ -44,15 +59,11 @@ def load_run(path: str | Path) -> Run:
     """One metrics.json (read by reid.files.load_metrics), each metric checked against its unit's range
     (reid.metrics.keys.check: a fraction in [0, 1], a rank >= 1, ...). Numbers under keys that are
     not metrics of the registry are kept in ``info``."""
-    from reid.files import DamagedFileError, load_metrics
+    from reid.files import load_metrics
 
     path = Path(path)
-    try:
+    with pipeline_file():
         raw = load_metrics(path)
-    except FileNotFoundError as e:
-        raise ReportInputError(f"{path}: metrics file not found ({e})") from None
-    except DamagedFileError as e:
-        raise ReportInputError(str(e)) from None
     if raw["model"] not in variants.REGISTRY:  # plug-ins and custom models are registered by then (reid.plugins)
         raise ReportInputError(f"{path}: unknown model '{raw['model']}' (expected one of {', '.join(variants.names())})")
     metrics: dict[str, float] = {}

@@ -20,7 +20,7 @@ from reid import variants
 from reid.metrics import keys
 from reid.variants import get_variant
 from reid.report.paper import (DatasetInfo, cell_flag, comparability_note, paper_label, paper_numbers)
-from reid.report.runs import (Run, ReportInputError, Summary, fmt_diff, fmt_pct, fmt_summary,
+from reid.report.runs import (Run, ReportInputError, pipeline_file, Summary, fmt_diff, fmt_pct, fmt_summary,
                               group_runs, summarise)
 
 AP_NOTE = ("mAP uses the step convention (mean of the precision at each correct match, as torchreid and "
@@ -266,17 +266,12 @@ def _single_comparison(comparisons: dict[str, dict] | None, dataset: str) -> dic
 
 def load_comparisons(paths) -> dict[str, dict]:
     """comparisons.json files by dataset; raises ReportInputError naming a bad file."""
-    from reid.files import DamagedFileError
     from reid.files import load_comparisons as load
 
     out = {}
     for path in map(Path, paths):
-        try:
+        with pipeline_file():
             record = load(path)
-        except FileNotFoundError:
-            raise ReportInputError(f"{path}: comparisons file not found") from None
-        except DamagedFileError as e:
-            raise ReportInputError(str(e)) from None
         if record["dataset"] in out:
             raise ReportInputError(f"{path}: a second comparisons file for dataset '{record['dataset']}'")
         out[record["dataset"]] = record
