@@ -93,7 +93,7 @@ def cmd_train(args) -> None:
     from reid.typed_config import ModelConfig, TrainConfig
 
     out = Path(args.out_dir)
-    variant, model_cfg = args.model, args.model_params
+    variant, model_cfg, chosen = args.model, args.model_params, None
     if args.reading:  # the readings ablation: the reading says the variant and its model keys
         from reid.readings import reading
 
@@ -114,6 +114,12 @@ def cmd_train(args) -> None:
 
     spec = get_variant(variant)  # an unknown name stops here, naming the known ones
     recipe_cfg = _recipe_section(spec.recipe, args.recipe_params)
+    if chosen is not None and chosen.recipe_overrides:  # a reading of the recipe's own keys (the bot ablation)
+        if recipe_cfg is None:
+            raise ConfigError(f"reading {chosen.name!r}: overrides recipe keys, but training recipe {spec.recipe!r} "
+                              "has no config section of its own")
+        recipe_cfg = type(recipe_cfg).from_dict(chosen.recipe_config(recipe_cfg.SECTION, recipe_cfg.as_dict()),
+                                                f"reading {chosen.name!r}")
     # workers and device change how training runs, not its numbers: the workflow passes them apart
     # from the JSON section (which the schema completed with their defaults), so that changing them
     # reruns nothing (reid.config.RUNTIME_KEYS)

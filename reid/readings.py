@@ -9,7 +9,13 @@ trains each of ``READINGS`` on one dataset, with the config's ``model:`` and ``t
 the reading's ``model_overrides`` and ``train_overrides`` over them, and evaluates each trained model
 with every test embedding in ``Reading.embeddings`` (extraction only: the weights are the same). A
 reading that changes only how test features are made (``extract_overrides``, config ``evaluate:``
-keys applied at extraction) reuses the model of the reading it names in ``model_of``. Its files:
+keys applied at extraction) reuses the model of the reading it names in ``model_of``.
+
+The strong baseline's own ablation ("which trick matters", Luo et al. 2019, Table 1;
+``snakemake --cores 8 results/tables/readings_bot.md``) runs through the same machinery:
+``BOT_READINGS`` each remove one trick from the configured ``bot:`` section
+(``recipe_overrides``) or add the paper's self-attention to it. ``ABLATIONS`` names both ablations
+and the table each one writes. Their files, for both:
 
     results/{dataset}/readings/{reading}/seed{seed}/model.pt, history.csv, run.json
     results/{dataset}/readings/{reading}/seed{seed}/{embedding}/features.pt, metrics.json, per_query.csv
@@ -76,6 +82,8 @@ class Reading:
     one it was trained for first. ``extract_overrides`` replace config ``evaluate:`` keys used at
     extraction (``feature_norm``); ``model_of`` names the reading whose trained model this one
     evaluates instead of training its own (it must have no model or train overrides then).
+    ``recipe_overrides`` replace keys of the variant's recipe section (config ``bot:`` for the strong
+    baseline, reid.recipes); a reading of a recipe without a section of its own must have none.
     ``reference`` is the reading its differences are taken against in the table.
     """
 
@@ -88,6 +96,7 @@ class Reading:
     extract_overrides: dict = field(default_factory=dict)
     model_of: str | None = None
     reference: str = "baseline"
+    recipe_overrides: dict = field(default_factory=dict)
 
     def model_config(self, model_cfg: dict) -> dict:
         """The config ``model:`` section this reading trains with (a new dict)."""
@@ -96,6 +105,10 @@ class Reading:
     def train_config(self, train_cfg: dict) -> dict:
         """The config ``train:`` section this reading trains with (a new dict)."""
         return _overridden(self.name, "train", train_cfg, self.train_overrides)
+
+    def recipe_config(self, section: str, recipe_cfg: dict) -> dict:
+        """The recipe's config section (``section``, e.g. ``bot``) this reading trains with (a new dict)."""
+        return _overridden(self.name, section, recipe_cfg, self.recipe_overrides)
 
     def extract_config(self, evaluate_cfg: dict) -> dict:
         """The config ``evaluate:`` section its features are extracted with (a new dict)."""
@@ -154,15 +167,74 @@ READINGS: tuple[Reading, ...] = (
             "attention_channels": "shared"}, reference="mutual"),
 )
 BASELINE = "baseline"
+
+# The strong baseline's ablation: each reading one trick away from `bot` (the configured bot: section, every
+# trick on). Luo et al. 2019 (Table 1) add the tricks one at a time, in the order warm-up, random erasing,
+# label smoothing, last stride 1, BNNeck, center loss; here each is removed alone from the full recipe
+# (leave one out), so that each row is one key away from its reference. Last, the paper's
+# self-attention (eqs. 1-4) on the strong baseline.
+BOT_READINGS: tuple[Reading, ...] = (
+    Reading("bot", "bot", "BoT: every trick of the configured bot: section", reference="bot"),
+    Reading("bot_no_warmup", "bot", "BoT without the warm-up", recipe_overrides={"warmup_epochs": 0},
+            reference="bot"),
+    Reading("bot_no_erasing", "bot", "BoT without random erasing", recipe_overrides={"random_erasing": 0.0},
+            reference="bot"),
+    Reading("bot_no_label_smoothing", "bot", "BoT without label smoothing",
+            recipe_overrides={"label_smoothing": 0.0}, reference="bot"),
+    Reading("bot_last_stride2", "bot", "BoT with the backbone's last stride 2", recipe_overrides={"last_stride": 2},
+            reference="bot"),
+    Reading("bot_no_bnneck", "bot", "BoT without BNNeck (classifier and test features on f_t)",
+            recipe_overrides={"neck": "none"}, reference="bot"),
+    Reading("bot_no_center", "bot", "BoT without the center loss", recipe_overrides={"center_loss_weight": 0.0},
+            reference="bot"),
+    Reading("bot_self_attention", "bot_self_attention", "BoT + the paper's self-attention (F = f * SA + f)",
+            reference="bot"),
+)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation table: its readings, the reading its cost columns are relative to, and its file
+    ``results/tables/{table}.md``."""
+
+    name: str
+    table: str
+    readings: tuple[Reading, ...]
+    baseline: str
+    title: str
+
+
+ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
+    Ablation("paper", "readings", READINGS, BASELINE, "Readings of the paper"),
+    Ablation("bot", "readings_bot", BOT_READINGS, "bot", "The strong baseline's tricks"),
+)}
+ALL_READINGS: tuple[Reading, ...] = tuple(r for a in ABLATIONS.values() for r in a.readings)
 READING_DIR = "results/{dataset}/readings/{reading}/seed{seed}"
 
 
+def ablation(name: str) -> Ablation:
+    """The ablation called ``name`` (``paper`` or ``bot``); ValueError naming the known ones otherwise."""
+    try:
+        return ABLATIONS[name]
+    except KeyError:
+        raise ValueError(f"ablation {name!r} is unknown; choose one of {', '.join(ABLATIONS)}") from None
+
+
+def ablation_of_table(table: str) -> Ablation:
+    """The ablation whose table is ``results/tables/{table}.md``."""
+    for a in ABLATIONS.values():
+        if a.table == table:
+            return a
+    raise ValueError(f"no ablation writes results/tables/{table}.md; known: "
+                     + ", ".join(f"{a.table}.md" for a in ABLATIONS.values()))
+
+
 def reading(name: str) -> Reading:
-    """The reading called ``name``; ValueError naming the known ones otherwise."""
-    for r in READINGS:
+    """The reading called ``name``, of either ablation; ValueError naming the known ones otherwise."""
+    for r in ALL_READINGS:
         if r.name == name:
             return r
-    raise ValueError(f"reading {name!r} is unknown; choose one of {', '.join(r.name for r in READINGS)}")
+    raise ValueError(f"reading {name!r} is unknown; choose one of {', '.join(r.name for r in ALL_READINGS)}")
 
 
 def run_dir(dataset: str, name: str, seed: int) -> str:
@@ -174,16 +246,16 @@ def model_dir(dataset: str, name: str, seed: int) -> str:
     return run_dir(dataset, reading(name).model_reading, seed)
 
 
-def entries() -> list[tuple[Reading, str]]:
-    """Every (reading, test embedding) row of the ablation, in table order."""
-    return [(r, e) for r in READINGS for e in r.embeddings]
+def entries(name: str = "paper") -> list[tuple[Reading, str]]:
+    """Every (reading, test embedding) row of ablation ``name``, in table order."""
+    return [(r, e) for r in ablation(name).readings for e in r.embeddings]
 
 
-def training_files(dataset: str, seeds, name: str) -> list[str]:
-    """``name`` (model.pt, history.csv, ...) of every reading that trains, and seed."""
-    return [f"{run_dir(dataset, r.name, s)}/{name}" for r in READINGS if r.trains for s in seeds]
+def training_files(dataset: str, seeds, name: str, of: str = "paper") -> list[str]:
+    """``name`` (model.pt, history.csv, ...) of every reading of ablation ``of`` that trains, and seed."""
+    return [f"{run_dir(dataset, r.name, s)}/{name}" for r in ablation(of).readings if r.trains for s in seeds]
 
 
-def evaluation_files(dataset: str, seeds, name: str) -> list[str]:
-    """``name`` (metrics.json, per_query.csv, ...) of every reading, test embedding and seed."""
-    return [f"{run_dir(dataset, r.name, s)}/{e}/{name}" for r, e in entries() for s in seeds]
+def evaluation_files(dataset: str, seeds, name: str, of: str = "paper") -> list[str]:
+    """``name`` (metrics.json, per_query.csv, ...) of every reading of ablation ``of``, test embedding and seed."""
+    return [f"{run_dir(dataset, r.name, s)}/{e}/{name}" for r, e in entries(of) for s in seeds]

@@ -160,6 +160,9 @@ BUILTIN = (
     # not the paper's: the field's strong baseline (Luo et al. 2019), trained by its own recipe (reid.recipes.bot)
     Variant("bot", "{bb} strong baseline (BoT)", "BoT", "#ff7f0e", "none", False, ("single",),
             "reid.models.bot:build", recipe="bot"),
+    # the paper's self-attention (eqs. 1-4) on the strong baseline, trained by its recipe (reid.models.bot)
+    Variant("bot_self_attention", "{bb} strong baseline (BoT) + self-attention", "BoT + self-attention", "#ad494a",
+            "self", False, ("single",), "reid.models.bot:build", {"attention": "self"}, recipe="bot"),
 )
 
 # The paper's comparison: its baseline and its proposed model (Table 1 reports the proposed model

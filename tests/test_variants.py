@@ -67,7 +67,7 @@ def test_schema_lists_the_builtins_and_the_config_check_enforces_the_registry(re
     config = copy.deepcopy(CONFIG)
     config["models"] = ["baseline", "mutal"]
     with pytest.raises(ConfigError, match=r"models\[1\]: unknown model variant 'mutal'; known: ide, baseline, "
-                                          r"self_attention, mutual, bot\. Define it under custom_models"):
+                                          r"self_attention, mutual, bot, bot_self_attention\. Define it under custom_models"):
         validate(config)
     config["custom_models"] = {"mutal": {"entry": "some.module:build", "label": "My net"}}
     validate(config)  # now a custom model
@@ -77,7 +77,7 @@ def test_schema_lists_the_builtins_and_the_config_check_enforces_the_registry(re
 def test_snakefile_wildcard_comes_from_the_registry(registry):
     text = (ROOT / "Snakefile").read_text()
     assert re.search(r"^\s+model=variants\.wildcard_pattern\(\),", text, re.M)
-    assert variants.wildcard_pattern() == "ide|baseline|self_attention|mutual|bot"
+    assert variants.wildcard_pattern() == "ide|baseline|self_attention|mutual|bot|bot_self_attention"
     register(Variant("my_net", "My net", "my net", None, None, None, ("single",), "x.y:build"))
     pattern = variants.wildcard_pattern()
     assert re.fullmatch(pattern, "my_net") and not re.fullmatch(pattern, "my_net2")
@@ -114,7 +114,7 @@ def test_register_twice_is_a_noop_and_a_clash_is_refused(registry):
         register(Variant("net_a", "A", "a", None, None, None, ("single",), "pkg.mod:other"))
     with pytest.raises(ValueError, match="'mutual' is already registered .a built-in"):
         register(Variant("mutual", "M", "m", None, None, None, ("single",), "pkg.mod:build_a"))
-    assert variants.names()[-2:] == ("net_a", "net_b") and variants.names().index("net_b") == 6  # after the package's
+    assert variants.names()[-2:] == ("net_a", "net_b") and variants.names().index("net_b") == len(variants.BUILTIN) + 1  # after the package's
 
 
 def test_custom_models_errors_name_the_key(registry):

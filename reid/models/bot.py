@@ -11,8 +11,18 @@ paper reports f_i slightly better than f_t). ``bot.neck: none`` drops the batch 
 Last stride (section 4.5): the stride of layer4's first block set to 1, so a 256 x 128 image gives a
 16 x 8 feature map instead of 8 x 4 (``bot.last_stride``: 1 or the backbone's 2).
 
-``build(num_classes, config)`` is the builder of variant ``bot`` (reid.variants); ``config`` holds the
-``model`` section (its ``backbone``, ``pretrained``, ``pretrained_sha256``) and the ``bot`` section.
+Self-attention (variant ``bot_self_attention``, not in Luo et al.): the paper's self-attention block
+(Jamal et al. 2020, eqs. 1-4, reid.models.attention.SelfAttention) after each residual stage of
+``model.attention_layers`` ("At Layer 4 and Layer 3", section 3.1), applied as the project's
+single-image path applies it, F = f * SA + f (eqs. 7-8's residual form with SA in place of MA; the
+project's reading, docs/model.md choice 1), with the model section's ``attention_norm``, ``attention_init`` and ``attention_channels``; the rest of
+the model and the whole recipe are the strong baseline's. It asks whether the paper's attention helps
+a strong baseline (issue 23). Mutual attention needs a partner image and a verification loss, which
+the recipe does not have: it is not offered here (docs/model.md).
+
+``build(num_classes, config, attention="none")`` is the builder of variants ``bot`` and
+``bot_self_attention`` (reid.variants); ``config`` holds the ``model`` section (its ``backbone``,
+``pretrained``, ``pretrained_sha256`` and, with attention, its ``attention_*`` keys) and the ``bot`` section.
 """
 
 from __future__ import annotations
@@ -23,11 +33,14 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from reid.models.attention import SelfAttention
 from reid.models.backbone import build_resnet, run_stage, run_stem, stage_channels
 from reid.models.pretrained import load_pretrained_backbone
 
 NECKS = ("bnneck", "none")
 NECK_FEATS = ("after", "before")
+ATTENTIONS = ("none", "self")
+STAGES = (1, 2, 3, 4)
 
 
 def set_last_stride(net: nn.Module, stride: int) -> None:
@@ -46,11 +59,23 @@ class BotModel(nn.Module):
     ``forward(x)`` (B, 3, H, W) returns ``{"logits": (B, num_classes), "feature": f_t (B, C)}``
     (C = 2048 for ResNet-50, 512 for ResNet-18/34); ``embed(x)`` the (B, C) test features, f_i or
     f_t by ``neck_feat``, in eval mode (the batch norm's running statistics).
+
+    ``attention="self"`` inserts the paper's self-attention after each stage of ``attention_layers``
+    (F = f * SA + f; ``attention_norm``, ``attention_init``, ``attention_channels`` as config
+    ``model:``'s keys of the same names). Raises ValueError naming the config key of a value out of range.
     """
 
     def __init__(self, num_classes: int, *, backbone: str = "resnet50", last_stride: int = 1,
-                 neck: str = "bnneck", neck_feat: str = "after"):
+                 neck: str = "bnneck", neck_feat: str = "after", attention: str = "none",
+                 attention_layers: tuple[int, ...] = (3, 4), attention_norm: str = "rms",
+                 attention_init: str = "kaiming", attention_channels: str = "per_channel"):
         super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"bot model attention {attention!r} is unknown; choose one of {', '.join(ATTENTIONS)}")
+        layers = tuple(sorted(attention_layers)) if attention == "self" else ()
+        if attention == "self" and (not layers or len(set(layers)) != len(layers) or not set(layers) <= set(STAGES)):
+            raise ValueError(f"model.attention_layers must be distinct stages among {list(STAGES)}, "
+                             f"at least one, got {list(attention_layers)!r}")
         if neck not in NECKS:
             raise ValueError(f"bot.neck: {neck!r} is unknown; choose one of {', '.join(NECKS)}")
         if neck_feat not in NECK_FEATS:
@@ -60,6 +85,11 @@ class BotModel(nn.Module):
         self.neck, self.neck_feat = neck, neck_feat
         self.backbone = build_resnet(backbone)
         set_last_stride(self.backbone, last_stride)
+        self.attention_layers = layers
+        # SelfAttention raises naming model.attention_norm / attention_init for an unknown value
+        self.self_attention = nn.ModuleDict({str(k): SelfAttention(stage_channels(backbone, k), attention_norm,
+                                                                   attention_init, attention_channels)
+                                             for k in layers})
         channels = stage_channels(backbone, 4)
         self.feature_dim = channels
         if neck == "bnneck":
@@ -73,12 +103,18 @@ class BotModel(nn.Module):
             self.bottleneck = None
             self.classifier = nn.Linear(channels, num_classes)  # torch's default initialisation, as released
 
+    def _stages(self, x: Tensor, last: int = 4) -> Tensor:
+        """Stem .. stage ``last``, each stage of ``attention_layers`` followed by F = f * SA + f (eqs. 1-4)."""
+        f = run_stem(self.backbone, x)
+        for stage in range(1, last + 1):
+            f = run_stage(self.backbone, stage, f)
+            if stage in self.attention_layers:
+                f = self.self_attention[str(stage)](f).modulate(f)
+        return f
+
     def pooled(self, x: Tensor) -> Tensor:
         """f_t: the globally average-pooled layer4 feature (B, C), in the current mode."""
-        f = run_stem(self.backbone, x)
-        for stage in (1, 2, 3, 4):
-            f = run_stage(self.backbone, stage, f)
-        return torch.flatten(self.backbone.avgpool(f), 1)
+        return torch.flatten(self.backbone.avgpool(self._stages(x)), 1)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feature = self.pooled(x)
@@ -86,19 +122,18 @@ class BotModel(nn.Module):
         return {"logits": self.classifier(neck), "feature": feature}
 
     def activation_maps(self, x: Tensor, partner: Tensor | None = None, stage: int = 4) -> Tensor:
-        """(B, h, w) channel mean of |f| after residual stage ``stage``, eval mode, no gradients (for
-        the attention figure, reid.report.figures; the model has no attention: ``partner`` is refused)."""
+        """(B, h, w) channel mean of |F| after residual stage ``stage`` (with that stage's self-attention
+        applied, if it has one), eval mode, no gradients (for the attention figure, reid.report.figures;
+        no mutual attention: ``partner`` is refused)."""
         if partner is not None:
             raise ValueError("activation maps with a partner need the mutual variant, not bot")
-        if stage not in (1, 2, 3, 4):
-            raise ValueError(f"stage must be one of [1, 2, 3, 4], got {stage!r}")
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {list(STAGES)}, got {stage!r}")
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                f = run_stem(self.backbone, x)
-                for s in range(1, stage + 1):
-                    f = run_stage(self.backbone, s, f)
+                f = self._stages(x, stage)
         finally:
             self.train(was_training)
         return f.abs().mean(dim=1).float()
@@ -116,12 +151,18 @@ class BotModel(nn.Module):
             self.train(was_training)
 
 
-def build(num_classes: int, config: Mapping[str, Any]) -> BotModel:
-    """The builder of variant ``bot``: ``config["model"]``'s backbone and ImageNet weights, ``config["bot"]``'s
-    ``last_stride``, ``neck`` and ``neck_feat`` (reid.typed_config.BotConfig)."""
+def build(num_classes: int, config: Mapping[str, Any], attention: str = "none") -> BotModel:
+    """The builder of variants ``bot`` and (``attention="self"``) ``bot_self_attention``: ``config["model"]``'s
+    backbone and ImageNet weights (and, with attention, its ``attention_layers``, ``attention_norm``,
+    ``attention_init``, ``attention_channels``), ``config["bot"]``'s ``last_stride``, ``neck`` and
+    ``neck_feat`` (reid.typed_config.BotConfig)."""
     model_cfg, bot = config["model"], config["bot"]
+    parts = {}
+    if attention != "none":
+        parts = {k: model_cfg[k] for k in ("attention_layers", "attention_norm", "attention_init", "attention_channels")}
+        parts["attention_layers"] = tuple(parts["attention_layers"])
     model = BotModel(num_classes, backbone=model_cfg["backbone"], last_stride=bot["last_stride"], neck=bot["neck"],
-                     neck_feat=bot["neck_feat"])
+                     neck_feat=bot["neck_feat"], attention=attention, **parts)
     if model_cfg.get("pretrained"):
         load_pretrained_backbone(model, model_cfg["pretrained"], model_cfg.get("pretrained_sha256"))
     else:

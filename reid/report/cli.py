@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from reid import readings as READINGS
 from reid.options import bounded
 from reid.report.runs import ReportInputError
 from reid.variants import get_variant
@@ -119,7 +120,7 @@ def _cmd_table_readings(args: argparse.Namespace) -> int:
 
     bootstrap = _bootstrap(args.bootstrap)
     doc = readings_table(Path(args.results), args.dataset, args.seeds, _info(_specs(args.dataset_specs), args.dataset),
-                         bootstrap=bootstrap)
+                         bootstrap=bootstrap, ablation=args.ablation)
     for path in tables.write(doc, args.out, args.html_out):
         print(f"wrote {path}")
     return 0
@@ -241,7 +242,7 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_compare)
 
-    what = "the readings ablation: every reading of reid/readings.py against the baseline"
+    what = "a readings ablation: every reading of one ablation of reid/readings.py against its reference"
     p = subparsers.add_parser("table-readings", help=what, description=what)
     p.add_argument("--results", default="results",
                    help="the results folder (readings under <results>/<dataset>/readings)")
@@ -252,6 +253,8 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--bootstrap", required=True, help='JSON {"resamples": N, "seed": S} (config evaluate.bootstrap)')
     p.add_argument("--out", required=True, help="the markdown table")
     p.add_argument("--html-out", default=None)
+    p.add_argument("--ablation", default="paper", choices=tuple(READINGS.ABLATIONS),
+                   help="paper: the paper's readings (readings.md); bot: the strong baseline's tricks (readings_bot.md)")
     p.set_defaults(func=_cmd_table_readings)
 
     what = "the cost of each train, extract and evaluate job: its Snakemake benchmark file's wall time and peak memory"

@@ -1,9 +1,11 @@
-"""The readings ablation table (results/tables/readings.md): every reading of reid/readings.py against its reference.
+"""The readings ablation tables: every reading of an ablation of reid/readings.py against its reference
+(results/tables/readings.md, the paper's readings; results/tables/readings_bot.md, the strong
+baseline's tricks).
 
 Rows: each reading, and for the mutual readings each test embedding evaluated from the same weights.
 Columns: single-query Rank-1 and mAP with their 95% intervals, the paired difference from the
 reading's reference (``Reading.reference``: the baseline, or mutual; interval and p-value), FLOPs of one training step and measured training time per image,
-both relative to the baseline. Inputs are the files reid.readings names under
+both relative to the ablation's baseline (``baseline``, or ``bot``). Inputs are the files reid.readings names under
 ``results/{dataset}/readings/``: metrics.json and per_query.csv of every (reading, embedding, seed),
 model.pt and history.csv of every (reading, seed).
 """
@@ -38,10 +40,10 @@ class Row:
     per_query: list[U.PerQuery]     # per_query.csv, one per seed
 
 
-def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
-    """Every (reading, test embedding) of the ablation with its metrics.json and per_query.csv per seed."""
+def load_rows(results: Path, dataset: str, seeds: list[int], ablation: str = "paper") -> list[Row]:
+    """Every (reading, test embedding) of ``ablation`` with its metrics.json and per_query.csv per seed."""
     rows = []
-    for reading, embedding in R.entries():
+    for reading, embedding in R.entries(ablation):
         runs, tables = [], []
         for seed in seeds:
             folder = results / Path(R.run_dir(dataset, reading.name, seed)).relative_to("results") / embedding
@@ -56,16 +58,17 @@ def load_rows(results: Path, dataset: str, seeds: list[int]) -> list[Row]:
     return rows
 
 
-def step_flops(model_file: Path) -> int:
-    """FLOPs of one training step (2 pairs) of the architecture in model.pt, at its training size."""
+def step_flops(model_file: Path, recipe: str = "siamese") -> int:
+    """FLOPs of one training step on 4 images (2 pairs for the paper's recipe) of the architecture in
+    model.pt, at its training size, trained by ``recipe`` (reid.models.cost.recipe_step_flops)."""
     import torch
 
-    from reid.models import training_step_flops
     from reid.models.builder import builder_of, rebuild
+    from reid.models.cost import recipe_step_flops
 
     meta = torch.load(model_file, weights_only=True, map_location="cpu")["meta"]
     model = rebuild(builder_of(meta), str(model_file))  # random init: the count needs the architecture only
-    return training_step_flops(model, meta["height"], meta["width"], pairs=2)
+    return recipe_step_flops(model, recipe, meta["height"], meta["width"])
 
 
 def seconds_per_image(history: Path) -> float:
@@ -105,10 +108,12 @@ def _check_estimates(row: Row, intervals: dict) -> None:
 
 
 def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetInfo,
-                   bootstrap: dict | None = None) -> TableDoc:
-    """The readings table of ``dataset`` from the files under ``results`` (see the module docstring)."""
+                   bootstrap: dict | None = None, ablation: str = "paper") -> TableDoc:
+    """The table of ablation ``ablation`` (reid.readings.ABLATIONS: ``paper`` or ``bot``) on ``dataset``
+    from the files under ``results`` (see the module docstring)."""
     bootstrap = {"resamples": U.DEFAULT_RESAMPLES, "seed": 0, **(bootstrap or {})}
-    rows = load_rows(results, dataset, seeds)
+    which = R.ablation(ablation)
+    rows = load_rows(results, dataset, seeds, ablation)
     # each row's reference: its reading's ``reference``, evaluated with the embedding it was trained for
     refs = {r.reading.name: r for r in rows if r.embedding == r.reading.trained_embedding}
     intervals_of = []
@@ -117,10 +122,10 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
         _check_estimates(row, intervals)
         intervals_of.append(intervals)
     flops, sec = {}, {}
-    for reading in R.READINGS:  # a reading that reuses another's model shares its training
+    for reading in which.readings:  # a reading that reuses another's model shares its training
         folders = [results / Path(R.model_dir(dataset, reading.name, s)).relative_to("results") for s in seeds]
         sec[reading.name] = statistics.fmean(seconds_per_image(f / "history.csv") for f in folders)
-        flops[reading.name] = step_flops(folders[0] / "model.pt")
+        flops[reading.name] = step_flops(folders[0] / "model.pt", get_variant(reading.variant).recipe)
     table = []
     for row, intervals in zip(rows, intervals_of):
         base = refs[row.reading.reference]
@@ -139,17 +144,24 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
             "Δ Rank-1 vs reference (pp)": d_r1,
             "Δ mAP vs reference (pp)": d_map,
             "p (Rank-1 / mAP)": p,
-            "FLOPs / step (× baseline)": f"{flops[name] / flops[R.BASELINE]:.3f}",
-            "time / image (× baseline)": f"{sec[name] / sec[R.BASELINE]:.2f}",
+            f"FLOPs / step (× {which.baseline})": f"{flops[name] / flops[which.baseline]:.3f}",
+            f"time / image (× {which.baseline})": f"{sec[name] / sec[which.baseline]:.2f}",
         })
     seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
-    caption = (f"**Readings of the paper** (the project's Table 4). Single-query Rank-1 and mAP (%) on {info.label}, "
-               f"each reading trained once per seed ({seeds_text}) with the configured settings and the reading's "
-               f"model and training keys (reid/readings.py); the mutual readings are also evaluated with every "
-               f"test embedding from the same weights (no retraining), the one they were trained for marked "
-               f"*(trained)*; `baseline_raw_features` evaluates the baseline's model with test features that are "
-               f"not L2-normalised. Δ is the reading minus its reference (the baseline, or the reading one key "
-               f"away from it), in percentage points.")
+    if ablation == "paper":
+        caption = (f"**Readings of the paper** (the project's Table 4). Single-query Rank-1 and mAP (%) on "
+                   f"{info.label}, each reading trained once per seed ({seeds_text}) with the configured settings and "
+                   f"the reading's model and training keys (reid/readings.py); the mutual readings are also evaluated "
+                   f"with every test embedding from the same weights (no retraining), the one they were trained for "
+                   f"marked *(trained)*; `baseline_raw_features` evaluates the baseline's model with test features "
+                   f"that are not L2-normalised. Δ is the reading minus its reference (the baseline, or the reading "
+                   f"one key away from it), in percentage points.")
+    else:
+        caption = (f"**{which.title}** (ablation `{which.name}`). Single-query Rank-1 and mAP (%) on {info.label}, "
+                   f"each reading trained once per seed ({seeds_text}) with the configured settings and the "
+                   f"reading's keys over them (reid/readings.py): each row removes one trick from "
+                   f"`{which.baseline}` or adds one part to it. Δ is the reading minus `{which.baseline}`, in "
+                   f"percentage points.")
     over = "query identities" if len(seeds) == 1 else "seeds, then query identities"
     notes = [f"Brackets: 95% percentile bootstrap intervals over {over}, all queries of a person resampled together "
              f"({bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}). Δ intervals and two-sided p-values "
@@ -159,17 +171,17 @@ def readings_table(results: Path, dataset: str, seeds: list[int], info: DatasetI
         notes.append("With one training run per reading the intervals cover the choice of test identities only, "
                      "not the spread between training runs (about 5 Rank-1 points between seeds on the CPU demo, "
                      "docs/model.md); configure several `seeds` to include it.")
-    notes += ["FLOPs: one training step (forward and backward), counted by torch.utils.flop_counter at the "
-              "training input size; independent of the machine.",
-              "Time / image: training wall-clock seconds per image over all epochs (history.csv), relative to "
-              "the baseline. The readings train as concurrent jobs on a shared machine, so these ratios are "
+    notes += ["FLOPs: one training step (forward and backward) on 4 images, counted by torch.utils.flop_counter "
+              "at the training input size; independent of the machine.",
+              f"Time / image: training wall-clock seconds per image over all epochs (history.csv), relative to "
+              f"`{which.baseline}`. The readings train as concurrent jobs on a shared machine, so these ratios are "
               "indicative only; the FLOPs are exact.",
               flip_note([r for row in rows for r in row.runs])]
     if not info.kind:
         notes.append(f"'{info.name}' is not one of the paper's datasets: compare the rows with each other, not "
                      f"with the paper's numbers.")
     by = {f"{row.reading.name}/{row.embedding}": row.runs for row in rows}
-    return TableDoc("Readings of the paper", caption, pd.DataFrame(table), notes, run_ids_frame({dataset: by}))
+    return TableDoc(which.title, caption, pd.DataFrame(table), notes, run_ids_frame({dataset: by}))
 
 
 __all__ = ["readings_table", "load_rows", "seconds_per_image", "step_flops"]

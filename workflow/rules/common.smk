@@ -189,5 +189,10 @@ def reading_model(name):
     return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
 
 
+def reading_recipe_option(wc):
+    """` --recipe-params JSON` for a reading of a model with its own recipe section (the bot ablation)."""
+    return recipe_option(READINGS_DEF.reading(wc.reading).variant)
+
+
 def reading_feature_norm(wc):
     return READINGS_DEF.reading(wc.reading).extract_config(CFG.evaluate.as_dict())["feature_norm"]
