@@ -104,7 +104,7 @@ def measure(args) -> None:
 
     import reid
     from reid.evaluate import compute_metrics
-    from reid.features import load_features
+    from reid.files import load_features
 
     print(f"reid from {Path(reid.__file__).parent}", file=sys.stderr)
 

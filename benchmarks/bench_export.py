@@ -124,7 +124,8 @@ def parity_table(configs: list[str]) -> list[tuple]:
     """Rows (config, case, worst difference) on real (synthetic) images."""
     from reid.data.market import TRAIN_DIR, scan_split
     from reid.data.synthetic import synthesize
-    from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.data.transforms import compute_mean_image
+    from reid.files.mean_image import write_mean_image
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
@@ -132,7 +133,7 @@ def parity_table(configs: list[str]) -> list[tuple]:
         synthesize(root, seed=1501, train_ids=12, test_ids=20, cameras=6, cameras_per_id=[2, 4],
                    images_per_camera=[1, 2], distractors=8, junk=4, multi_query_images=[2, 2], height=128, width=64)
         mean = Path(tmp) / "mean_image.pt"
-        save_mean_image(compute_mean_image([r.path for r in scan_split(root / TRAIN_DIR)]), mean)
+        write_mean_image(compute_mean_image([r.path for r in scan_split(root / TRAIN_DIR)]), mean)
         for name in configs:
             cfg = CONFIGS[name]
             images = export_onnx.parity_images(root, mean, cfg["height"], cfg["width"], export_onnx.PARITY_IMAGES)

@@ -72,7 +72,8 @@ def make_dataset(work: Path, tiny: bool) -> tuple[Path, Path, int]:
     """(data root, mean image, training images) of a synthetic dataset like the CPU demo's."""
     from reid.data.market import TRAIN_DIR, scan_split
     from reid.data.synthetic import synthesize
-    from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.data.transforms import compute_mean_image
+    from reid.files.mean_image import write_mean_image
 
     root = work / "data"
     size = dict(train_ids=8, test_ids=6, distractors=4, junk=3) if tiny else \
@@ -81,7 +82,7 @@ def make_dataset(work: Path, tiny: bool) -> tuple[Path, Path, int]:
                multi_query_images=[2, 4], height=128, width=64, **size)
     train = [r.path for r in scan_split(root / TRAIN_DIR) if r.pid > 0]
     mean = work / "mean_image.pt"
-    save_mean_image(compute_mean_image(train), mean)
+    write_mean_image(compute_mean_image(train), mean)
     return root, mean, len(train)
 
 
@@ -124,7 +125,8 @@ def run_all(args, work: Path, cuda: bool, problems: list[str]) -> None:
 
     from reid import tracking
     from reid.evaluate import compute_metrics
-    from reid.features import extract, load_features
+    from reid.features import extract
+    from reid.files import load_features
     from reid.train import TrainOutputs, train
     from reid.typed_config import ModelConfig, TrainConfig
 

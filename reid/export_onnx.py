@@ -103,7 +103,8 @@ def parity_images(data_root: str | Path, mean_image: str | Path, height: int, wi
 def preprocessing_metadata(mean_image: str | Path, height: int, width: int) -> dict[str, str]:
     """The constants of PREPROCESSING for a model trained at height x width: ``mean_image`` (base64,
     float32 little-endian, C order, (3, height, width)) and ``std`` (JSON [R, G, B])."""
-    from reid.data.transforms import Normalizer, load_mean_image
+    from reid.data.transforms import Normalizer
+    from reid.files import load_mean_image
 
     norm = Normalizer(load_mean_image(mean_image), height, width)
     mean = np.ascontiguousarray(norm.mean.numpy(), dtype="<f4")

@@ -124,11 +124,6 @@ def extract(*, model_path: Path, data_root: Path, mean_image: Path, out: Path, b
     return {split: n for split, (n, _) in timings.items()}
 
 
-def load_features(path: str | Path) -> dict:
-    """features.pt, checked (reid.files.load_features)."""
-    return files.load_features(path)
-
-
 def gallery_images(folder: str | Path) -> list[str]:
     """Every image under ``folder`` (recursively, sorted): any file Pillow can identify, whatever its
     name or suffix; OS clutter (Thumbs.db, .DS_Store, ._*) is skipped. Raises FileNotFoundError when

@@ -33,7 +33,7 @@ from reid.checkpoint import Checkpointer, Resume, RunIdentity
 from reid.config import config_hash
 from reid.data.market import TRAIN_DIR, Record
 from reid.data.pairs import training_records
-from reid.data.transforms import load_mean_image
+from reid.files import load_mean_image
 from reid.files.history import history_writer
 from reid.files.model_file import model_meta, model_writer
 from reid.files.run_info import write_run_info

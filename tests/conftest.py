@@ -58,10 +58,11 @@ def tiny_dataset(tmp_path_factory):
     """(data root, mean image path) of a tiny synthetic dataset, built once per session."""
     from reid.data.market import TRAIN_DIR, scan_split
     from reid.data.synthetic import synthesize
-    from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.data.transforms import compute_mean_image
+    from reid.files.mean_image import write_mean_image
 
     root = tmp_path_factory.mktemp("tiny") / "data"
     synthesize(root, **TINY_SYNTHETIC)
     mean = root.parent / "mean_image.pt"
-    save_mean_image(compute_mean_image([r.path for r in scan_split(root / TRAIN_DIR)]), mean)
+    write_mean_image(compute_mean_image([r.path for r in scan_split(root / TRAIN_DIR)]), mean)
     return root, mean

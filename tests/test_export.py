@@ -52,7 +52,8 @@ def project(tmp_path_factory):
 
     from reid.data.market import TRAIN_DIR, scan_split
     from reid.data.synthetic import synthesize
-    from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.data.transforms import compute_mean_image
+    from reid.files.mean_image import write_mean_image
     from reid.train import TrainOutputs, train
     from reid.typed_config import ModelConfig, TrainConfig
 
@@ -60,7 +61,7 @@ def project(tmp_path_factory):
     data, results = root / "data" / "synthetic", root / "results" / "synthetic"
     synthesize(data, **TINY_SYNTHETIC)
     mean = results / "mean_image.pt"
-    save_mean_image(compute_mean_image([r.path for r in scan_split(data / TRAIN_DIR)]), mean)
+    write_mean_image(compute_mean_image([r.path for r in scan_split(data / TRAIN_DIR)]), mean)
     run_dir = results / "mutual" / "seed0"
     with pytest.MonkeyPatch.context() as mp:
         uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from reid import files, io
-from reid.data.transforms import load_mean_image, save_mean_image
+from reid.files import load_mean_image
+from reid.files.mean_image import write_mean_image
 from reid.evaluate import evaluate
 from reid.report.figures import read_history
 from reid.report.runs import ReportInputError, load_run
@@ -63,7 +64,7 @@ def write_per_query(path):
 WRITERS = {
     "model": ("model.pt", write_model, load_trained_model),
     "features": ("features.pt", lambda p: io.torch_save(p, features_blob()), files.load_features),
-    "mean_image": ("mean_image.pt", lambda p: save_mean_image(
+    "mean_image": ("mean_image.pt", lambda p: write_mean_image(
         {"mean": torch.rand(3, 16, 8), "std": torch.ones(3), "count": 4}, p), load_mean_image),
     "run_info": ("run.json", lambda p: write_run_info(p, dataset="d", model="mutual", seed=0, config_hash="c0ffee",
                                                       git_commit="0123abc", tracking="mlflow", reading=None,

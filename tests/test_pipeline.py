@@ -11,18 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tiny_config import TINY_PIPELINE  # tests/ is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-TINY = {
-    "synthetic": {"train_ids": 8, "test_ids": 8, "cameras": 3, "cameras_per_id": [2, 3],
-                  "images_per_camera": [2, 2], "distractors": 6, "junk": 4, "multi_query_images": [2, 2],
-                  "height": 32, "width": 16},
-    "model": {"embedding_dim": 32},
-    "train": {"height": 32, "width": 16, "epochs": 2, "batch_pairs": 8, "lr_step": 1},
-    "evaluate": {"batch_size": 64},
-}
+TINY = TINY_PIPELINE
 
 
 def snakemake(workdir, *args, env=None):

@@ -21,21 +21,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_config import TINY_PIPELINE  # tests/ is on sys.path (conftest.py)
 
 pytestmark = pytest.mark.slow  # the server takes 5-40 s to start; two Snakemake runs
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ADMIN, USER = "reid-admin", "reid-jobs"
-TINY = {
-    "models": ["baseline"], "seeds": [0],
-    "synthetic": {"train_ids": 6, "test_ids": 6, "cameras": 3, "cameras_per_id": [2, 3],
-                  "images_per_camera": [2, 2], "distractors": 4, "junk": 2, "multi_query_images": [2, 2],
-                  "height": 32, "width": 16},
-    "model": {"embedding_dim": 32},
-    "train": {"height": 32, "width": 16, "epochs": 2, "batch_pairs": 8, "lr_step": 1},
-    "evaluate": {"batch_size": 64},
-}
+TINY = {**TINY_PIPELINE, "models": ["baseline"], "seeds": [0]}
 METRICS = "results/synthetic/baseline/seed0/metrics.json"
 
 

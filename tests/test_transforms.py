@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from reid.data.transforms import (MEAN_SIZE, Normalizer, TrainAugment, compute_mean_image, load_eval_transform,
-                                  random_erase, save_mean_image)
+                                  random_erase)
+from reid.files.mean_image import write_mean_image
 
 
 def write_images(tmp_path, n=4, size=(32, 16)):
@@ -31,7 +32,7 @@ def test_mean_image_matches_a_direct_computation(tmp_path):
 def test_eval_transform_centres_the_training_mean(tmp_path):
     paths = write_images(tmp_path, size=(64, 32))
     stats = compute_mean_image(paths)
-    save_mean_image(stats, tmp_path / "mean.pt")
+    write_mean_image(stats, tmp_path / "mean.pt")
     tf = load_eval_transform(tmp_path / "mean.pt", 32, 16)
     batch = torch.stack([tf(p) for p in paths])
     assert batch.shape == (4, 3, 32, 16)
@@ -82,7 +83,7 @@ def test_mean_image_at_the_input_size_travels_with_the_model(tmp_path):
     from reid.data.transforms import training_augment, training_normalisation
 
     paths = write_images(tmp_path, size=(64, 32))
-    save_mean_image(compute_mean_image(paths), tmp_path / "mean.pt")
+    write_mean_image(compute_mean_image(paths), tmp_path / "mean.pt")
     cfg = dict(height=32, width=16, horizontal_flip=0.0, random_erasing=0.0, input_norm="mean",
                mean_image_size="input")
     norm = training_normalisation(paths, cfg)

@@ -66,13 +66,6 @@ def compute_mean_image(paths: Sequence[str | Path], size: tuple[int, int] = MEAN
     return {"mean": mean.float(), "std": std.float(), "count": len(paths)}
 
 
-def save_mean_image(stats: dict, path: str | Path) -> None:
-    """mean_image.pt (reid.files.mean_image.write_mean_image)."""
-    from reid.files.mean_image import write_mean_image
-
-    write_mean_image(stats, path)
-
-
 class Normalizer:
     """Resize, subtract the mean image, and with ``input_norm`` "mean_std" (the default) divide by the
     per-channel std; "mean" subtracts only (section 5.1's words). ValueError on another value."""
@@ -109,18 +102,13 @@ def normalisation_stats(mean_image: str | Path, normalisation: dict | None) -> t
     """(stats for Normalizer, input_norm) of a model: mean_image.pt's mean and std, the mean replaced
     by the model's own when it has one. ``normalisation`` is model.pt's meta ``input_normalisation``;
     None (a model trained before the key existed) is the default reading, mean_std with the stored mean."""
+    from reid.files import load_mean_image
+
     stats = load_mean_image(mean_image)
     normalisation = normalisation or {"input_norm": "mean_std", "mean_image_size": "stored"}
     if "mean" in normalisation:
         stats = {**stats, "mean": normalisation["mean"]}
     return stats, normalisation["input_norm"]
-
-
-def load_mean_image(path: str | Path) -> dict:
-    """mean_image.pt, checked (reid.files.load_mean_image)."""
-    from reid.files import load_mean_image as load
-
-    return load(path)
 
 
 def load_eval_transform(mean_image_path: str | Path, height: int, width: int,

@@ -354,7 +354,8 @@ def verify_into(dataset: str, spec: dict, data: Path, report_path: Path, mean_im
     :func:`failed_report_path`; a later success removes that stale report.
     """
     from reid.data.market import TRAIN_DIR, scan_split
-    from reid.data.transforms import compute_mean_image, save_mean_image
+    from reid.data.transforms import compute_mean_image
+    from reid.files.mean_image import write_mean_image
     from reid.files.dataset_report import write_dataset_report
 
     kind = None if spec["source"] == "synthetic" else spec.get("kind")
@@ -372,7 +373,7 @@ def verify_into(dataset: str, spec: dict, data: Path, report_path: Path, mean_im
         check_manifest(data, manifest)
     report["dataset"] = dataset
     train = [r.path for r in scan_split(Path(data) / TRAIN_DIR) if r.pid > 0]
-    save_mean_image(compute_mean_image(train), mean_image)
+    write_mean_image(compute_mean_image(train), mean_image)
     write_dataset_report(report_path, report)
     remove_stale_failed_report(failed)
     return len(train)

@@ -34,7 +34,7 @@ class Setting:
     """Everything a recipe may read besides the model.
 
     ``records``: the training split (pid > 0); ``pid_to_label``: person id -> class index 0..N-1;
-    ``stats``: the training mean image (reid.data.transforms.load_mean_image); ``train``: config
+    ``stats``: the training mean image (reid.files.load_mean_image); ``train``: config
     ``train:`` (typed; ``workers``, ``device`` and ``precision`` apply to every recipe); ``recipe``:
     the recipe's own config section (typed, reid.typed_config), None for a recipe without one;
     ``custom_entry``: the builder of a model the package does not define (its outputs are checked),

@@ -63,6 +63,16 @@ def test_zero_initialised_attention_starts_as_the_strong_baseline_and_learns():
     assert len(grads) == 2 and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_bot_self_attention_exports_to_onnx_with_the_pipelines_features():
+    from reid import export_onnx
+
+    torch.manual_seed(0)
+    model = BotModel(5, backbone="resnet18", attention="self", attention_init="kaiming").eval()  # SA not zero
+    images = torch.randn(4, 3, 32, 16, generator=torch.Generator().manual_seed(1))
+    _, worst = export_onnx.export_model(model, images, {"variant": "bot_self_attention"}, "variant bot_self_attention")
+    assert 0 <= worst <= export_onnx.PARITY_TOLERANCE  # the largest difference export_model measured
+
+
 def test_bad_attention_settings_are_refused_naming_the_key():
     with pytest.raises(ValueError, match="model.attention_layers must be distinct stages"):
         BotModel(3, backbone="resnet18", attention="self", attention_layers=())

@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-from test_pipeline import TINY as PIPELINE_TINY  # noqa: E402  (tests/ is on sys.path: conftest.py)
+from tiny_config import TINY_PIPELINE as PIPELINE_TINY  # noqa: E402  (tests/ is on sys.path: conftest.py)
 
 # the pipeline test's tiny config, the strong baseline at the same scale, one table
 TINY = {**PIPELINE_TINY,
