@@ -294,3 +294,57 @@ def test_seconds_per_image_reads_history_through_its_loader(tmp_path):
         seconds_per_image(path)
     with pytest.raises(ReportInputError, match=r"nothing.csv: training history not found .*rule `train`"):
         seconds_per_image(tmp_path / "nothing.csv")
+
+
+def dry_run_trainings(work: Path, target: str) -> tuple[list[list[str]], str]:
+    """The `reid train` commands (as argument lists) a dry run of ``target`` plans, and its output."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([str(bin_dir / "snakemake"), "-n", "-p", target, "--configfile", str(ROOT / "config.yaml"),
+                           "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work)],
+                          capture_output=True, text=True, env=env, cwd=work, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [shlex.split(c.split(" > ")[0]) for c in re.findall(r"python -m reid train .*", proc.stdout)]
+    return commands, proc.stdout
+
+
+def test_every_reading_trains_with_the_configured_sections_and_its_own_keys(tmp_path, monkeypatch):
+    """Through the workflow as a user runs it: each planned `reid train --reading` command, run by the
+    CLI, trains with config.yaml's model, train and (strong baseline) bot sections with exactly the
+    reading's overrides over them. A key that the overrides make meaningful keeps its configured value
+    (train.lr_decay_epochs 5 for baseline_gradual_lr, not the schema's 20)."""
+    import reid.train
+    from reid.cli import main
+    from reid.config import result_keys
+    from reid.typed_config import BotConfig, ModelConfig, TrainConfig
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    seen = {}
+    monkeypatch.setattr(reid.train, "train", lambda **kw: seen.update(kw) or [])
+    for ablation, target in (("paper", "results/tables/readings.md"), ("bot", "results/tables/readings_bot.md")):
+        commands, out = dry_run_trainings(tmp_path, target)
+        readings = R.ablation(ablation).readings
+        assert sorted(c[c.index("--reading") + 1] for c in commands) == sorted(r.name for r in readings if r.trains)
+        assert ("--ablation bot" in out) == (ablation == "bot")
+        for command in commands:
+            chosen = R.reading(command[command.index("--reading") + 1])
+            assert ("--recipe-params" in command) == (ablation == "bot")  # the paper's readings pass no bot: section
+            seen.clear()
+            assert main(command[3:] + ["--mlflow-params", json.dumps({"enabled": False})]) in (0, None)
+            assert seen["variant"] == chosen.variant and seen["reading"] == chosen.name
+            # compared as result keys: a key the run does not use (lr_decay_epochs under step) may differ
+            for name, want in (("model", chosen.model_config(cfg["model"])), ("train", chosen.train_config(cfg["train"]))):
+                got = seen[f"{name}_cfg"].as_dict()
+                want = (ModelConfig if name == "model" else TrainConfig).from_dict(want).as_dict()
+                assert result_keys(got, name) == result_keys(want, name), (chosen.name, name)
+            if ablation == "bot":
+                bot = BotConfig.from_dict(cfg["bot"]).as_dict()  # the schema completes the demo's section
+                assert seen["recipe_cfg"] == BotConfig.from_dict(chosen.recipe_config("bot", bot)), chosen.name
+    gradual = R.reading("baseline_gradual_lr").train_config(cfg["train"])
+    assert (gradual["lr_decay"], gradual["lr_decay_epochs"]) == ("gradual", 5)

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -24,7 +20,6 @@ from reid.typed_config import BotConfig, ModelConfig
 from reid.variants import get_variant
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 # ---------------------------------------------------------------- the model
@@ -218,31 +213,3 @@ def test_the_bot_ablation_table_compares_each_trick_with_bot(tmp_path):
     assert set(df["time / image (× bot)"]) == {"1.00"}
     md = doc.to_markdown()
     assert "The strong baseline's tricks" in md and "run-bot_self_attention" in md
-
-
-# ---------------------------------------------------------------- the workflow
-
-def dry_run(work: Path, target: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([str(BIN / "snakemake"), "-n", "-p", target, "--configfile", str(ROOT / "config.yaml"),
-                           "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work)],
-                          capture_output=True, text=True, env=env, cwd=work, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
-def test_the_bot_ablation_trains_each_reading_with_its_bot_keys_and_leaves_the_papers_commands_alone(tmp_path):
-    _, bot_cfg = demo_sections()
-    bot = dry_run(tmp_path, "results/tables/readings_bot.md")
-    trains = re.findall(r"python -m reid train .*", bot)
-    assert len(trains) == len(R.BOT_READINGS)
-    for reading in R.BOT_READINGS:
-        command = next(c for c in trains if f"--reading {reading.name} " in c)
-        section = json.loads(re.search(r"--recipe-params '([^']*)'", command).group(1))
-        # config.yaml's bot: section, not the reading's overrides (reid.readings applies those)
-        assert (section["epochs"], section["height"]) == (bot_cfg["epochs"], bot_cfg["height"])
-        assert all(section[k] == bot_cfg[k] for k in reading.recipe_overrides)
-    assert "table-readings" in bot and "--ablation bot" in bot
-    paper = dry_run(tmp_path, "results/tables/readings.md")
-    assert "--recipe-params" not in paper and "--ablation" not in paper
-    assert len(re.findall(r"python -m reid train ", paper)) == len([r for r in R.READINGS if r.trains])

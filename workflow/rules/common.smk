@@ -189,6 +189,18 @@ def reading_model(name):
     return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
 
 
+def reading_section(name):
+    """The `model` or `train` section a reading trains with, as `section(name)` gives it: the config's
+    section with the reading's overrides applied first, so that a key the overrides make meaningful is
+    passed with its configured value (train.lr_decay_epochs, left out of result_keys while lr_decay is
+    step, reaches baseline_gradual_lr as configured, not as the schema's default)."""
+    def value(wc):
+        chosen = READINGS_DEF.reading(wc.reading)
+        section = chosen.model_config(config[name]) if name == "model" else chosen.train_config(config[name])
+        return json.dumps(result_keys(section, name), sort_keys=True, separators=(",", ":"))
+    return value
+
+
 def reading_recipe_option(wc):
     """` --recipe-params JSON` for a reading of a model with its own recipe section (the bot ablation)."""
     return recipe_option(READINGS_DEF.reading(wc.reading).variant)
