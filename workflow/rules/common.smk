@@ -189,16 +189,15 @@ def reading_model(name):
     return lambda wc: f"{READINGS_DEF.model_dir(wc.dataset, wc.reading, wc.seed)}/{name}"
 
 
-def reading_section(name):
-    """The `model` or `train` section a reading trains with, as `section(name)` gives it: the config's
-    section with the reading's overrides applied first, so that a key the overrides make meaningful is
-    passed with its configured value (train.lr_decay_epochs, left out of result_keys while lr_decay is
-    step, reaches baseline_gradual_lr as configured, not as the schema's default)."""
-    def value(wc):
-        chosen = READINGS_DEF.reading(wc.reading)
-        section = chosen.model_config(config[name]) if name == "model" else chosen.train_config(config[name])
-        return json.dumps(result_keys(section, name), sort_keys=True, separators=(",", ":"))
-    return value
+def reading_train_section(wc):
+    """The `train` section a reading trains with, as `section("train")` gives it: the config's section
+    with the reading's own train keys applied first, so that a key they make meaningful is passed with
+    its configured value (train.lr_decay_epochs, left out of result_keys while lr_decay is step,
+    reaches baseline_gradual_lr as configured, not as the schema's default). Its model keys need no
+    such care (no model key depends on another) and are applied by `reid train --reading` alone, so
+    the commands of readings without train keys are what they were."""
+    train = READINGS_DEF.reading(wc.reading).train_config(config["train"])
+    return json.dumps(result_keys(train, "train"), sort_keys=True, separators=(",", ":"))
 
 
 def reading_recipe_option(wc):

@@ -32,9 +32,8 @@ use rule train as train_reading with:
         "results/benchmarks/readings/train/{dataset}/{reading}-seed{seed}.tsv"
     threads: READING_THREADS
     params:
-        # the config's sections with the reading's own keys over them (reid.readings)
-        model=reading_section("model"),
-        train=reading_section("train"),
+        # the config's train section with the reading's own train keys over it (reid.readings)
+        train=reading_train_section,
         trains="--reading {reading}",
         # the recipe's own section (bot:) for a reading of the strong baseline, "" for the paper's
         custom_model=reading_recipe_option,
