@@ -69,18 +69,25 @@ def embed_records(model, records: list[Record], transform, batch_size: int, devi
 def load_embedding_model(model_path: Path, device: torch.device, test_embedding: str | None = None):
     """The trained model of ``model_path`` ready to embed test images: (model in eval mode, meta).
 
-    ``test_embedding`` (mutual models: single | mutual_self | plain) switches its single-image path
-    (ValueError for a model that embeds one way only). Its test embedding is run once on a test batch
+    ``test_embedding`` (mutual models: single | mutual_self | plain) switches its single-image path;
+    a model that embeds one way only accepts its variant's one way (``single`` for bot, the readings'
+    rules pass it for every model) and raises ValueError for another. Its test embedding is run once on a test batch
     in the model's precision (meta ``precision``) before any image is read (reid.models.probe), which
     also checks a custom model's output. Raises as reid.models.runtime.load_trained_model.
     """
     model, meta = load_trained_model(model_path, device)
     entry = meta["builder"]["entry"]
     if test_embedding is not None:
-        if not callable(getattr(model, "set_test_embedding", None)):
-            raise ValueError(f"{model_path}: model {meta.get('variant')!r} embeds test images one way only; "
-                             f"--test-embedding {test_embedding!r} does not apply")
-        model.set_test_embedding(test_embedding)
+        if callable(getattr(model, "set_test_embedding", None)):
+            model.set_test_embedding(test_embedding)
+        else:
+            from reid.variants import REGISTRY
+
+            spec = REGISTRY.get(str(meta.get("variant")))
+            only = spec.test_embeddings[0] if spec is not None else "single"
+            if test_embedding != only:
+                raise ValueError(f"{model_path}: model {meta.get('variant')!r} embeds test images one way only "
+                                 f"({only!r}); --test-embedding {test_embedding!r} does not apply")
     model.to(memory_format=torch.channels_last)
     probe(model, num_classes=1, height=meta["height"], width=meta["width"], device=device, paths=("embed",),
           precision=meta.get("precision", "fp32"), what=entry or f"model variant {meta.get('variant')!r} ({model_path})")

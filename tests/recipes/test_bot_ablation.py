@@ -98,6 +98,13 @@ def test_bot_self_attention_trains_by_the_bot_recipe_and_its_model_file_rebuilds
     saved = torch.load(out.model, weights_only=False)["state_dict"]
     assert any(k.startswith("self_attention.4.") for k in saved)
     assert model.embed(torch.zeros(2, 3, 32, 16)).shape == (2, 512)
+    # extraction as the readings' rule asks for it: --test-embedding single is the one way it embeds
+    from reid.features import load_embedding_model
+
+    embedder, _ = load_embedding_model(out.model, torch.device("cpu"), "single")
+    assert embedder.embed(torch.zeros(1, 3, 32, 16)).shape == (1, 512)
+    with pytest.raises(ValueError, match=r"embeds test images one way only \('single'\); --test-embedding 'plain'"):
+        load_embedding_model(out.model, torch.device("cpu"), "plain")
 
 
 # ---------------------------------------------------------------- the ablation's definition

@@ -74,3 +74,23 @@ def test_bot_history_and_training_run_record_each_loss_per_epoch(workflow):
     steps = json.loads(out.stdout.strip().splitlines()[-1])
     for loss in ("loss_id", "loss_triplet", "loss_center"):
         assert steps[f"train/{loss}"] == 2
+
+
+def test_a_reading_of_the_bot_ablation_trains_extracts_and_evaluates_through_the_readings_rules(workflow):
+    """One reading of results/tables/readings_bot.md end to end (train_reading with its bot: keys ->
+    extract_reading, which passes --test-embedding single to a model that embeds one way ->
+    evaluate_reading), on the workflow's dataset and config."""
+    workdir, env = workflow
+    folder = "results/synthetic/readings/bot_no_erasing/seed0"
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+           f"{folder}/single/metrics.json", "--configfile", str(workdir / "tiny.yaml"),
+           "--config", "models=[baseline, bot]"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    metrics = json.loads((workdir / folder / "single/metrics.json").read_text())
+    assert metrics["model"] == "bot" and 0 <= metrics["rank1"] <= 1
+    import torch
+
+    meta = torch.load(workdir / folder / "model.pt", weights_only=False, map_location="cpu")["meta"]
+    bot = meta["builder"]["config"]["bot"]
+    assert bot["random_erasing"] == 0.0 and (bot["epochs"], bot["height"]) == (TINY["bot"]["epochs"], 32)
