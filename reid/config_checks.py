@@ -72,7 +72,7 @@ def check_references(config: dict, source: str = "config") -> None:
     if config["train"]["lr_step"] < 1:
         raise ConfigError(f"{source}: train.lr_step must be >= 1")
     model = config["model"]
-    from reid.variants import PAPER_BUILDER, REGISTRY
+    from reid.variants import BUILTIN, PAPER_BUILDER, REGISTRY
 
     from reid.readings import identification_path_conflict
 
@@ -83,6 +83,12 @@ def check_references(config: dict, source: str = "config") -> None:
     if pair_path and conflict:
         # caught here, before any job runs, rather than when the mutual model is built
         raise ConfigError(f"{source}: {conflict}")
+    # a built-in model with attention (self_attention, mutual, bot_self_attention) needs a stage to put it after;
+    # the readings ablation trains self_attention and mutual whatever models: lists
+    attending = [v.name for v in BUILTIN if v.name in config["models"] and v.has_attention]
+    if not model["attention_layers"] and attending:
+        raise ConfigError(f"{source}: model.attention_layers is empty, but {', '.join(attending)} put attention "
+                          "after at least one residual stage (e.g. [3, 4], the paper's)")
 
 
 def _check_synthetic_overrides(config: dict, source: str) -> None:

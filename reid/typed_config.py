@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
-from reid.config import section_schema, validate_section
+from reid.config import ConfigError, section_schema, validate_section
 
 
 def _frozen(value: Any) -> Any:
@@ -184,6 +184,12 @@ class BotConfig(Section):
     horizontal_flip: float
     padding: int
     random_erasing: float
+
+    def __post_init__(self):
+        # the schedule counts milestones passed with bisect (reid.recipes.bot.lr_at): they must be in order
+        milestones = list(self.lr_milestones)
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ConfigError(f"bot.lr_milestones must be strictly increasing epochs, got {milestones}")
 
 
 @dataclass(frozen=True)

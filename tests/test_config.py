@@ -145,3 +145,25 @@ def test_the_reranking_weight_has_one_spelling_in_code():
         assert rerank_args({"lambda_value": 0.4})["lambda_value"] == 0.4
     with pytest.warns(DeprecationWarning, match="pass 'lambda_value'"):
         assert rerank_args({"lambda": 0.4})["lambda_value"] == 0.4
+
+
+def test_attention_without_a_stage_and_unordered_bot_milestones_are_refused_when_the_config_is_read():
+    """Both used to surface only in the training job, after the dataset was built."""
+    from reid.config_checks import check_references, from_config
+
+    cfg = base()
+    cfg["model"]["attention_layers"] = []
+    cfg["models"] = ["baseline"]  # no attention: nothing to put after a stage
+    check_references(validate(copy.deepcopy(cfg)))
+    for models in (["baseline", "self_attention"], ["bot_self_attention"], ["mutual"]):
+        cfg["models"] = models
+        with pytest.raises(ConfigError, match=rf"model.attention_layers is empty, but {models[-1]} put attention"):
+            check_references(validate(copy.deepcopy(cfg)))
+    cfg = base()
+    cfg["bot"]["lr_milestones"] = [26, 20]
+    with pytest.raises(ConfigError, match=r"bot.lr_milestones must be strictly increasing epochs, got \[26, 20\]"):
+        from_config(cfg)
+    from reid.typed_config import BotConfig
+
+    with pytest.raises(ConfigError, match="strictly increasing"):  # the training command's own section
+        BotConfig.from_dict({"lr_milestones": [5, 5]})
