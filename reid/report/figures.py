@@ -94,16 +94,20 @@ def losses_figure(histories: Mapping[str, str | Path], out: str | Path, title: s
 # ---------------------------------------------------------------- CMC curves
 
 def mean_cmc(runs: Sequence[Run], key: str, max_rank: int) -> np.ndarray | None:
-    """The CMC (percent, ranks 1..max_rank) averaged over seeds; None when the runs lack ``key``."""
+    """The CMC (percent, ranks 1..n) averaged over seeds, n = max_rank or, for a gallery smaller than
+    max_rank (evaluation then writes one entry per gallery image), the shortest curve's length; None
+    when the runs lack ``key``. ReportInputError naming the file for a curve that is not a list of
+    fractions."""
     curves = []
     for r in runs:
         cmc = r.info.get(key)
         if cmc is None:
             return None
-        if not isinstance(cmc, list) or len(cmc) < max_rank:
-            raise ReportInputError(f"{r.path}: {key} must be a list of at least {max_rank} fractions")
+        if not isinstance(cmc, list) or not cmc or not all(isinstance(c, (int, float)) for c in cmc):
+            raise ReportInputError(f"{r.path}: {key} must be a non-empty list of fractions")
         curves.append(np.asarray(cmc[:max_rank], dtype=float) * 100)
-    return np.mean(curves, axis=0)
+    shown = min(len(c) for c in curves)
+    return np.mean([c[:shown] for c in curves], axis=0)
 
 
 def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: int = 50,
@@ -114,7 +118,7 @@ def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: 
         raise ReportInputError(f"figure-cmc: expected the runs of one dataset, got {', '.join(datasets) or 'none'}")
     by_model = group_runs(list(runs), datasets[0])
     fig, ax = plt.subplots(figsize=(10, 6.5), constrained_layout=True)
-    ranks = np.arange(1, max_rank + 1)
+    shown = max_rank  # the ranks every curve reaches (a gallery smaller than max_rank gives shorter curves)
     for model, model_runs in by_model.items():
         colour = get_variant(model).colour
         name = (labels or {}).get(model, get_variant(model).short_label)
@@ -125,12 +129,13 @@ def cmc_figure(runs: Sequence[Run], out: str | Path, title: str = "", max_rank: 
             curve = mean_cmc(model_runs, key, max_rank)
             if curve is None:
                 continue
-            ax.plot(ranks, curve, style, color=colour, linewidth=2.2,
+            shown = min(shown, len(curve))
+            ax.plot(np.arange(1, len(curve) + 1), curve, style, color=colour, linewidth=2.2,
                     label=f"{name}{suffix}: R1 {curve[0]:.1f}%{seeds}")
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
-    ax.set_xlim(1, max_rank)
-    ax.set_xticks([1, *range(5, max_rank + 1, 5)])
+    ax.set_xlim(1, max(2, shown))
+    ax.set_xticks([1, *range(5, shown + 1, 5)])
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title(title or f"CMC curves, single query ({datasets[0]})")

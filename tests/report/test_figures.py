@@ -61,6 +61,14 @@ def test_cmc_figure_averages_seeds(tmp_path):
     assert curve[0] == pytest.approx(100 * (0.5 + 0.6) / 2)  # mean of the two seeds' rank-1, in percent
     out = figures.cmc_figure(runs, tmp_path / "cmc.png")
     assert png_size(out)[0] >= 1000
+    # a gallery of 28 images: evaluation writes 28 entries, the figure shows ranks 1..28
+    for r in runs:
+        r.info["cmc"], r.info["rerank/cmc"] = r.info["cmc"][:28], r.info["rerank/cmc"][:28]
+    assert figures.mean_cmc([r for r in runs if r.model == "mutual"], "cmc", 50).shape == (28,)
+    assert png_size(figures.cmc_figure(runs, tmp_path / "cmc28.png"))[0] >= 1000
+    runs[0].info["cmc"] = "0.5"
+    with pytest.raises(ReportInputError, match="cmc must be a non-empty list of fractions"):
+        figures.mean_cmc(runs[:1], "cmc", 50)
 
 
 # ---------------------------------------------------------------- ranked list
