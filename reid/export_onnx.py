@@ -74,9 +74,14 @@ class ExportResult:
 
 
 def pipeline_inputs(model_file: str | Path, dataset: str) -> tuple[Path, Path]:
-    """(data folder, mean image) of a pipeline model ``results/<dataset>/<model>/seed<seed>/model.pt``:
-    ``data/<dataset>`` beside ``results/``, and ``results/<dataset>/mean_image.pt``."""
-    dataset_dir = Path(model_file).resolve().parent.parent.parent  # .parent never fails, even at the root
+    """(data folder, mean image) of a pipeline model ``results/<dataset>/<model>/seed<seed>/model.pt`` or
+    of the readings ablation's ``results/<dataset>/readings/<reading>/seed<seed>/model.pt``:
+    ``data/<dataset>`` beside ``results/``, and ``results/<dataset>/mean_image.pt``. The folder
+    ``<dataset>`` under a folder ``results`` is looked for among the file's parents; elsewhere, three
+    levels up stands for it."""
+    path = Path(model_file).resolve()
+    dataset_dir = next((a for a in path.parents if a.name == dataset and a.parent.name == "results"),
+                       path.parent.parent.parent)  # .parent never fails, even at the root
     return dataset_dir.parent.parent / "data" / dataset, dataset_dir / "mean_image.pt"
 
 

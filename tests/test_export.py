@@ -276,3 +276,17 @@ def test_a_model_trained_without_mlflow_is_exported_but_not_recorded(tmp_path, c
     with caplog.at_level("WARNING", logger="reid.tracking"):
         assert tracking.MlflowTracker("reid").log_export(provenance, model_file) is None
     assert "trained without MLflow" in caplog.text and str(model_file) in caplog.text
+
+
+def test_the_default_inputs_of_a_pipeline_model_and_of_a_readings_model(tmp_path):
+    """`reid export` finds data/<dataset> and results/<dataset>/mean_image.pt for both layouts."""
+    root = tmp_path / "work"
+    main = root / "results/synthetic/baseline/seed0/model.pt"
+    reading = root / "results/synthetic/readings/bot_no_bnneck/seed0/model.pt"
+    want = (root / "data/synthetic", root / "results/synthetic/mean_image.pt")
+    assert export_onnx.pipeline_inputs(main, "synthetic") == want
+    assert export_onnx.pipeline_inputs(reading, "synthetic") == want
+    # a file outside the pipeline's layout: three levels up, as before
+    loose = tmp_path / "a/b/c/model.pt"
+    assert export_onnx.pipeline_inputs(loose, "synthetic") == (tmp_path.parent / "data/synthetic",
+                                                                tmp_path / "a/mean_image.pt")
