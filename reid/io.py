@@ -32,6 +32,20 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+def _temp_beside(target: Path) -> Path:
+    """An empty temporary file in ``target``'s folder, with the permissions a plain ``open(target, "w")``
+    would give (0666 less the umask; mkstemp's own 0600 would make every committed file private to
+    its owner, unreadable by a cluster group or a web server)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+    finally:
+        os.close(fd)
+    return Path(tmp_name)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on normal exit it replaces ``path`` atomically.
@@ -41,9 +55,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temp_beside(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -83,9 +95,7 @@ def commit_together(writes: Mapping[str | Path, Callable[[Path], Any]]) -> list[
         for target, write in writes.items():
             target = Path(target)
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-            os.close(fd)
-            tmp = Path(tmp_name)
+            tmp = _temp_beside(target)
             staged.append((target, tmp))
             try:
                 write(tmp)

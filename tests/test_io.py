@@ -88,3 +88,27 @@ def test_single_file_write_error_names_the_file(tmp_path):
     with pytest.raises(io.WriteError, match=r"model\.pt: File too large"):
         io.atomic_write(tmp_path / "model.pt", too_large)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_committed_files_get_the_permissions_of_a_plain_write(tmp_path):
+    """0666 less the umask, as open() gives, not mkstemp's 0600 (found: metrics.json, run.json, history.csv
+    and the figures were private to their owner while model.pt and features.pt were not)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        io.write_json(tmp_path / "a.json", {"a": 1})
+        io.commit_together({tmp_path / "b.txt": io.text_writer("b"), tmp_path / "c.txt": io.text_writer("c")})
+        with io.atomic_path(tmp_path / "d.bin") as tmp:
+            tmp.write_bytes(b"d")
+        os.umask(0o077)
+        io.write_text(tmp_path / "private.txt", "p")
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("plain.txt") == 0o644
+    assert [mode(n) for n in ("a.json", "b.txt", "c.txt", "d.bin")] == [0o644] * 4
+    assert mode("private.txt") == 0o600
