@@ -15,6 +15,13 @@ TINY_SYNTHETIC = dict(seed=7, train_ids=6, test_ids=6, cameras=3, cameras_per_id
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files marked ``slow`` (each builds a tiny pipeline through Snakemake once, in a module fixture)
+    run first, in collection order otherwise: with pytest-xdist's --dist loadfile a long file handed out
+    last would leave the other worker idle at the end (longest first packs the workers)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: False (slow) first
+
+
 def _store_state() -> dict:
     """What the repository's own MLflow store looks like (tests must leave it exactly so)."""
     db = REPO / "results" / "mlflow.db"

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from tiny_config import TINY_PIPELINE  # tests/ is on sys.path (conftest.py)
 
+pytestmark = pytest.mark.slow  # tiny pipelines through Snakemake, built once per module
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # the tiny pipeline with bot through Snakemake, once
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
