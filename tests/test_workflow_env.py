@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 
+pytestmark = pytest.mark.slow  # Snakemake runs of the pipeline's jobs
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
