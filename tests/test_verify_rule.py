@@ -7,10 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-pytestmark = pytest.mark.slow  # Snakemake runs of the verify rule
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TINY = {"synthetic": {"train_ids": 3, "test_ids": 3, "cameras": 2, "cameras_per_id": [2, 2],

@@ -8,13 +8,11 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 import yaml
 from PIL import Image
 
 from reid.data.market import format_market_name
 
-pytestmark = pytest.mark.slow  # Snakemake runs of the dataset rules
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow  # lint and dry runs of every preset and profile
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PRESETS = sorted(ROOT.glob("presets/*.yaml"))
