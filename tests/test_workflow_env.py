@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 
-pytestmark = pytest.mark.slow  # Snakemake runs of the pipeline's jobs
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
