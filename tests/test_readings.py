@@ -280,6 +280,10 @@ def test_reid_train_applies_a_readings_train_keys_and_refuses_one_without_traini
     seen.clear()
     assert main(argv + ["--reading", "baseline_raw_features"]) == 1  # a ConfigError: exit status 1, nothing trained
     assert not seen and "evaluates the model of 'baseline'" in capsys.readouterr().err
+    # the paper's recipe has no section of its own: a bot: section for one of its readings is refused
+    # (the bot readings' own commands run through the CLI in the test below)
+    assert main(argv + ["--recipe-params", '{"epochs": 4}', "--reading", "baseline"]) == 1
+    assert not seen and "has no config section of its own" in capsys.readouterr().err
 
 
 def test_seconds_per_image_reads_history_through_its_loader(tmp_path):

@@ -142,27 +142,6 @@ def test_every_bot_reading_is_one_trick_away_from_bot_and_builds():
         R.ablation("tricks")
 
 
-def test_reid_train_applies_a_bot_readings_recipe_keys(monkeypatch, tmp_path, capsys):
-    import reid.train
-    from reid.cli import main
-
-    seen = {}
-    monkeypatch.setattr(reid.train, "train", lambda **kw: seen.update(kw) or [])
-    argv = ["train", "--dataset", "d", "--seed", "0", "--data", "nowhere", "--mean-image", "m.pt",
-            "--model-params", "{}", "--train-params", "{}", "--mlflow-params", "{}",
-            "--out-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt")]
-    recipe = ["--recipe-params", json.dumps({"epochs": 4, "height": 32, "width": 16})]
-    main(argv + recipe + ["--reading", "bot_no_erasing"])
-    assert (seen["variant"], seen["reading"]) == ("bot", "bot_no_erasing")
-    assert (seen["recipe_cfg"].random_erasing, seen["recipe_cfg"].epochs, seen["recipe_cfg"].height) == (0.0, 4, 32)
-    main(argv + recipe + ["--reading", "bot_self_attention"])
-    assert seen["variant"] == "bot_self_attention" and seen["recipe_cfg"].random_erasing == 0.5
-    seen.clear()
-    # the paper's recipe has no section of its own: a bot: section for one of its readings is refused
-    assert main(argv + recipe + ["--reading", "baseline"]) == 1
-    assert not seen and "has no config section of its own" in capsys.readouterr().err
-
-
 # ---------------------------------------------------------------- the table
 
 HITS = {"bot": 6, "bot_no_warmup": 6, "bot_no_erasing": 4, "bot_no_label_smoothing": 5, "bot_last_stride2": 5,
